@@ -1,0 +1,182 @@
+"""Load and save model weights safely and with plain-words errors.
+
+Loading never runs code from the file: ``torch.load(weights_only=True)`` for PyTorch files and
+safetensors for ``.safetensors``. Accepted layouts, in order of preference:
+``{'params_ema': sd}``, ``{'params': sd}``, ``{'state_dict': sd}`` or a bare state dict
+``sd``; ``module.`` (DistributedDataParallel) and ``_orig_mod.`` (torch.compile) prefixes are
+stripped. Saving writes ``{'params': sd}`` (the Restormer/BasicSR convention) or a
+``.safetensors`` file, atomically.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from slkd.errors import CheckpointError
+from slkd.fileio import atomic_write
+
+#: containers we look inside, most preferred first (EMA weights are what the authors evaluate)
+STATE_DICT_KEYS = ("params_ema", "params", "state_dict")
+_PREFIXES = ("module.", "_orig_mod.")
+_NORM_KEY = re.compile(r"(^|\.)norm\d?\.body\.(weight|bias)$")
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_weights` did: which container it used and what did not match."""
+
+    path: Path
+    source_key: str | None
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+
+def _strip_prefixes(state: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+def _read_file(path: Path) -> Any:
+    if not path.exists():
+        raise CheckpointError(f"weights file not found: {path}")
+    if not path.is_file():
+        raise CheckpointError(f"weights path is not a file: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"refusing to load {path}: it contains Python objects other than tensors and plain "
+            f"containers, which could run code when unpickled (loaded with weights_only=True). "
+            f"Only load such a file if you trust its source, and re-save its state dict. "
+            f"Detail: {first_line}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"cannot read {path}: not a valid PyTorch or safetensors weights file ({exc})"
+        ) from None
+
+
+def extract_state_dict(obj: Any, path: Path | str = "<memory>") -> tuple[dict[str, torch.Tensor], str | None]:
+    """Find the state dict inside a loaded checkpoint; returns it and the container key used."""
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    source = None
+    for key in STATE_DICT_KEYS:
+        if isinstance(obj.get(key), Mapping):
+            obj, source = obj[key], key
+            break
+    state = _strip_prefixes(obj)
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad or not state:
+        what = f"non-tensor entries such as {bad[:3]}" if bad else "no tensors"
+        raise CheckpointError(
+            f"{path} is not a model state dict ({what}); expected a bare state dict or one "
+            f"under {', '.join(repr(k) for k in STATE_DICT_KEYS)}"
+        )
+    return state, source
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """Read a weights file safely and return ``(state_dict, container_key)``."""
+    path = Path(path)
+    return extract_state_dict(_read_file(path), path)
+
+
+def layer_norm_type(state: Mapping[str, Any]) -> str | None:
+    """'WithBias' or 'BiasFree' for Restormer-style norms (``*.body.bias`` ⇒ WithBias), else None."""
+    norm_keys = [k for k in state if _NORM_KEY.search(k)]
+    if not norm_keys:
+        return None
+    return "WithBias" if any(k.endswith(".body.bias") for k in norm_keys) else "BiasFree"
+
+
+def _preview(keys: list[str], n: int = 5) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f" … and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def check_compatible(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path | str, strict: bool) -> tuple[list[str], list[str]]:
+    """Raise a CheckpointError that says in plain words why ``state`` does not fit ``model``."""
+    expected = model.state_dict()
+    file_ln, model_ln = layer_norm_type(state), layer_norm_type(expected)
+    if file_ln and model_ln and file_ln != model_ln:
+        raise CheckpointError(
+            f"{path} was saved from a model with LayerNorm_type={file_ln!r} but this model uses "
+            f"{model_ln!r}: build the model with LayerNorm_type={file_ln!r}"
+            + (" (e.g. preset 'restormer-denoise')" if file_ln == "BiasFree" else "")
+        )
+    mismatched = [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    if mismatched:
+        raise CheckpointError(
+            f"{path} does not fit this model: {len(mismatched)} tensor(s) have other shapes "
+            f"(different width, channels or heads?): {_preview(mismatched, 3)}"
+        )
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if strict and (missing or unexpected):
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} parameter(s) of the model are not in the file: {_preview(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} tensor(s) in the file are not in the model: {_preview(unexpected)}")
+        raise CheckpointError(
+            f"{path} does not match this model ({'; '.join(parts)}). Wrong preset or number of "
+            "blocks? Pass strict=False to load the matching part only."
+        )
+    return missing, unexpected
+
+
+def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> LoadReport:
+    """Load a weights file into ``model`` in place and report what happened."""
+    path = Path(path)
+    state, source = read_state_dict(path)
+    missing, unexpected = check_compatible(model, state, path, strict)
+    model.load_state_dict(state, strict=False)
+    return LoadReport(path=path, source_key=source, missing=missing, unexpected=unexpected)
+
+
+def _cpu_state(model_or_state: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
+    return {k: v.detach().cpu().contiguous() for k, v in _strip_prefixes(state).items()}
+
+
+def save_weights(model_or_state: nn.Module | Mapping[str, torch.Tensor], path: str | Path) -> Path:
+    """Save deployable weights atomically: ``{'params': sd}``, or safetensors for ``.safetensors``."""
+    path = Path(path)
+    state = _cpu_state(model_or_state)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    else:
+        atomic_write(path, lambda tmp: torch.save({"params": state}, tmp))
+    return path

@@ -1,0 +1,270 @@
+"""Restormer (Zamir et al., CVPR 2022), written for this project.
+
+Parameter names and shapes follow the official release exactly, so its checkpoints load with
+``strict=True``. Two additions that do not touch the parameters:
+
+* ``global_residual=False`` drops the input-to-output skip. SLKD's Teacher B (clean → clean)
+  needs it: with the skip it learns the identity and its decoder features carry nothing.
+* a clear error when the input size is not a multiple of 8 (three 2× down-samplings), instead
+  of a shape error deep inside PixelUnshuffle; :func:`slkd.engine.restore` pads for you.
+
+The network is a four-level U-Net of transformer blocks: MDTA attention (channel-wise
+"transposed" attention, so its cost is linear in the number of pixels) and GDFN gated
+feed-forward layers.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LAYER_NORM_TYPES = ("WithBias", "BiasFree")
+
+
+class _BiasFreeNorm(nn.Module):
+    """Scales by the inverse standard deviation over channels; no centring, no bias."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        var = x.var(dim=1, keepdim=True, unbiased=False)
+        return x * torch.rsqrt(var + 1e-5) * self.weight.view(1, -1, 1, 1)
+
+
+class _WithBiasNorm(nn.Module):
+    """Standard layer norm over channels at every pixel."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu = x.mean(dim=1, keepdim=True)
+        var = x.var(dim=1, keepdim=True, unbiased=False)
+        return (x - mu) * torch.rsqrt(var + 1e-5) * self.weight.view(1, -1, 1, 1) + self.bias.view(
+            1, -1, 1, 1
+        )
+
+
+class LayerNorm(nn.Module):
+    """Per-pixel layer norm over channels of an N×C×H×W map (parameters live in ``body``)."""
+
+    def __init__(self, channels: int, layer_norm_type: str) -> None:
+        super().__init__()
+        if layer_norm_type == "BiasFree":
+            self.body: nn.Module = _BiasFreeNorm(channels)
+        elif layer_norm_type == "WithBias":
+            self.body = _WithBiasNorm(channels)
+        else:
+            raise ValueError(
+                f"LayerNorm_type must be one of {LAYER_NORM_TYPES}, got {layer_norm_type!r}"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class FeedForward(nn.Module):
+    """GDFN: 1×1 expansion to two branches, depth-wise 3×3, GELU gate, 1×1 projection."""
+
+    def __init__(self, dim: int, ffn_expansion_factor: float, bias: bool) -> None:
+        super().__init__()
+        hidden = int(dim * ffn_expansion_factor)
+        self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
+        self.dwconv = nn.Conv2d(
+            hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2, bias=bias
+        )
+        self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, value = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(gate) * value)
+
+
+class Attention(nn.Module):
+    """MDTA: attention across channels (C/heads × C/heads per head), linear in H×W."""
+
+    def __init__(self, dim: int, num_heads: int, bias: bool) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"channels ({dim}) must be divisible by the number of heads ({num_heads})")
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(
+            dim * 3, dim * 3, kernel_size=3, padding=1, groups=dim * 3, bias=bias
+        )
+        self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
+        q = F.normalize(q.reshape(b, self.num_heads, c // self.num_heads, h * w), dim=-1)
+        k = F.normalize(k.reshape(b, self.num_heads, c // self.num_heads, h * w), dim=-1)
+        v = v.reshape(b, self.num_heads, c // self.num_heads, h * w)
+        attn = (q @ k.transpose(-2, -1)) * self.temperature
+        out = attn.softmax(dim=-1) @ v
+        return self.project_out(out.reshape(b, c, h, w))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(
+        self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool, layer_norm_type: str
+    ) -> None:
+        super().__init__()
+        self.norm1 = LayerNorm(dim, layer_norm_type)
+        self.attn = Attention(dim, num_heads, bias)
+        self.norm2 = LayerNorm(dim, layer_norm_type)
+        self.ffn = FeedForward(dim, ffn_expansion_factor, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+class OverlapPatchEmbed(nn.Module):
+    """3×3 convolution from image to features (no bias, as in the release)."""
+
+    def __init__(self, in_channels: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class Downsample(nn.Module):
+    """Halve the resolution, double the channels: conv n→n/2 then PixelUnshuffle(2)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels // 2, kernel_size=3, padding=1, bias=False),
+            nn.PixelUnshuffle(2),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class Upsample(nn.Module):
+    """Double the resolution, halve the channels: conv n→2n then PixelShuffle(2)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels * 2, kernel_size=3, padding=1, bias=False),
+            nn.PixelShuffle(2),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def _stage(n: int, dim: int, heads: int, ffn: float, bias: bool, ln: str) -> nn.Sequential:
+    return nn.Sequential(*[TransformerBlock(dim, heads, ffn, bias, ln) for _ in range(n)])
+
+
+class Restormer(nn.Module):
+    """Restormer with the official constructor keywords (plus ``global_residual``).
+
+    Encoder taps for distillation: ``encoder_level1..3`` and ``latent``; decoder taps:
+    ``decoder_level3..1`` and ``refinement``.
+    """
+
+    #: input sizes must be divisible by this (three 2× down-samplings)
+    size_multiple = 8
+
+    def __init__(
+        self,
+        inp_channels: int = 3,
+        out_channels: int = 3,
+        dim: int = 48,
+        num_blocks: Sequence[int] = (4, 6, 6, 8),
+        num_refinement_blocks: int = 4,
+        heads: Sequence[int] = (1, 2, 4, 8),
+        ffn_expansion_factor: float = 2.66,
+        bias: bool = False,
+        LayerNorm_type: str = "WithBias",  # noqa: N803 (official keyword)
+        dual_pixel_task: bool = False,
+        global_residual: bool = True,
+    ) -> None:
+        super().__init__()
+        num_blocks = list(num_blocks)
+        heads = list(heads)
+        if len(num_blocks) != 4 or len(heads) != 4:
+            raise ValueError("num_blocks and heads need one entry per level (4 levels)")
+        if any(n < 0 for n in num_blocks) or num_refinement_blocks < 0:
+            raise ValueError("block counts must be >= 0")
+        if dim < 2 or dim % 2:
+            raise ValueError(f"dim must be an even number >= 2, got {dim}")
+        residual = global_residual and not dual_pixel_task
+        if residual and inp_channels != out_channels:
+            raise ValueError(
+                f"the global residual adds the input to the output, so inp_channels "
+                f"({inp_channels}) must equal out_channels ({out_channels}); "
+                "pass global_residual=False or dual_pixel_task=True"
+            )
+        self.inp_channels = inp_channels
+        self.out_channels = out_channels
+        self.dual_pixel_task = dual_pixel_task
+        self.global_residual = global_residual
+        args = (ffn_expansion_factor, bias, LayerNorm_type)
+
+        self.patch_embed = OverlapPatchEmbed(inp_channels, dim)
+        self.encoder_level1 = _stage(num_blocks[0], dim, heads[0], *args)
+        self.down1_2 = Downsample(dim)
+        self.encoder_level2 = _stage(num_blocks[1], dim * 2, heads[1], *args)
+        self.down2_3 = Downsample(dim * 2)
+        self.encoder_level3 = _stage(num_blocks[2], dim * 4, heads[2], *args)
+        self.down3_4 = Downsample(dim * 4)
+        self.latent = _stage(num_blocks[3], dim * 8, heads[3], *args)
+
+        self.up4_3 = Upsample(dim * 8)
+        self.reduce_chan_level3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
+        self.decoder_level3 = _stage(num_blocks[2], dim * 4, heads[2], *args)
+        self.up3_2 = Upsample(dim * 4)
+        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, kernel_size=1, bias=bias)
+        self.decoder_level2 = _stage(num_blocks[1], dim * 2, heads[1], *args)
+        self.up2_1 = Upsample(dim * 2)  # no channel reduction at level 1 (official design)
+        self.decoder_level1 = _stage(num_blocks[0], dim * 2, heads[0], *args)
+        self.refinement = _stage(num_refinement_blocks, dim * 2, heads[0], *args)
+
+        if dual_pixel_task:
+            self.skip_conv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)
+        self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
+
+    def forward(self, inp_img: torch.Tensor) -> torch.Tensor:
+        if inp_img.dim() != 4 or inp_img.shape[1] != self.inp_channels:
+            raise ValueError(
+                f"expected an N×{self.inp_channels}×H×W tensor, got shape {tuple(inp_img.shape)}"
+            )
+        h, w = inp_img.shape[-2:]
+        if h % self.size_multiple or w % self.size_multiple:
+            raise ValueError(
+                f"Restormer needs height and width divisible by {self.size_multiple}, got {h}×{w}; "
+                "pad the input (slkd.engine.restore does this for you)"
+            )
+        x1 = self.patch_embed(inp_img)
+        enc1 = self.encoder_level1(x1)
+        enc2 = self.encoder_level2(self.down1_2(enc1))
+        enc3 = self.encoder_level3(self.down2_3(enc2))
+        latent = self.latent(self.down3_4(enc3))
+
+        dec3 = self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], dim=1))
+        dec3 = self.decoder_level3(dec3)
+        dec2 = self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], dim=1))
+        dec2 = self.decoder_level2(dec2)
+        dec1 = self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], dim=1))
+        out = self.refinement(dec1)
+
+        if self.dual_pixel_task:
+            return self.output(out + self.skip_conv(x1))
+        out = self.output(out)
+        return out + inp_img if self.global_residual else out
