@@ -68,12 +68,17 @@ def _read_file(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
+        detail_text = detail.group(1).strip() if detail else str(exc).strip()[:200]
+        if "Unsupported global" not in detail_text:
+            raise CheckpointError(
+                f"cannot read {path}: not a valid PyTorch weights file ({detail_text})"
+            ) from None
         raise CheckpointError(
             f"refusing to load {path}: it contains Python objects other than tensors and plain "
             f"containers, which could run code when unpickled (loaded with weights_only=True). "
             f"Only load such a file if you trust its source, and re-save its state dict. "
-            f"Detail: {first_line}"
+            f"Detail: {detail_text.split('. Please use')[0]}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(

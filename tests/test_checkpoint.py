@@ -1,0 +1,133 @@
+"""Weight files: accepted layouts, safety, plain-words errors, atomic saving."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from slkd.errors import CheckpointError
+from slkd.models import build_model, layer_norm_type, load_weights, read_state_dict, save_weights
+
+
+def tiny(**kw):
+    torch.manual_seed(kw.pop("seed", 0))
+    return build_model("res-sl-tiny", **kw)
+
+
+def same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("layout", ["params", "params_ema", "state_dict", "bare", "module", "compiled"])
+def test_accepted_layouts(tmp_path, layout):
+    src = tiny(seed=1)
+    sd = src.state_dict()
+    obj = {
+        "params": {"params": sd},
+        "params_ema": {"params_ema": sd},
+        "state_dict": {"state_dict": sd, "epoch": 3},
+        "bare": sd,
+        "module": {"params": {f"module.{k}": v for k, v in sd.items()}},
+        "compiled": {f"_orig_mod.{k}": v for k, v in sd.items()},
+    }[layout]
+    torch.save(obj, tmp_path / "w.pth")
+    dst = tiny(seed=2)
+    assert not same_weights(src, dst)
+    report = load_weights(dst, tmp_path / "w.pth")
+    assert same_weights(src, dst)
+    assert report.source_key == {"params": "params", "params_ema": "params_ema", "state_dict": "state_dict",
+                                 "module": "params"}.get(layout)
+    assert report.missing == [] and report.unexpected == []
+
+
+def test_params_ema_preferred_over_params(tmp_path):
+    ema, raw = tiny(seed=1), tiny(seed=2)
+    torch.save({"params": raw.state_dict(), "params_ema": ema.state_dict()}, tmp_path / "w.pth")
+    dst = tiny(seed=3)
+    assert load_weights(dst, tmp_path / "w.pth").source_key == "params_ema"
+    assert same_weights(dst, ema)
+
+
+@pytest.mark.parametrize("name", ["w.pth", "w.safetensors"])
+def test_save_round_trip_and_outputs(tmp_path, name):
+    src = tiny(seed=4).eval()
+    path = save_weights(src, tmp_path / "sub" / name)
+    assert path.exists()
+    assert [p.name for p in path.parent.iterdir()] == [name]  # no temp file left behind
+    if name.endswith(".pth"):
+        raw = torch.load(path, weights_only=True)
+        assert set(raw) == {"params"}
+    dst = tiny(seed=5).eval()
+    load_weights(dst, path)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(src(x), dst(x))
+
+
+def test_layer_norm_mismatch_names_the_needed_type(tmp_path):
+    save_weights(tiny(LayerNorm_type="BiasFree"), tmp_path / "bf.pth")
+    assert layer_norm_type(read_state_dict(tmp_path / "bf.pth")[0]) == "BiasFree"
+    with pytest.raises(CheckpointError, match="LayerNorm_type='BiasFree'.*uses 'WithBias'.*restormer-denoise"):
+        load_weights(tiny(), tmp_path / "bf.pth")
+    save_weights(tiny(), tmp_path / "wb.pth")
+    with pytest.raises(CheckpointError, match="LayerNorm_type='WithBias'.*uses 'BiasFree'"):
+        load_weights(tiny(LayerNorm_type="BiasFree"), tmp_path / "wb.pth")
+
+
+def test_shape_mismatch_is_reported_with_shapes(tmp_path):
+    save_weights(build_model("restormer-tiny"), tmp_path / "teacher.pth")
+    with pytest.raises(CheckpointError, match=r"other shapes.*patch_embed.proj.weight: file \(16, 3, 3, 3\) vs model \(8, 3, 3, 3\)"):
+        load_weights(tiny(), tmp_path / "teacher.pth")
+
+
+def test_missing_and_unexpected_keys_in_plain_words(tmp_path):
+    sd = tiny().state_dict()
+    partial = {k: v for k, v in sd.items() if not k.startswith("refinement")}
+    partial["extra.weight"] = torch.zeros(1)
+    torch.save({"params": partial}, tmp_path / "p.pth")
+    with pytest.raises(CheckpointError, match=r"parameter\(s\) of the model are not in the file: refinement\.0.*1 tensor\(s\) in the file are not in the model: extra.weight"):
+        load_weights(tiny(), tmp_path / "p.pth")
+    report = load_weights(tiny(), tmp_path / "p.pth", strict=False)
+    assert report.unexpected == ["extra.weight"]
+    assert report.missing and all(k.startswith("refinement") for k in report.missing)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(CheckpointError, match="not found: .*nope.pth"):
+        load_weights(tiny(), tmp_path / "nope.pth")
+    with pytest.raises(CheckpointError, match="not a file"):
+        load_weights(tiny(), tmp_path)
+
+
+def test_corrupt_files_are_clear_errors(tmp_path):
+    (tmp_path / "junk.pth").write_bytes(b"\x00not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="cannot read .*junk.pth"):
+        load_weights(tiny(), tmp_path / "junk.pth")
+    (tmp_path / "junk.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="safetensors"):
+        load_weights(tiny(), tmp_path / "junk.safetensors")
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match="holds a list"):
+        load_weights(tiny(), tmp_path / "list.pth")
+    torch.save({"params": {"a": 1}}, tmp_path / "notensors.pth")
+    with pytest.raises(CheckpointError, match="not a model state dict"):
+        load_weights(tiny(), tmp_path / "notensors.pth")
+
+
+class _Payload:
+    """Unpickling this object would create a file: the attack a weights file must not carry."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_malicious_pickle_is_refused_without_side_effect(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"params": tiny().state_dict(), "hook": _Payload(marker)}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="refusing to load .*evil.pth.*could run code"):
+        load_weights(tiny(), tmp_path / "evil.pth")
+    assert not marker.exists()
