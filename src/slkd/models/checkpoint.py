@@ -160,13 +160,17 @@ def check_compatible(model: nn.Module, state: Mapping[str, torch.Tensor], path: 
     return missing, unexpected
 
 
-def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> LoadReport:
-    """Load a weights file into ``model`` in place and report what happened."""
-    path = Path(path)
-    state, source = read_state_dict(path)
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path | str, strict: bool = True, source_key: str | None = None) -> LoadReport:
+    """Load an already-read state dict into ``model`` after the checks of :func:`check_compatible`."""
     missing, unexpected = check_compatible(model, state, path, strict)
     model.load_state_dict(state, strict=False)
-    return LoadReport(path=path, source_key=source, missing=missing, unexpected=unexpected)
+    return LoadReport(path=Path(path), source_key=source_key, missing=missing, unexpected=unexpected)
+
+
+def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> LoadReport:
+    """Load a weights file into ``model`` in place and report what happened."""
+    state, source = read_state_dict(path)
+    return load_state(model, state, path, strict, source)
 
 
 def _cpu_state(model_or_state: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

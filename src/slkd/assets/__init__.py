@@ -1,0 +1,1 @@
+"""Bundled demo images (see LICENSE.md)."""

@@ -1,0 +1,88 @@
+"""Pieces shared by the sub-commands: building a model from a preset and a weights file,
+choosing a device, printing notes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slkd.errors import SlkdError
+from slkd.models import build_model, get_preset, layer_norm_type, list_models, read_state_dict
+from slkd.models.checkpoint import load_state
+
+#: pseudo-model for evaluation: the degraded input itself (the "do nothing" baseline)
+INPUT_MODEL = "input"
+
+
+def note(message: str) -> None:
+    """Human-readable progress and remarks go to stderr so that --json stdout stays clean."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SlkdError(f"--device {name} requested but CUDA is not available on this machine")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise SlkdError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+
+
+def _variant_overrides(name: str, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Official Restormer checkpoints come in variants of one architecture (LayerNorm type,
+    grey or colour, dual-pixel input). Adapt the preset to the file instead of failing."""
+    preset = get_preset(name).kwargs
+    if "LayerNorm_type" not in preset:
+        return {}
+    found: dict[str, Any] = {}
+    ln = layer_norm_type(state)
+    if ln and ln != preset["LayerNorm_type"]:
+        found["LayerNorm_type"] = ln
+    embed, out = state.get("patch_embed.proj.weight"), state.get("output.weight")
+    if embed is not None and embed.dim() == 4 and embed.shape[1] != preset["inp_channels"]:
+        found["inp_channels"] = int(embed.shape[1])
+    if out is not None and out.dim() == 4 and out.shape[0] != preset["out_channels"]:
+        found["out_channels"] = int(out.shape[0])
+    if ("skip_conv.weight" in state) != bool(preset["dual_pixel_task"]):
+        found["dual_pixel_task"] = "skip_conv.weight" in state
+    return found
+
+
+def load_model(name: str, weights: str | Path | None, device: torch.device) -> nn.Module:
+    """Build preset ``name``, load ``weights`` (adapting official variants), eval mode."""
+    if name not in list_models():
+        get_preset(name)  # raises with the list of known names
+    if weights is None:
+        model = build_model(name)
+    else:
+        state, source = read_state_dict(weights)
+        overrides = _variant_overrides(name, state)
+        if overrides:
+            note(f"note: {Path(weights).name} needs {name} with "
+                 + ", ".join(f"{k}={v!r}" for k, v in overrides.items()) + "; building it that way")
+        model = build_model(name, **overrides)
+        load_state(model, state, weights, strict=True, source_key=source)
+    return model.to(device).eval()
+
+
+def add_model_arguments(parser, *, weights_required: bool) -> None:
+    parser.add_argument("--model", required=True, metavar="NAME",
+                        help=f"model preset ({', '.join(list_models())})")
+    parser.add_argument("--weights", required=weights_required, metavar="FILE",
+                        help="weights file (.pth/.pt with params/params_ema/state_dict, or .safetensors)")
+
+
+def add_tiling_arguments(parser) -> None:
+    parser.add_argument("--tile", type=int, default=None, metavar="N",
+                        help="process in N×N tiles (multiple of 8) to bound memory on large images")
+    parser.add_argument("--overlap", type=int, default=32, metavar="M",
+                        help="overlap between tiles in pixels (default 32)")
+    parser.add_argument("--blend", choices=("average", "gaussian"), default="average",
+                        help="how overlapping tiles are merged (default: average, as Restormer)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")

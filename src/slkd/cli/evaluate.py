@@ -1,0 +1,152 @@
+"""``slkd eval``: PSNR/SSIM of a model on a benchmark folder, with the task's convention."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from slkd.cli.common import (
+    INPUT_MODEL,
+    add_model_arguments,
+    add_tiling_arguments,
+    load_model,
+    note,
+    resolve_device,
+)
+from slkd.data.folders import add_test_noise, scan_eval_folder
+from slkd.data.image_io import read_image, write_image
+from slkd.engine.inference import restore
+from slkd.errors import DatasetError, SlkdError
+from slkd.metrics import psnr, ssim
+
+#: metric convention of each task (PROTOCOLS.md): deraining is measured on BT.601 Y
+TASK_Y_CHANNEL = {"denoise": False, "derain": True, "deblur": False, "dehaze": False, "real": False}
+
+
+@dataclass(frozen=True)
+class Convention:
+    y_channel: bool
+    crop_border: int
+    matlab_compatible: bool
+
+    def describe(self) -> str:
+        space = "Y (BT.601)" if self.y_channel else "RGB"
+        extra = ", MATLAB rounding of Y" if self.matlab_compatible else ""
+        return f"{space} PSNR/SSIM on uint8-quantised outputs, border crop {self.crop_border}{extra}"
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="PSNR/SSIM of a model on a benchmark folder",
+        description="Evaluate on a folder in one of the layouts of the shared benchmarks "
+        "(paired input/target, noisy/mean, hazy/clear, blurred/gt, or clean images with seeded "
+        "Gaussian noise). Pairs are matched by file name. Use --model input to score the "
+        "degraded inputs themselves.",
+    )
+    add_model_arguments(p, weights_required=False)
+    p.add_argument("--data", required=True, metavar="DIR", help="benchmark folder")
+    p.add_argument("--task", required=True, choices=sorted(TASK_Y_CHANNEL),
+                   help="sets the metric convention: derain → Y channel, others → RGB")
+    p.add_argument("--sigma", type=float, default=25.0,
+                   help="noise level (0-255 scale) added to clean-only folders for --task denoise")
+    p.add_argument("--noise-seed", type=int, default=0,
+                   help="seed re-set before each image's noise (literature: 0)")
+    space = p.add_mutually_exclusive_group()
+    space.add_argument("--y-channel", dest="y_channel", action="store_true", default=None,
+                       help="force Y-channel metrics")
+    space.add_argument("--rgb", dest="y_channel", action="store_false", help="force RGB metrics")
+    p.add_argument("--crop-border", type=int, default=0, metavar="K")
+    p.add_argument("--matlab-compatible", action="store_true", help="round Y to uint8 (MATLAB)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="first N images only")
+    p.add_argument("--save", metavar="DIR", help="also write the restored images here")
+    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    add_tiling_arguments(p)
+    p.set_defaults(func=run)
+
+
+def _degraded(item, task: str, sigma: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    clean = read_image(item.clean).tensor
+    if item.degraded is not None:
+        degraded = read_image(item.degraded).tensor
+        if degraded.shape[-2:] != clean.shape[-2:]:
+            raise DatasetError(
+                f"{item.degraded.name} is {degraded.shape[-1]}×{degraded.shape[-2]} but its target "
+                f"{item.clean.name} is {clean.shape[-1]}×{clean.shape[-2]}"
+            )
+        return degraded, clean
+    if task != "denoise":
+        raise DatasetError(
+            f"--task {task} needs degraded/clean pairs, but {item.clean.parent} holds clean images "
+            "only (noise can be synthesised for --task denoise)"
+        )
+    return add_test_noise(clean, sigma, seed), clean
+
+
+def evaluate(args) -> dict:
+    folder = scan_eval_folder(args.data)
+    if not folder.paired and folder.layout != "clean-only":
+        raise DatasetError(
+            f"{folder.root} has degraded images without ground truth; PSNR/SSIM need targets "
+            "(no-reference BRISQUE/PIQE scoring is not available yet)"
+        )
+    items = folder.items[: args.limit] if args.limit else folder.items
+    y = TASK_Y_CHANNEL[args.task] if args.y_channel is None else args.y_channel
+    convention = Convention(y, args.crop_border, args.matlab_compatible)
+    device = resolve_device(args.device)
+    model = None if args.model == INPUT_MODEL else load_model(args.model, args.weights, device)
+    synthetic = folder.layout == "clean-only"
+    note(f"{args.model} on {folder.root} ({folder.layout}, {len(items)} images"
+         + (f", Gaussian noise σ={args.sigma:g} seed {args.noise_seed}" if synthetic else "")
+         + f"): {convention.describe()}")
+
+    rows = []
+    for i, item in enumerate(items, 1):
+        degraded, clean = _degraded(item, args.task, args.sigma, args.noise_seed)
+        if model is None:
+            output = degraded.clamp(0, 1)
+        else:
+            output = restore(model, degraded[None], tile=args.tile, overlap=args.overlap,
+                             blend=args.blend, device=device)[0]
+        if output.shape[0] != clean.shape[0]:
+            raise DatasetError(f"{item.name}: output has {output.shape[0]} channel(s), target {clean.shape[0]}")
+        kw = asdict(convention)
+        row = {"name": item.name, "psnr": float(psnr(output, clean, **kw)), "ssim": float(ssim(output, clean, **kw))}
+        rows.append(row)
+        if args.save:
+            write_image(Path(args.save) / (item.name + ".png"), output)
+        note(f"[{i}/{len(items)}] {item.name}: {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}")
+
+    return {
+        "model": args.model,
+        "weights": str(args.weights) if args.weights else None,
+        "data": str(folder.root),
+        "layout": folder.layout,
+        "task": args.task,
+        "sigma": args.sigma if synthetic else None,
+        "convention": {**asdict(convention), "quantize": True, "description": convention.describe()},
+        "count": len(rows),
+        "mean": {
+            "psnr": sum(r["psnr"] for r in rows) / len(rows),
+            "ssim": sum(r["ssim"] for r in rows) / len(rows),
+        },
+        "images": rows,
+    }
+
+
+def run(args) -> int:
+    if args.model != INPUT_MODEL and not args.weights:
+        raise SlkdError(f"--weights is required for --model {args.model} (or use --model {INPUT_MODEL})")
+    if args.crop_border < 0:
+        raise SlkdError("--crop-border must be >= 0")
+    result = evaluate(args)
+    mean = result["mean"]
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{result['model']} on {result['data']} ({result['count']} images, {result['convention']['description']}): "
+              f"PSNR {mean['psnr']:.2f} dB, SSIM {mean['ssim']:.4f}")
+    return 0

@@ -1,0 +1,50 @@
+"""The ``slkd`` command line. User errors are printed as one line, without a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from slkd import __version__
+from slkd.cli import demo, evaluate, profile, restore
+from slkd.errors import SlkdError
+from slkd.models import get_preset, list_models
+
+
+def _models(_args) -> int:
+    for name in list_models():
+        preset = get_preset(name)
+        teacher = f" (student of {preset.teacher})" if preset.teacher else ""
+        print(f"{name:<24}{preset.description}{teacher}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slkd",
+        description="Compress image-restoration networks by Simultaneous Learning Knowledge "
+        "Distillation; profile, apply and evaluate restoration models.",
+    )
+    parser.add_argument("--version", action="version", version=f"slkd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    models = sub.add_parser("models", help="list the model presets")
+    models.set_defaults(func=_models)
+    for module in (profile, restore, evaluate, demo):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SlkdError as exc:
+        print(f"slkd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"slkd {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Evaluation folders in the layouts of the public benchmarks, and the literature's test noise.
+
+Layouts understood (see ``../shared/data/README.md``):
+
+* paired folders ``input/``+``target/`` (Rain100H), ``noisy/``+``mean/`` (PolyU, CC15),
+  ``hazy/``+``clear/`` (SOTS), ``blurred/``+``gt/`` (Levin), ``lq/``+``gt/`` (BasicSR);
+* clean-only folders of images (CBSD68, Kodak24, Set12 …), degraded on the fly.
+
+Pairs are matched **by file name**, never by sorted position: a degraded image ``X`` pairs with
+the target of the same stem, or else with the target whose stem is the longest prefix of ``X``
+followed by ``_`` or ``-`` (SOTS ``1400_3`` → ``1400``, Levin ``im1_kernel2_img`` → ``im1``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slkd.data.image_io import list_images
+from slkd.errors import DatasetError
+
+#: (degraded folder, clean folder) names, tried in order
+PAIRED_LAYOUTS = (
+    ("input", "target"),
+    ("noisy", "mean"),
+    ("hazy", "clear"),
+    ("blurred", "gt"),
+    ("lq", "gt"),
+)
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One evaluation case: a name for reports, the degraded file (None when it is synthesised
+    from the clean one) and the clean file (None when there is no ground truth)."""
+
+    name: str
+    degraded: Path | None
+    clean: Path | None
+
+
+@dataclass(frozen=True)
+class EvalFolder:
+    root: Path
+    layout: str  # "paired:<degraded>/<clean>", "clean-only" or "degraded-only"
+    items: tuple[EvalItem, ...]
+
+    @property
+    def paired(self) -> bool:
+        return self.layout.startswith("paired")
+
+
+def match_pairs(degraded: list[Path], clean: list[Path]) -> list[tuple[Path, Path]]:
+    """Pair each degraded file with its clean file by name (see module docstring)."""
+    by_stem = {p.stem: p for p in clean}
+    # longest stems first, so "im10" wins over "im1" for "im10_kernel1_img"
+    stems = sorted(by_stem, key=len, reverse=True)
+    pairs, unmatched = [], []
+    for path in degraded:
+        target = by_stem.get(path.stem)
+        if target is None:
+            for stem in stems:
+                if path.stem.startswith(stem) and path.stem[len(stem):len(stem) + 1] in ("_", "-"):
+                    target = by_stem[stem]
+                    break
+        if target is None:
+            unmatched.append(path.name)
+        else:
+            pairs.append((path, target))
+    if unmatched:
+        shown = ", ".join(unmatched[:5]) + (" …" if len(unmatched) > 5 else "")
+        raise DatasetError(
+            f"{len(unmatched)} degraded image(s) have no clean image of the same name: {shown}"
+        )
+    return pairs
+
+
+def scan_eval_folder(root: str | Path) -> EvalFolder:
+    """Recognise the layout of ``root`` and list its evaluation items."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"data folder not found: {root}")
+    for deg_name, clean_name in PAIRED_LAYOUTS:
+        deg_dir, clean_dir = root / deg_name, root / clean_name
+        if deg_dir.is_dir() and clean_dir.is_dir():
+            degraded, clean = list_images(deg_dir), list_images(clean_dir)
+            if not degraded:
+                raise DatasetError(f"no images in {deg_dir}")
+            pairs = match_pairs(degraded, clean)
+            items = tuple(EvalItem(d.stem, d, c) for d, c in pairs)
+            return EvalFolder(root, f"paired:{deg_name}/{clean_name}", items)
+    for deg_name, _ in PAIRED_LAYOUTS:
+        if (root / deg_name).is_dir() and list_images(root / deg_name):
+            images = list_images(root / deg_name)
+            return EvalFolder(root, "degraded-only", tuple(EvalItem(p.stem, p, None) for p in images))
+    images = list_images(root)
+    if not images:
+        sub = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise DatasetError(
+            f"no images and no known layout in {root}"
+            + (f" (sub-folders: {', '.join(sub)}; point --data at one of them)" if sub else "")
+            + "; expected images, or paired folders "
+            + ", ".join(f"{a}/+{b}/" for a, b in PAIRED_LAYOUTS)
+        )
+    return EvalFolder(root, "clean-only", tuple(EvalItem(p.stem, None, p) for p in images))
+
+
+def add_test_noise(clean: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:
+    """Gaussian test noise as the literature adds it: N(0, sigma/255) in float, not clipped.
+
+    The generator is re-seeded with ``seed`` for every image and draws in H×W×C order with
+    NumPy's legacy ``RandomState`` (what Restormer's and DnCNN's test scripts do with
+    ``np.random.seed(0)``), so noisy test images are identical to theirs. ``clean`` is C×H×W.
+    """
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    c, h, w = clean.shape
+    noise = np.random.RandomState(seed).normal(0.0, sigma / 255.0, size=(h, w, c))
+    return clean + torch.from_numpy(noise.astype(np.float32)).permute(2, 0, 1)
