@@ -78,6 +78,18 @@ def add_model_arguments(parser, *, weights_required: bool) -> None:
                         help="weights file (.pth/.pt with params/params_ema/state_dict, or .safetensors)")
 
 
+def check_tiling(args) -> None:
+    """Refuse a bad --tile/--overlap up front, as a user error instead of a traceback."""
+    if args.tile is None:
+        return
+    if args.tile <= 0 or args.tile % 8:
+        raise SlkdError(f"--tile must be a positive multiple of 8, got {args.tile}")
+    if not 0 <= args.overlap < args.tile:
+        raise SlkdError(
+            f"--overlap must be >= 0 and smaller than --tile ({args.tile}), got {args.overlap}"
+        )
+
+
 def add_tiling_arguments(parser) -> None:
     parser.add_argument("--tile", type=int, default=None, metavar="N",
                         help="process in N×N tiles (multiple of 8) to bound memory on large images")

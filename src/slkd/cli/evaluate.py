@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from slkd.cli.common import (
     INPUT_MODEL,
     add_model_arguments,
     add_tiling_arguments,
+    check_tiling,
     load_model,
     note,
     resolve_device,
@@ -20,10 +22,9 @@ from slkd.data.folders import add_test_noise, scan_eval_folder
 from slkd.data.image_io import read_image, write_image
 from slkd.engine.inference import restore
 from slkd.errors import DatasetError, SlkdError
-from slkd.metrics import psnr, ssim
+from slkd.metrics import psnr, ssim, task_uses_y_channel
 
-#: metric convention of each task (PROTOCOLS.md): deraining is measured on BT.601 Y
-TASK_Y_CHANNEL = {"denoise": False, "derain": True, "deblur": False, "dehaze": False, "real": False}
+EVAL_TASKS = ("denoise", "derain", "deblur", "dehaze", "real")
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def add_parser(subparsers) -> None:
     )
     add_model_arguments(p, weights_required=False)
     p.add_argument("--data", required=True, metavar="DIR", help="benchmark folder")
-    p.add_argument("--task", required=True, choices=sorted(TASK_Y_CHANNEL),
+    p.add_argument("--task", required=True, choices=EVAL_TASKS,
                    help="sets the metric convention: derain → Y channel, others → RGB")
     p.add_argument("--sigma", type=float, default=25.0,
                    help="noise level (0-255 scale) added to clean-only folders for --task denoise")
@@ -94,7 +95,7 @@ def evaluate(args) -> dict:
             "(no-reference BRISQUE/PIQE scoring is not available yet)"
         )
     items = folder.items[: args.limit] if args.limit else folder.items
-    y = TASK_Y_CHANNEL[args.task] if args.y_channel is None else args.y_channel
+    y = task_uses_y_channel(args.task) if args.y_channel is None else args.y_channel
     convention = Convention(y, args.crop_border, args.matlab_compatible)
     device = resolve_device(args.device)
     model = None if args.model == INPUT_MODEL else load_model(args.model, args.weights, device)
@@ -137,15 +138,31 @@ def evaluate(args) -> dict:
     }
 
 
+def _finite_or_null(obj):
+    """Strict JSON has no Infinity: an identical pair's PSNR (∞) is written as null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_or_null(v) for v in obj]
+    return obj
+
+
 def run(args) -> int:
+    if args.model == INPUT_MODEL and args.weights:
+        raise SlkdError(f"--model {INPUT_MODEL} scores the degraded inputs and takes no --weights")
     if args.model != INPUT_MODEL and not args.weights:
         raise SlkdError(f"--weights is required for --model {args.model} (or use --model {INPUT_MODEL})")
     if args.crop_border < 0:
         raise SlkdError("--crop-border must be >= 0")
+    if args.limit is not None and args.limit < 1:
+        raise SlkdError("--limit must be >= 1")
+    check_tiling(args)
     result = evaluate(args)
     mean = result["mean"]
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(_finite_or_null(result), indent=2, allow_nan=False))
     else:
         print(f"{result['model']} on {result['data']} ({result['count']} images, {result['convention']['description']}): "
               f"PSNR {mean['psnr']:.2f} dB, SSIM {mean['ssim']:.4f}")

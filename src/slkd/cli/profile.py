@@ -45,6 +45,8 @@ def profile(names: list[str], size: tuple[int, int], *, runs: int, warmup: int,
         raise SlkdError(f"--size must be positive multiples of 8 (the models down-sample 3 times), got {h} {w}")
     if runs < 1 or warmup < 0:
         raise SlkdError("--runs must be >= 1 and --warmup >= 0")
+    if threads is not None and threads < 1:
+        raise SlkdError(f"--threads must be >= 1, got {threads}")
     models = {name: build_model(name).eval() for name in dict.fromkeys(names)}
     report: dict = {"input_size": [h, w], "counted": COUNTED, "device": str(device), "models": {}}
     for name, model in models.items():

@@ -6,7 +6,14 @@ import time
 import warnings
 from pathlib import Path
 
-from slkd.cli.common import add_model_arguments, add_tiling_arguments, load_model, note, resolve_device
+from slkd.cli.common import (
+    add_model_arguments,
+    add_tiling_arguments,
+    check_tiling,
+    load_model,
+    note,
+    resolve_device,
+)
 from slkd.data.image_io import IMAGE_EXTENSIONS, list_images, read_image, write_image
 from slkd.engine.inference import restore
 from slkd.errors import SlkdError
@@ -50,6 +57,7 @@ def _plan(inp: Path, out: Path) -> list[tuple[Path, Path]]:
 
 
 def run(args) -> int:
+    check_tiling(args)
     plan = _plan(Path(args.input), Path(args.output))
     device = resolve_device(args.device)
     model = load_model(args.model, args.weights, device)

@@ -1,0 +1,123 @@
+"""Peak memory (and wall time) of ``slkd restore`` on a large image, tiled and untiled.
+
+Each case runs the real command line in a fresh child process and reads the child's peak
+resident set size from the kernel (``os.wait4`` → ``ru_maxrss``), so the number includes Python,
+torch, the decoded image, the output canvases and the model's activations — what a user's
+machine must hold.
+
+    python -m benchmarks.restore_memory                   # default cases, 4000×3000
+    python -m benchmarks.restore_memory --quick           # small image, for a smoke run
+    python -m benchmarks.restore_memory --cases res-sl-tiny:512 res-sl-tiny:none@750x1000
+
+Writes ``benchmarks/results/restore_memory.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slkd.data.image_io import write_image
+from slkd.models import build_model, save_weights
+
+#: MODEL:TILE[@HxW]; untiled runs use smaller images (untiled at 4000×3000 would need tens of GiB)
+DEFAULT_CASES = (
+    "res-sl-tiny:512", "res-sl-tiny:256", "res-sl:256",
+    "res-sl-tiny:none@750x1000", "res-sl-tiny:none@1500x2000",
+)
+
+
+def make_image(path: Path, height: int, width: int) -> None:
+    """A textured RGB test image (smooth noise at several scales), saved as 8-bit PNG."""
+    rng = np.random.default_rng(0)
+    img = np.zeros((3, height, width), np.float32)
+    for scale in (1, 8, 64):
+        small = rng.random((3, -(-height // scale), -(-width // scale)), dtype=np.float32)
+        img += np.kron(small, np.ones((1, scale, scale), np.float32))[:, :height, :width]
+    write_image(path, torch.from_numpy(img / 3.0))
+
+
+def run_case(model: str, tile: str, image: Path, work: Path, threads: int | None) -> dict:
+    weights = work / f"{model}.pth"
+    if not weights.exists():
+        torch.manual_seed(0)
+        save_weights(build_model(model), weights)
+    out = work / f"out-{model}-{tile}.png"
+    cmd = [sys.executable, "-m", "slkd.cli.main", "restore", "--model", model, "--weights",
+           str(weights), "--device", "cpu", str(image), str(out)]
+    if tile != "none":
+        cmd += ["--tile", tile, "--overlap", "32"]
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    stderr = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    code = os.waitstatus_to_exitcode(status)
+    return {
+        "model": model,
+        "tile": None if tile == "none" else int(tile),
+        "overlap": None if tile == "none" else 32,
+        "exit_code": code,
+        "peak_rss_mib": usage.ru_maxrss / 1024.0,
+        "seconds": seconds,
+        "error": stderr.strip().splitlines()[-1] if code else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", nargs=2, type=int, default=(3000, 4000), metavar=("H", "W"))
+    p.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES),
+                   help="MODEL:TILE[@HxW] (TILE 'none' = untiled; default size --size)")
+    p.add_argument("--quick", action="store_true", help="600×800 image, tiny model only")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default="benchmarks/results/restore_memory.json")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.size, args.cases = (600, 800), ["res-sl-tiny:256", "res-sl-tiny:none"]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for case in args.cases:
+            spec, _, size = case.partition("@")
+            model, tile = spec.split(":")
+            h, w = (int(v) for v in size.split("x")) if size else args.size
+            image = work / f"image-{h}x{w}.png"
+            if not image.exists():
+                make_image(image, h, w)
+            row = {"image": f"{w}×{h}", **run_case(model, tile, image, work, args.threads)}
+            results.append(row)
+            print(f"{model:<14} {w}×{h} tile {str(row['tile']):>5}: peak RSS {row['peak_rss_mib']:8.0f} MiB, "
+                  f"{row['seconds']:7.1f} s" + (f"  FAILED: {row['error']}" if row["exit_code"] else ""),
+                  flush=True)
+    report = {
+        "benchmark": "restore_memory",
+        "image": "textured RGB 8-bit PNG (see make_image)",
+        "command": "python -m benchmarks.restore_memory " + " ".join(argv or sys.argv[1:]),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "torch": torch.__version__, "python": platform.python_version()},
+        "results": results,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Shared fixtures: running the command line in-process, and small weights files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from slkd.cli.main import main
+from slkd.models import build_model, save_weights
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli("eval", "--model", ...)`` runs ``slkd.cli.main.main`` in-process and returns the
+    exit code and what was printed. argparse errors still raise SystemExit."""
+
+    def run(*argv: object) -> CliResult:
+        capsys.readouterr()  # drop anything printed before
+        code = main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module with one intra-op thread. These tests do many tiny tensor ops; on a busy
+    2-core machine two contending threads were measured 5-20× slower than one. Results do not
+    depend on it (comparisons against the library run under the same setting)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _saved(path: Path, name: str, seed: int, **overrides) -> Path:
+    torch.manual_seed(seed)
+    return save_weights(build_model(name, **overrides), path)
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("weights")
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(weights_dir) -> Path:
+    """res-sl-tiny with seeded random weights."""
+    return _saved(weights_dir / "res-sl-tiny.pth", "res-sl-tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def teacher_tiny_weights(weights_dir) -> Path:
+    """restormer-tiny weights: another preset, so other tensor shapes than res-sl-tiny."""
+    return _saved(weights_dir / "restormer-tiny.pth", "restormer-tiny", seed=1)
+
+
+@pytest.fixture(scope="session")
+def biasfree_tiny_weights(weights_dir) -> Path:
+    """res-sl-tiny built with BiasFree LayerNorm (as official denoising checkpoints are)."""
+    return _saved(weights_dir / "res-sl-tiny-biasfree.pth", "res-sl-tiny", seed=2,
+                  LayerNorm_type="BiasFree")

@@ -1,0 +1,429 @@
+"""End-to-end tests of the ``slkd`` command line, run in-process through ``slkd.cli.main.main``
+(plus one run of the installed console script)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from slkd.data.folders import add_test_noise
+from slkd.data.image_io import read_image, write_image
+from slkd.engine import restore
+from slkd.metrics import psnr, ssim
+from slkd.models import build_model, count_parameters, list_models, load_weights
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CPU = ("--device", "cpu")
+
+
+def _rand(c: int, h: int, w: int, seed: int) -> torch.Tensor:
+    return torch.rand(c, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def _smooth(c: int, h: int, w: int, seed: int) -> torch.Tensor:
+    """A smooth random image (a natural-ish target, so PSNR/SSIM are far from their extremes)."""
+    low = _rand(c, max(2, h // 8), max(2, w // 8), seed)[None]
+    return torch.nn.functional.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)[0]
+
+
+def _model(weights: Path, **overrides) -> torch.nn.Module:
+    model = build_model("res-sl-tiny", **overrides)
+    load_weights(model, weights)
+    return model.eval()
+
+
+def _levels(t: torch.Tensor) -> np.ndarray:
+    """C×H×W float in [0, 1] -> H×W×C uint8 as written to an 8-bit file."""
+    return t.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def _read_rgb_levels(path: Path) -> np.ndarray:
+    arr = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    return np.ascontiguousarray(arr[:, :, ::-1]) if arr.ndim == 3 else arr[:, :, None]
+
+
+def _unchanged(path: Path) -> np.ndarray:
+    return cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+# --------------------------------------------------------------------------------------------
+# models, console entry
+# --------------------------------------------------------------------------------------------
+
+
+def test_models_lists_presets(cli):
+    r = cli("models")
+    assert r.code == 0
+    listed = [line.split()[0] for line in r.out.splitlines() if line.strip()]
+    assert listed == list_models()
+    assert "student of restormer-tiny" in next(l for l in r.out.splitlines() if l.startswith("res-sl-tiny "))
+
+
+def test_console_script_runs():
+    """The installed ``slkd`` entry point (or ``python -m slkd.cli.main`` without one)."""
+    script = shutil.which("slkd", path=str(Path(sys.executable).parent))
+    cmd = [script] if script else [sys.executable, "-m", "slkd.cli.main"]
+    done = subprocess.run(cmd + ["models"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [l.split()[0] for l in done.stdout.splitlines() if l.strip()] == list_models()
+
+
+# --------------------------------------------------------------------------------------------
+# profile
+# --------------------------------------------------------------------------------------------
+
+
+def test_profile_one_model_json(cli):
+    r = cli("profile", "--model", "res-sl-tiny", "--size", 32, 32, "--runs", 1, "--warmup", 0, "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert report["input_size"] == [32, 32]
+    m = report["models"]["res-sl-tiny"]
+    assert m["params"] == count_parameters(build_model("res-sl-tiny"))
+    assert m["macs"] > 0
+    assert m["macs"] == m["macs_convolution"] + m["macs_attention_matmul"]
+    assert m["latency_runs"] == 1 and m["latency_ms_median"] > 0
+    assert "comparison" not in report
+
+
+def test_profile_macs_scale_with_area(cli):
+    small = json.loads(cli("profile", "--model", "res-sl-tiny", "--size", 32, 32, "--no-latency", "--json").out)
+    big = json.loads(cli("profile", "--model", "res-sl-tiny", "--size", 64, 64, "--no-latency", "--json").out)
+    s, b = small["models"]["res-sl-tiny"], big["models"]["res-sl-tiny"]
+    assert b["macs_convolution"] == 4 * s["macs_convolution"]  # convolutions are linear in area
+    assert b["macs"] > 4 * s["macs"] - 1  # attention matmuls grow at least as fast
+    assert "latency_ms_median" not in s
+
+
+def test_profile_compare_json(cli):
+    r = cli("profile", "--compare", "restormer-tiny", "res-sl-tiny", "--size", 32, 32,
+            "--runs", 1, "--warmup", 0, "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    c = report["comparison"]
+    assert (c["reference"], c["candidate"]) == ("restormer-tiny", "res-sl-tiny")
+    assert c["params_reduction"] >= 0.8
+    assert c["macs_reduction"] >= 0.8
+    assert c["speedup"] > 0
+    a, b = report["models"]["restormer-tiny"], report["models"]["res-sl-tiny"]
+    assert c["params_reduction"] == pytest.approx(1 - b["params"] / a["params"])
+    assert a["params"] == count_parameters(build_model("restormer-tiny"))
+
+
+def test_profile_table_output(cli):
+    r = cli("profile", "--compare", "restormer-tiny", "res-sl-tiny", "--size", 32, 32, "--no-latency")
+    assert r.code == 0
+    assert "res-sl-tiny vs restormer-tiny:" in r.out and "fewer params" in r.out
+
+
+def test_profile_size_not_multiple_of_8(cli):
+    r = cli("profile", "--model", "res-sl-tiny", "--size", 30, 32, "--runs", 1, "--warmup", 0)
+    assert r.code == 2
+    assert "multiples of 8" in r.err and "Traceback" not in r.err
+    assert r.out == ""
+
+
+def test_profile_unknown_model_lists_known(cli):
+    r = cli("profile", "--model", "no-such-net", "--size", 32, 32, "--runs", 1)
+    assert r.code == 2
+    assert "no-such-net" in r.err
+    for name in list_models():
+        assert name in r.err
+
+
+def test_profile_bad_threads_is_a_user_error(cli):
+    r = cli("profile", "--model", "res-sl-tiny", "--size", 32, 32, "--runs", 1, "--threads", 0)
+    assert r.code == 2 and "--threads" in r.err
+
+
+# --------------------------------------------------------------------------------------------
+# restore
+# --------------------------------------------------------------------------------------------
+
+
+def test_restore_single_odd_sized_file_matches_library(cli, tmp_path, tiny_weights):
+    src = write_image(tmp_path / "odd.png", _rand(3, 29, 37, seed=1))  # 37 wide, 29 high
+    dest = tmp_path / "out" / "restored.png"
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU, src, dest)
+    assert r.code == 0, r.err
+    got = _read_rgb_levels(dest)
+    assert got.shape == (29, 37, 3)
+
+    image = read_image(src).tensor
+    expected = _levels(restore(_model(tiny_weights), image[None])[0])
+    np.testing.assert_array_equal(got, expected)
+    assert not np.array_equal(got, _levels(image))  # the model really ran
+
+
+def test_restore_into_existing_folder_keeps_name(cli, tmp_path, tiny_weights):
+    src = write_image(tmp_path / "a.png", _rand(3, 16, 16, seed=2))
+    (tmp_path / "out").mkdir()
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU, src, tmp_path / "out")
+    assert r.code == 0, r.err
+    assert (tmp_path / "out" / "a.png").is_file()
+
+
+def test_restore_folder_mixed_formats_and_a_corrupt_file(cli, tmp_path, tiny_weights):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    write_image(inp / "rgb.png", _rand(3, 20, 24, seed=3))
+    write_image(inp / "grey.png", _rand(1, 18, 22, seed=4))
+    write_image(inp / "deep.png", _smooth(3, 24, 16, seed=5), bit_depth=16)
+    alpha = (np.arange(17 * 19, dtype=np.uint16).reshape(17, 19) % 256).astype(np.uint8)
+    write_image(inp / "rgba.png", _rand(3, 17, 19, seed=6), alpha=alpha)
+    write_image(inp / "été_写真.png", _rand(3, 16, 16, seed=7))
+    (inp / "bad.png").write_bytes(b"definitely not a PNG file \x00\x01\x02" * 8)
+
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU, inp, out)
+    assert r.code == 1
+    assert "bad.png" in r.err and "Traceback" not in r.err
+    assert "1 of 6 image(s) could not be restored: bad.png" in r.err
+    assert "alpha channel dropped" in r.err  # the reader's warning is passed on as a note
+
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["rgb.png", "grey.png", "deep.png", "rgba.png", "été_写真.png"]
+    )
+    rgb = _unchanged(out / "rgb.png")
+    assert rgb.shape == (20, 24, 3) and rgb.dtype == np.uint8
+    grey = _unchanged(out / "grey.png")
+    assert grey.shape == (18, 22) and grey.dtype == np.uint8
+    deep = _unchanged(out / "deep.png")
+    assert deep.shape == (24, 16, 3) and deep.dtype == np.uint16
+    assert np.any(deep % 257 != 0)  # real 16-bit values, not 8-bit ones scaled up
+    rgba = _unchanged(out / "rgba.png")
+    assert rgba.shape == (17, 19, 4)
+    np.testing.assert_array_equal(rgba[:, :, 3], alpha)
+    assert _unchanged(out / "été_写真.png").shape == (16, 16, 3)
+
+
+def test_restore_tiled(cli, tmp_path, tiny_weights):
+    src = write_image(tmp_path / "big.png", _rand(3, 40, 56, seed=8))
+    dest = tmp_path / "big_out.png"
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU,
+            "--tile", 16, "--overlap", 4, src, dest)
+    assert r.code == 0, r.err
+    got = _read_rgb_levels(dest)
+    assert got.shape == (40, 56, 3)
+    expected = _levels(restore(_model(tiny_weights), read_image(src).tensor[None], tile=16, overlap=4)[0])
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("tile, overlap", [(20, 4), (16, 16), (0, 0)])
+def test_restore_bad_tile_is_a_user_error(cli, tmp_path, tiny_weights, tile, overlap):
+    src = write_image(tmp_path / "a.png", _rand(3, 40, 40, seed=9))
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU,
+            "--tile", tile, "--overlap", overlap, src, tmp_path / "o.png")
+    assert r.code == 2
+    assert "--tile" in r.err or "--overlap" in r.err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_restore_output_is_input_folder(cli, tmp_path, tiny_weights):
+    inp = tmp_path / "in"
+    write_image(inp / "a.png", _rand(3, 16, 16, seed=10))
+    write_image(inp / "b.png", _rand(1, 16, 16, seed=11))
+    before = {p.name: p.read_bytes() for p in inp.iterdir()}
+    for out in (inp, inp / ".." / "in"):
+        r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU, inp, out)
+        assert r.code == 2
+        assert "overwrite the originals" in r.err
+    assert {p.name: p.read_bytes() for p in inp.iterdir()} == before
+
+
+def test_restore_output_is_input_file(cli, tmp_path, tiny_weights):
+    src = write_image(tmp_path / "a.png", _rand(3, 16, 16, seed=12))
+    before = src.read_bytes()
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU, src, src)
+    assert r.code == 2 and "overwritten" in r.err
+    assert src.read_bytes() == before
+
+
+def test_restore_missing_weights_file(cli, tmp_path):
+    src = write_image(tmp_path / "a.png", _rand(3, 16, 16, seed=13))
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tmp_path / "nope.pth", *CPU, src, tmp_path / "o.png")
+    assert r.code == 2
+    assert "not found" in r.err and "nope.pth" in r.err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_restore_without_weights_option(cli, tmp_path, capsys):
+    src = write_image(tmp_path / "a.png", _rand(3, 16, 16, seed=14))
+    with pytest.raises(SystemExit) as exc:
+        cli("restore", "--model", "res-sl-tiny", src, tmp_path / "o.png")
+    assert exc.value.code == 2
+    assert "--weights" in capsys.readouterr().err
+
+
+def test_restore_weights_of_another_preset(cli, tmp_path, teacher_tiny_weights):
+    src = write_image(tmp_path / "a.png", _rand(3, 16, 16, seed=15))
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", teacher_tiny_weights, *CPU, src, tmp_path / "o.png")
+    assert r.code == 2
+    assert "other shapes" in r.err and "Traceback" not in r.err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_restore_biasfree_weights_are_adapted(cli, tmp_path, biasfree_tiny_weights):
+    src = write_image(tmp_path / "a.png", _rand(3, 24, 24, seed=16))
+    dest = tmp_path / "o.png"
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", biasfree_tiny_weights, *CPU, src, dest)
+    assert r.code == 0, r.err
+    assert "LayerNorm_type='BiasFree'" in r.err
+    model = _model(biasfree_tiny_weights, LayerNorm_type="BiasFree")
+    expected = _levels(restore(model, read_image(src).tensor[None])[0])
+    np.testing.assert_array_equal(_read_rgb_levels(dest), expected)
+
+
+# --------------------------------------------------------------------------------------------
+# eval
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def derain_folder(tmp_path) -> Path:
+    root = tmp_path / "rain"
+    for i in range(3):
+        target = _smooth(3, 24, 32, seed=20 + i)
+        noisy = (target + 0.1 * (_rand(3, 24, 32, seed=30 + i) - 0.5)).clamp(0, 1)
+        write_image(root / "target" / f"{i + 1}.png", target)
+        write_image(root / "input" / f"{i + 1}.png", noisy)
+    return root
+
+
+def test_eval_input_baseline_derain_json(cli, derain_folder):
+    r = cli("eval", "--model", "input", "--data", derain_folder, "--task", "derain", "--json", *CPU)
+    assert r.code == 0, r.err
+    result = json.loads(r.out)
+    assert result["count"] == 3 and result["layout"] == "paired:input/target"
+    assert result["convention"]["y_channel"] is True and result["sigma"] is None
+
+    psnrs, ssims = [], []
+    for i in range(1, 4):
+        x = read_image(derain_folder / "input" / f"{i}.png").tensor
+        y = read_image(derain_folder / "target" / f"{i}.png").tensor
+        psnrs.append(float(psnr(x, y, y_channel=True)))
+        ssims.append(float(ssim(x, y, y_channel=True)))
+    assert [row["name"] for row in result["images"]] == ["1", "2", "3"]
+    assert [row["psnr"] for row in result["images"]] == pytest.approx(psnrs, abs=1e-9)
+    assert result["mean"]["psnr"] == pytest.approx(sum(psnrs) / 3, abs=1e-9)
+    assert result["mean"]["ssim"] == pytest.approx(sum(ssims) / 3, abs=1e-9)
+    # the RGB convention gives another number: the Y switch is really applied
+    rgb = [float(psnr(read_image(derain_folder / "input" / f"{i}.png").tensor,
+                      read_image(derain_folder / "target" / f"{i}.png").tensor)) for i in range(1, 4)]
+    assert abs(sum(rgb) / 3 - result["mean"]["psnr"]) > 0.01
+
+
+def test_eval_rgb_flag_overrides_task(cli, derain_folder):
+    r = cli("eval", "--model", "input", "--data", derain_folder, "--task", "derain", "--rgb", "--json", *CPU)
+    result = json.loads(r.out)
+    assert result["convention"]["y_channel"] is False
+    x = read_image(derain_folder / "input" / "1.png").tensor
+    y = read_image(derain_folder / "target" / "1.png").tensor
+    assert result["images"][0]["psnr"] == pytest.approx(float(psnr(x, y)), abs=1e-9)
+
+
+def test_eval_text_output(cli, derain_folder):
+    r = cli("eval", "--model", "input", "--data", derain_folder, "--task", "derain", *CPU)
+    assert r.code == 0
+    assert len(r.out.splitlines()) == 1 and "PSNR" in r.out and "dB" in r.out
+    assert "[3/3]" in r.err
+
+
+def test_eval_denoise_clean_only_with_model(cli, tmp_path, tiny_weights):
+    root = tmp_path / "clean"
+    for name, seed in (("a", 40), ("b", 41)):
+        write_image(root / f"{name}.png", _smooth(3, 24, 32, seed=seed))
+    save = tmp_path / "saved"
+    r = cli("eval", "--model", "res-sl-tiny", "--weights", tiny_weights, "--data", root,
+            "--task", "denoise", "--sigma", 25, "--save", save, "--json", *CPU)
+    assert r.code == 0, r.err
+    result = json.loads(r.out)
+    assert result["count"] == 2 and result["layout"] == "clean-only"
+    assert result["sigma"] == 25.0 and result["model"] == "res-sl-tiny"
+    assert result["convention"]["y_channel"] is False
+    assert "RGB" in result["convention"]["description"]
+    assert [row["name"] for row in result["images"]] == ["a", "b"]
+    assert sorted(p.name for p in save.iterdir()) == ["a.png", "b.png"]
+
+    model = _model(tiny_weights)
+    for row in result["images"]:
+        clean = read_image(root / f"{row['name']}.png").tensor
+        out = restore(model, add_test_noise(clean, 25.0, seed=0)[None])[0]
+        assert row["psnr"] == pytest.approx(float(psnr(out, clean)), abs=1e-9)
+        assert row["ssim"] == pytest.approx(float(ssim(out, clean)), abs=1e-9)
+
+
+def test_eval_denoise_input_uses_seeded_noise(cli, tmp_path):
+    root = tmp_path / "clean"
+    write_image(root / "a.png", _smooth(3, 24, 32, seed=42))
+    r = cli("eval", "--model", "input", "--data", root, "--task", "denoise", "--sigma", 15,
+            "--noise-seed", 3, "--json", *CPU)
+    row = json.loads(r.out)["images"][0]
+    clean = read_image(root / "a.png").tensor
+    expected = float(psnr(add_test_noise(clean, 15.0, seed=3).clamp(0, 1), clean))
+    assert row["psnr"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_eval_deblur_on_clean_only_needs_pairs(cli, tmp_path):
+    write_image(tmp_path / "a.png", _smooth(3, 24, 32, seed=43))
+    r = cli("eval", "--model", "input", "--data", tmp_path, "--task", "deblur", *CPU)
+    assert r.code == 2
+    assert "needs degraded/clean pairs" in r.err and "--task denoise" in r.err
+    assert r.out == ""
+
+
+def test_eval_size_mismatch_names_files(cli, tmp_path):
+    write_image(tmp_path / "input" / "x1.png", _rand(3, 24, 32, seed=44))
+    write_image(tmp_path / "target" / "x1.png", _rand(3, 24, 30, seed=45))
+    r = cli("eval", "--model", "input", "--data", tmp_path, "--task", "derain", *CPU)
+    assert r.code == 2
+    assert "x1.png is 32×24" in r.err and "x1.png is 30×24" in r.err
+
+
+def test_eval_model_without_weights(cli, derain_folder):
+    r = cli("eval", "--model", "res-sl-tiny", "--data", derain_folder, "--task", "derain", *CPU)
+    assert r.code == 2
+    assert "--weights is required" in r.err
+
+
+def test_eval_degraded_only_folder(cli, tmp_path):
+    write_image(tmp_path / "input" / "r.png", _rand(3, 24, 32, seed=46))
+    r = cli("eval", "--model", "input", "--data", tmp_path, "--task", "derain", *CPU)
+    assert r.code == 2 and "without ground truth" in r.err
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_eval_bad_limit(cli, derain_folder, limit):
+    r = cli("eval", "--model", "input", "--data", derain_folder, "--task", "derain", "--limit", limit, *CPU)
+    assert r.code == 2 and "--limit" in r.err
+
+
+def test_eval_limit(cli, derain_folder):
+    r = cli("eval", "--model", "input", "--data", derain_folder, "--task", "derain", "--limit", 2, "--json", *CPU)
+    assert [row["name"] for row in json.loads(r.out)["images"]] == ["1", "2"]
+
+
+# --------------------------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------------------------
+
+
+def test_demo_quick(cli, tmp_path):
+    r = cli("demo", "--quick", "--iters", 3, "--out", tmp_path)
+    assert r.code == 0, r.err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert list(summary["profile_256"]) == ["res-sl-tiny"]
+    assert summary["profile_256"]["res-sl-tiny"]["comparison"]["macs_reduction"] >= 0.8
+    assert summary["training"]["iters"] == 3
+    held = summary["held_out"]
+    assert held["noisy_input"]["psnr"] < 21  # sigma 25 on an 8-bit image: about 20.2 dB
+    for sub in ("noisy", "restored"):
+        assert (tmp_path / sub / "chelsea.png").is_file()
+    assert (tmp_path / "res-sl-tiny-denoise25.pth").is_file()
