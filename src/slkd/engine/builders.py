@@ -1,0 +1,83 @@
+"""Turn a validated config into models and datasets (the only place that knows both)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from torch import nn
+
+from slkd.data.datasets import DegradedImageDataset, PairedImageDataset
+from slkd.data.degrade import build_degradation
+from slkd.engine.config import ConfigError, DatasetConfig, TrainRunConfig
+from slkd.errors import SlkdError
+from slkd.models import build_model, load_weights
+
+
+def data_root(cfg: TrainRunConfig) -> Path:
+    """``data.root``, else ``$SLKD_DATA``, else ``../shared/data`` (relative to the cwd)."""
+    root = cfg.data.root or os.environ.get("SLKD_DATA") or "../shared/data"
+    return Path(os.path.expanduser(root))
+
+
+def _resolve(root: Path, folder: str) -> Path:
+    path = Path(os.path.expanduser(folder))
+    return path if path.is_absolute() else root / path
+
+
+def weights_path(spec: str) -> Path:
+    """A weights file, or a run folder of ``slkd train`` (its deployable ``weights.pth``)."""
+    path = Path(os.path.expanduser(spec))
+    if path.is_dir():
+        path = path / "weights.pth"
+    if not path.is_file():
+        raise SlkdError(f"weights not found: {path}")
+    return path
+
+
+def build_model_for_run(cfg: TrainRunConfig, log: Callable[[str], None] | None = None) -> nn.Module:
+    model = build_model(cfg.model.name, **cfg.model.options)
+    if cfg.model.init_from:
+        path = weights_path(cfg.model.init_from)
+        load_weights(model, path)
+        if log:
+            log(f"initialised {cfg.model.name} from {path}")
+    elif cfg.role == "teacher_b" and log:
+        log("note: Teacher B is usually initialised from Teacher A (model.init_from)")
+    return model
+
+
+def build_dataset(spec: DatasetConfig, root: Path, *, train: bool, where: str):
+    folders = [_resolve(root, r) for r in spec.roots]
+    missing = [str(f) for f in folders if not f.is_dir()]
+    if missing:
+        raise ConfigError(f"{where}.roots: folder not found: {', '.join(missing)}")
+    exclude = spec.exclude
+    if isinstance(exclude, str):
+        exclude = _resolve(root, exclude)
+        if not exclude.is_dir():
+            raise ConfigError(f"{where}.exclude: folder not found: {exclude}")
+    common = dict(patch_size=spec.patch_size, augment=spec.augment and train, names=spec.names,
+                  exclude=exclude, channels=spec.channels, cache=spec.cache, limit=spec.limit)
+    if spec.type == "paired":
+        return PairedImageDataset(folders[0], **common)
+    try:
+        degradation = build_degradation(spec.degradation.name, **spec.degradation.params)
+    except SlkdError as exc:
+        raise ConfigError(f"{where}.degradation: {exc}") from None
+    return DegradedImageDataset(folders, degradation, recursive=spec.recursive, eval_seed=0, **common)
+
+
+def build_train_set(cfg: TrainRunConfig):
+    return build_dataset(cfg.data.train, data_root(cfg), train=True, where="data.train")
+
+
+def build_val_sets(cfg: TrainRunConfig) -> dict:
+    sets = {}
+    for i, spec in enumerate(cfg.data.val):
+        name = spec.name or Path(spec.roots[0]).name
+        if name in sets:
+            raise ConfigError(f"data.val[{i}].name: {name!r} is used twice")
+        sets[name] = build_dataset(spec, data_root(cfg), train=False, where=f"data.val[{i}]")
+    return sets

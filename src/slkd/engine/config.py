@@ -1,0 +1,353 @@
+"""Typed YAML configuration: validated at start-up, with dotted command-line overrides.
+
+A config file is plain data (``yaml.safe_load``: no tags, no code). It is checked against
+dataclasses before any work starts, so that a typo, a wrong type or a missing file is reported
+with the key's full path (``train.optimizer.lr: expected a number, got 'fast'``) instead of
+failing hours later. Overrides such as ``train.iters=500`` or ``model.options.dim=16`` are
+parsed as YAML scalars and applied before validation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from slkd.errors import SlkdError
+
+
+class ConfigError(SlkdError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+# --------------------------------------------------------------------------------------------
+# Generic validation of nested dataclasses
+# --------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp) if a is not type(None)) + " or null"
+    if origin in (list, tuple):
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    if is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        (item,) = get_args(tp)[:1] or (Any,)
+        return [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        _, item = get_args(tp) or (str, Any)
+        return {str(k): _convert(v, item, f"{path}.{k}") for k, v in value.items()}
+    if is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in a schema
+
+
+def from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Build dataclass ``cls`` from plain data, checking keys and types recursively."""
+    where = path or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls) if f.init}
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), list(known), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(known)}"
+        raise ConfigError(f"{_join(path, key)}: unknown key{hint}")
+    kwargs = {}
+    for name, f in known.items():
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], _join(path, name))
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(f"{_join(path, name)}: required key is missing")
+    obj = cls(**kwargs)
+    check = getattr(obj, "validate", None)
+    if check:
+        check(path)
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain data (for YAML/JSON) of a config object."""
+    if is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML scalars/lists) to plain data."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key.path=value")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: cannot parse value ({exc})") from None
+        node = data
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[:i + 1])} is not a mapping")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# The training schema
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    name: str
+    #: constructor overrides for the preset, e.g. {global_residual: false}
+    options: dict[str, Any] = field(default_factory=dict)
+    #: weights file, or a run folder of `slkd train` (its weights.pth), to start from
+    init_from: str | None = None
+
+
+@dataclass
+class DegradationConfig:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DatasetConfig:
+    #: "degraded": clean images degraded on the fly; "paired": degraded/clean folders
+    type: Literal["degraded", "paired"]
+    #: folders, relative to data.root unless absolute
+    roots: list[str]
+    name: str | None = None
+    degradation: DegradationConfig | None = None
+    recursive: bool = False
+    #: keep only these file stems
+    names: list[str] | None = None
+    #: file stems to leave out, or a folder whose image stems are left out (e.g. CBSD68)
+    exclude: str | list[str] | None = None
+    patch_size: int | None = None
+    augment: bool = False
+    channels: int = 3
+    cache: Literal["auto", "memory", "none"] = "auto"
+    #: first N images only (validation sets)
+    limit: int | None = None
+
+    def validate(self, path: str) -> None:
+        if not self.roots:
+            raise ConfigError(f"{_join(path, 'roots')}: at least one folder is needed")
+        if self.type == "degraded" and self.degradation is None:
+            raise ConfigError(f"{_join(path, 'degradation')}: required for type 'degraded'")
+        if self.type == "paired" and len(self.roots) != 1:
+            raise ConfigError(f"{_join(path, 'roots')}: a paired dataset has exactly one root")
+        if self.patch_size is not None and (self.patch_size < 8 or self.patch_size % 8):
+            raise ConfigError(f"{_join(path, 'patch_size')}: must be a multiple of 8, got {self.patch_size}")
+        if self.channels not in (1, 3):
+            raise ConfigError(f"{_join(path, 'channels')}: must be 1 or 3")
+
+
+@dataclass
+class DataConfig:
+    train: DatasetConfig
+    val: list[DatasetConfig] = field(default_factory=list)
+    #: folder the dataset roots are relative to; default $SLKD_DATA, else ../shared/data
+    root: str | None = None
+    batch_size: int = 8
+    num_workers: int = 0
+
+    def validate(self, path: str) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"{_join(path, 'batch_size')}: must be >= 1")
+        if self.num_workers < 0:
+            raise ConfigError(f"{_join(path, 'num_workers')}: must be >= 0")
+        if self.train.patch_size is None:
+            raise ConfigError(f"{_join(path, 'train.patch_size')}: training needs a patch size")
+
+
+@dataclass
+class OptimizerConfig:
+    type: Literal["adam", "adamw"] = "adamw"
+    lr: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 1e-4
+
+    def validate(self, path: str) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"{_join(path, 'lr')}: must be > 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"{_join(path, 'betas')}: two numbers in [0, 1)")
+
+
+@dataclass
+class SchedulerConfig:
+    type: Literal["cosine", "constant"] = "cosine"
+    warmup_iters: int = 0
+    min_lr: float = 1e-6
+
+
+@dataclass
+class TrainConfig:
+    iters: int
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    loss: Literal["l1", "mse", "charbonnier"] = "l1"
+    #: clip the global gradient norm to this value; null = no clipping (logged either way)
+    grad_clip: float | None = None
+    #: EMA decay of the weights (e.g. 0.999); null = no EMA
+    ema: float | None = None
+    bf16: bool = False
+    #: stop after this many consecutive steps with a non-finite loss or gradient
+    max_bad_steps: int = 5
+    log_every: int = 20
+    val_every: int = 500
+    ckpt_every: int = 500
+
+    def validate(self, path: str) -> None:
+        if self.iters < 1:
+            raise ConfigError(f"{_join(path, 'iters')}: must be >= 1")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ConfigError(f"{_join(path, 'ema')}: a decay in (0, 1), e.g. 0.999")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(f"{_join(path, 'grad_clip')}: must be > 0 (or null for no clipping)")
+        for key in ("log_every", "val_every", "ckpt_every", "max_bad_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{_join(path, key)}: must be >= 1")
+
+
+@dataclass
+class EvalConfig:
+    #: metric convention: derain → Y channel, others RGB (PROTOCOLS.md)
+    task: Literal["denoise", "derain", "deblur", "dehaze", "real", "reconstruct"] = "denoise"
+    y_channel: bool | None = None
+    crop_border: int = 0
+    tile: int | None = None
+    overlap: int = 32
+
+
+@dataclass
+class TrainRunConfig:
+    name: str
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    #: teacher_a: degraded → clean; teacher_b: clean → clean (METHOD.md §2.1); scratch: a
+    #: student trained degraded → clean without distillation
+    role: Literal["teacher_a", "teacher_b", "scratch"] = "teacher_a"
+    seed: int = 0
+    output_dir: str = "runs"
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self, path: str) -> None:
+        if self.role == "teacher_b" and self.model.options.get("global_residual", True):
+            raise ConfigError(
+                "model.options.global_residual: Teacher B (role teacher_b) must disable the global "
+                "residual (set it to false), otherwise it learns the identity through the skip"
+            )
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, schema: type = TrainRunConfig):
+    """Read, override and validate a config file."""
+    data = apply_overrides(load_yaml(path), overrides or [])
+    return from_dict(schema, data)
+
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "DatasetConfig",
+    "DegradationConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "SchedulerConfig",
+    "TrainConfig",
+    "TrainRunConfig",
+    "apply_overrides",
+    "from_dict",
+    "load_config",
+    "to_dict",
+]

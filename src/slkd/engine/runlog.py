@@ -1,0 +1,136 @@
+"""Run folders and logging: what ran, with what, and every number it produced.
+
+A run folder holds ``config.yaml`` (resolved), ``command.txt``, ``environment.json``
+(versions, git commit, world size) and ``metrics.jsonl`` — one JSON object per event, so
+plots never parse console text. The console gets one readable line per logging interval
+(losses, lr, speed, ETA), plus a live progress bar when stderr is a terminal. TensorBoard
+scalars are written too when the ``tensorboard`` package is installed. Only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+import slkd
+from slkd.fileio import atomic_write_bytes
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """The commit of the slkd checkout (with ``-dirty`` if modified), or None outside git."""
+    where = cwd or Path(slkd.__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=where,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment(world_size: int) -> dict[str, Any]:
+    import numpy
+
+    return {
+        "slkd": slkd.__version__,
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu_threads": torch.get_num_threads(),
+        "world_size": world_size,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def write_run_files(run_dir: Path, config: dict, world_size: int, argv: list[str] | None = None) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
+    command = shlex.join(argv if argv is not None else sys.argv)
+    atomic_write_bytes(run_dir / "command.txt", (command + "\n").encode())
+    atomic_write_bytes(run_dir / "environment.json",
+                       (json.dumps(environment(world_size), indent=2) + "\n").encode())
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+    return str(value)
+
+
+class RunLogger:
+    """Console, ``metrics.jsonl`` and optional TensorBoard; silent on ranks other than 0."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool, total_iters: int, tensorboard: bool = True) -> None:
+        self.enabled = enabled
+        self.total = total_iters
+        self.tty = sys.stderr.isatty()
+        self._jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8") if enabled else None
+        self._tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:  # tensorboard not installed: JSON lines are the record
+                self._tb = None
+
+    def event(self, kind: str, step: int, **data: Any) -> None:
+        """Record one event (``train``, ``val``, ``checkpoint``, ``skip`` …) as a JSON line."""
+        if not self.enabled:
+            return
+        record = {"event": kind, "step": step, "time": round(time.time(), 3), **data}
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        if self._tb is not None:
+            for key, value in data.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tb.add_scalar(f"{kind}/{key}", value, step)
+
+    def console(self, message: str) -> None:
+        if self.enabled:
+            if self.tty:
+                print("\r\033[K", end="", file=sys.stderr)
+            print(message, file=sys.stderr, flush=True)
+
+    def train_line(self, step: int, values: dict[str, float], lr: float, it_per_s: float) -> None:
+        eta = (self.total - step) / it_per_s if it_per_s > 0 else float("inf")
+        parts = "  ".join(f"{k} {_fmt(v)}" for k, v in values.items())
+        self.console(f"[{step:>{len(str(self.total))}}/{self.total}] {parts}  lr {lr:.2e}  "
+                     f"{it_per_s:.2f} it/s  ETA {_duration(eta)}")
+
+    def progress(self, step: int) -> None:
+        """A live one-line bar on a terminal (nothing in logs and CI output)."""
+        if self.enabled and self.tty:
+            width = 30
+            done = int(width * step / self.total)
+            print(f"\r[{'#' * done}{'.' * (width - done)}] {step}/{self.total}", end="",
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

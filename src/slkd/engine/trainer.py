@@ -1,0 +1,305 @@
+"""The iteration-based training loop shared by teachers, scratch students and distillation.
+
+One file holds the whole training state (model, EMA, optimiser, scheduler, step, best metrics,
+RNG states), written atomically; the data stream is a pure function of (seed, step), so
+``--resume`` continues exactly where the run stopped. The same loop runs in one CPU process or
+under ``torchrun`` with DistributedDataParallel, sharded validation and rank-0 writing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from slkd.data.sampler import TrainSampler
+from slkd.engine.config import TrainRunConfig, to_dict
+from slkd.engine.distributed import DistInfo, all_reduce_sum, barrier
+from slkd.engine.ema import ModelEMA
+from slkd.engine.inference import restore
+from slkd.engine.runlog import RunLogger, write_run_files
+from slkd.errors import SlkdError
+from slkd.fileio import atomic_write
+from slkd.metrics import psnr, ssim, task_uses_y_channel
+from slkd.models import save_weights
+
+CHECKPOINT = "checkpoint.pt"
+WEIGHTS = "weights.pth"
+
+
+class TrainingStopped(SlkdError):
+    """Training stopped early (interrupt or repeated non-finite steps); a checkpoint is kept."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def lr_lambda(iters: int, warmup: int, min_ratio: float, kind: str) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``min_ratio`` (or constant)."""
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, iters - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def rng_state() -> dict[str, Any]:
+    """RNG states in a form ``torch.load(weights_only=True)`` accepts (tensors and ints)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Runs ``task`` (which owns ``task.model``) for ``cfg.train.iters`` steps.
+
+    ``train_set`` yields dicts with ``lq``/``gt`` for ``(index, seed)`` keys; each entry of
+    ``val_sets`` maps a name to a dataset whose integer items are full evaluation images.
+    """
+
+    def __init__(self, cfg: TrainRunConfig, task, train_set, val_sets: dict[str, Any], *,
+                 run_dir: Path, dist: DistInfo, resume: bool = False, argv: list[str] | None = None,
+                 extra_parameters: list[nn.Parameter] | None = None) -> None:
+        self.cfg, self.task, self.dist, self.run_dir = cfg, task, dist, run_dir
+        self.train_set, self.val_sets = train_set, val_sets
+        t = cfg.train
+        self.model = task.model.to(dist.device)
+        self.network: nn.Module = self.model
+        if dist.enabled:
+            ids = [dist.device.index] if dist.device.type == "cuda" else None
+            self.network = DistributedDataParallel(self.model, device_ids=ids)
+        params = [p for p in self.model.parameters() if p.requires_grad] + list(extra_parameters or [])
+        self.params = params
+        opt_cls = torch.optim.AdamW if t.optimizer.type == "adamw" else torch.optim.Adam
+        fused = {"fused": True} if dist.device.type == "cuda" else {}
+        self.optimizer = opt_cls(params, lr=t.optimizer.lr, betas=tuple(t.optimizer.betas),
+                                 weight_decay=t.optimizer.weight_decay, **fused)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lr_lambda(t.iters, t.scheduler.warmup_iters, t.scheduler.min_lr / t.optimizer.lr, t.scheduler.type),
+        )
+        self.ema = ModelEMA(self.model, t.ema) if t.ema else None
+        self.step = 0
+        self.best: dict[str, dict[str, float]] = {}
+        self.bad_steps = 0
+        if resume:
+            self._load_checkpoint()
+        elif (run_dir / CHECKPOINT).exists():
+            raise SlkdError(f"{run_dir} already holds a training run: pass --resume to continue it, "
+                            "or choose another name/output_dir (nothing was overwritten)")
+        if dist.is_main:
+            write_run_files(run_dir, to_dict(cfg), dist.world_size, argv)
+        barrier()
+        self.log = RunLogger(run_dir, enabled=dist.is_main, total_iters=t.iters)
+
+    # ---------------------------------------------------------------- checkpoints
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "best": self.best,
+            "rng": rng_state(),
+            "world_size": self.dist.world_size,
+        }
+
+    def save_checkpoint(self) -> None:
+        """Full state + deployable weights (EMA if enabled), atomically, on rank 0."""
+        if not self.dist.is_main:
+            return
+        state = self._state()
+        atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+        save_weights(self.ema.module if self.ema else self.model, self.run_dir / WEIGHTS)
+        self.log.event("checkpoint", self.step, path=CHECKPOINT)
+
+    def _load_checkpoint(self) -> None:
+        path = self.run_dir / CHECKPOINT
+        if not path.exists():
+            raise SlkdError(f"--resume: no checkpoint in {self.run_dir}")
+        try:
+            state = torch.load(path, map_location=self.dist.device, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is a user-facing error
+            raise SlkdError(f"cannot resume from {path}: {exc}") from None
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            if state["ema"] is None:
+                raise SlkdError(f"{path} was trained without EMA but the config enables it")
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        self.best = state["best"]
+        set_rng_state(state["rng"])
+
+    # ---------------------------------------------------------------- validation
+    @torch.no_grad()
+    def validate(self) -> dict[str, dict[str, float]]:
+        """Mean PSNR/SSIM per validation set; images are sharded over ranks and sums reduced."""
+        ev = self.cfg.eval
+        y = task_uses_y_channel(ev.task) if ev.y_channel is None else ev.y_channel
+        model = self.ema.module if self.ema else self.model
+        results = {}
+        for name, dataset in self.val_sets.items():
+            sums = torch.zeros(3, dtype=torch.float64)
+            for i in range(self.dist.rank, len(dataset), self.dist.world_size):
+                item = dataset[i]
+                x = item["gt"] if getattr(self.task, "clean_input", False) else item["lq"]
+                out = restore(model, x[None], tile=ev.tile, overlap=ev.overlap, device=self.dist.device)
+                gt = item["gt"][None]
+                sums += torch.tensor([psnr(out, gt, y_channel=y, crop_border=ev.crop_border).item(),
+                                      ssim(out, gt, y_channel=y, crop_border=ev.crop_border).item(), 1.0],
+                                     dtype=torch.float64)
+            reduced = all_reduce_sum(sums.to(self.dist.device)).cpu()
+            count = max(1.0, reduced[2].item())
+            results[name] = {"psnr": reduced[0].item() / count, "ssim": reduced[1].item() / count,
+                             "count": int(reduced[2].item())}
+        return results
+
+    def _record_validation(self) -> None:
+        results = self.validate()
+        for name, r in results.items():
+            best = self.best.get(name)
+            improved = best is None or r["psnr"] > best["psnr"]
+            if improved:
+                self.best[name] = {"psnr": r["psnr"], "ssim": r["ssim"], "step": self.step}
+                if self.dist.is_main:
+                    save_weights(self.ema.module if self.ema else self.model, self.run_dir / f"best_{name}.pth")
+            self.log.event("val", self.step, dataset=name, **r, best_psnr=self.best[name]["psnr"])
+            self.log.console(f"  val {name}: PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.4f}  "
+                             f"(best {self.best[name]['psnr']:.2f} dB at step {self.best[name]['step']})")
+
+    # ---------------------------------------------------------------- loop
+    def _loader(self) -> DataLoader:
+        t, d = self.cfg.train, self.cfg.data
+        sampler = TrainSampler(len(self.train_set), d.batch_size, self.cfg.seed, rank=self.dist.rank,
+                               world_size=self.dist.world_size, start_step=self.step)
+        return DataLoader(self.train_set, batch_size=d.batch_size, sampler=sampler,
+                          num_workers=d.num_workers, persistent_workers=d.num_workers > 0,
+                          pin_memory=self.dist.device.type == "cuda")
+
+    def _train_step(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool]:
+        t = self.cfg.train
+        dev = self.dist.device
+        batch = {k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=t.bf16):
+            loss, terms = self.task.loss(self.network, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = t.grad_clip if t.grad_clip is not None else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        # one host sync per step: a non-finite step must be skipped before the optimiser sees it
+        finite = bool(torch.isfinite(loss.detach() + grad_norm).item())
+        if finite:
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
+        self.scheduler.step()  # the schedule follows iterations, skipped or not
+        terms = {**terms, "loss": loss.detach(), "grad_norm": grad_norm.detach()}
+        return terms, finite
+
+    def run(self) -> dict[str, Any]:
+        t = self.cfg.train
+        if self.step >= t.iters:
+            self.log.console(f"already trained for {self.step} of {t.iters} iterations")
+            return {"step": self.step, "best": self.best}
+        clip = f"gradient clipping at norm {t.grad_clip}" if t.grad_clip else "no gradient clipping"
+        self.log.console(f"training {self.run_dir.name}: {self.cfg.model.name}, {t.iters} iterations, "
+                         f"batch {self.cfg.data.batch_size}×{self.dist.world_size}, {clip}, "
+                         f"EMA {t.ema or 'off'}, bf16 {'on' if t.bf16 else 'off'}"
+                         + (f", resuming at step {self.step}" if self.step else ""))
+        self.log.event("start", self.step, iters=t.iters, grad_clip=t.grad_clip, ema=t.ema, bf16=t.bf16,
+                       world_size=self.dist.world_size, resumed=self.step > 0)
+        sums: dict[str, torch.Tensor] = {}
+        window_start, window_steps = time.perf_counter(), 0
+        previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # treat `kill` like Ctrl-C: save, then exit
+        loader = iter(self._loader())
+        try:
+            self.network.train()
+            while self.step < t.iters:
+                batch = next(loader)
+                terms, finite = self._train_step(batch)
+                self.step += 1  # an iteration is consumed even when its update is skipped
+                if not finite:
+                    self.bad_steps += 1
+                    self.log.event("skip", self.step, reason="non-finite loss or gradient",
+                                   consecutive=self.bad_steps)
+                    self.log.console(f"  step {self.step}: non-finite loss or gradient, update skipped "
+                                     f"({self.bad_steps}/{t.max_bad_steps})")
+                    if self.bad_steps >= t.max_bad_steps:
+                        raise TrainingStopped(
+                            f"stopped after {self.bad_steps} consecutive non-finite steps at step "
+                            f"{self.step}; the last good checkpoint is kept in {self.run_dir}")
+                else:
+                    self.bad_steps = 0
+                    window_steps += 1
+                    for k, v in terms.items():
+                        sums[k] = sums.get(k, 0) + v.float()
+                if window_steps and (self.step % t.log_every == 0 or self.step == t.iters):
+                    rate = window_steps / (time.perf_counter() - window_start)
+                    means = {k: (v / window_steps).item() for k, v in sums.items()}
+                    lr = self.scheduler.get_last_lr()[0]
+                    self.log.event("train", self.step, lr=lr, it_per_s=rate, **means)
+                    self.log.train_line(self.step, means, lr, rate)
+                    sums, window_start, window_steps = {}, time.perf_counter(), 0
+                else:
+                    self.log.progress(self.step)
+                if self.val_sets and (self.step % t.val_every == 0 or self.step == t.iters):
+                    self._record_validation()
+                    self.network.train()
+                if self.step % t.ckpt_every == 0 or self.step == t.iters:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            self.save_checkpoint()
+            raise TrainingStopped(f"interrupted at step {self.step}; checkpoint saved in {self.run_dir} "
+                                  "(continue with --resume)") from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self.log.close()
+        return {"step": self.step, "best": self.best}
+
+
+def _raise_interrupt(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
+def resolve_run_dir(cfg: TrainRunConfig) -> Path:
+    return Path(os.path.expanduser(cfg.output_dir)) / cfg.name

@@ -1,0 +1,204 @@
+"""The training engine on a tiny synthetic dataset: run folder, resume, faults, two ranks."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from slkd.cli.main import main
+from slkd.data.image_io import write_image
+from slkd.engine.builders import build_model_for_run, build_train_set, build_val_sets
+from slkd.engine.config import TrainRunConfig, apply_overrides, from_dict
+from slkd.engine.distributed import DistInfo
+from slkd.engine.tasks import SupervisedTask
+from slkd.engine.trainer import CHECKPOINT, Trainer, TrainingStopped, seed_everything
+from slkd.models import build_model, load_weights
+
+SINGLE = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 4), ("val", 2)):
+        for i in range(count):
+            smooth = np.kron(rng.random((3, 6, 6)), np.ones((1, 8, 8)))  # 48×48 blocky texture
+            img = 0.7 * smooth + 0.3 * rng.random((3, 48, 48))
+            write_image(root / split / f"img{i}.png", torch.from_numpy(img).float())
+    return root
+
+
+def config_dict(data_root, out, **changes):
+    data = {
+        "name": "tiny",
+        "output_dir": str(out),
+        "seed": 3,
+        "model": {"name": "res-sl-tiny"},
+        "data": {
+            "root": str(data_root),
+            "train": {"type": "degraded", "roots": ["train"], "patch_size": 16, "augment": True,
+                      "degradation": {"name": "gaussian_noise", "params": {"sigma": 25}}},
+            "val": [{"name": "val", "type": "degraded", "roots": ["val"],
+                     "degradation": {"name": "gaussian_noise", "params": {"sigma": 25}}}],
+            "batch_size": 2,
+        },
+        "train": {"iters": 6, "optimizer": {"lr": 1e-3}, "scheduler": {"warmup_iters": 2},
+                  "log_every": 2, "val_every": 3, "ckpt_every": 3},
+    }
+    return apply_overrides(data, [f"{k}={v}" for k, v in changes.items()])
+
+
+def make_trainer(data_root, out, resume=False, **changes):
+    cfg = from_dict(TrainRunConfig, config_dict(data_root, out, **changes))
+    seed_everything(cfg.seed)
+    model = build_model_for_run(cfg)
+    task = SupervisedTask(model, cfg.train.loss, clean_input=cfg.role == "teacher_b")
+    return Trainer(cfg, task, build_train_set(cfg), build_val_sets(cfg), run_dir=Path(out) / cfg.name,
+                   dist=SINGLE, resume=resume, argv=["slkd", "train", "test"])
+
+
+def events(run_dir, kind):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["event"] == kind]
+
+
+def weights_of(run_dir):
+    return torch.load(run_dir / "weights.pth", weights_only=True)["params"]
+
+
+def test_run_folder_contents_and_logs(data_root, tmp_path):
+    result = make_trainer(data_root, tmp_path).run()
+    run = tmp_path / "tiny"
+    assert result["step"] == 6
+    for name in ("config.yaml", "command.txt", "environment.json", "metrics.jsonl", CHECKPOINT,
+                 "weights.pth", "best_val.pth"):
+        assert (run / name).is_file(), name
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["iters"] == 6
+    env = json.loads((run / "environment.json").read_text())
+    assert env["torch"] == torch.__version__ and env["world_size"] == 1
+    train = events(run, "train")
+    assert [e["step"] for e in train] == [2, 4, 6]
+    assert all(np.isfinite(e["loss"]) and e["lr"] > 0 and "loss_l1" in e and "grad_norm" in e for e in train)
+    val = events(run, "val")
+    assert [e["step"] for e in val] == [3, 6] and all(e["count"] == 2 for e in val)
+    assert result["best"]["val"]["psnr"] == max(e["psnr"] for e in val)
+    # the deployable file loads into a fresh student
+    load_weights(build_model("res-sl-tiny"), run / "weights.pth")
+
+
+def test_learning_reduces_the_loss(data_root, tmp_path):
+    make_trainer(data_root, tmp_path, **{"train.iters": 40, "train.log_every": 5, "train.val_every": 40,
+                                         "train.ckpt_every": 40, "train.optimizer.lr": 3e-3}).run()
+    train = events(tmp_path / "tiny", "train")
+    assert train[-1]["loss"] < 0.75 * train[0]["loss"]
+
+
+def test_resume_after_interrupt_is_bit_identical(data_root, tmp_path, monkeypatch):
+    make_trainer(data_root, tmp_path / "a").run()
+    reference = weights_of(tmp_path / "a" / "tiny")
+
+    trainer = make_trainer(data_root, tmp_path / "b")
+    original = Trainer._train_step
+
+    def interrupt_at_4(self, batch):
+        if self.step == 4:
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "_train_step", interrupt_at_4)
+    with pytest.raises(TrainingStopped, match="interrupted at step 4; checkpoint saved"):
+        trainer.run()
+    monkeypatch.setattr(Trainer, "_train_step", original)
+    assert torch.load(tmp_path / "b" / "tiny" / CHECKPOINT, weights_only=True)["step"] == 4
+
+    make_trainer(data_root, tmp_path / "b", resume=True).run()
+    resumed = weights_of(tmp_path / "b" / "tiny")
+    assert resumed.keys() == reference.keys()
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+
+
+def test_existing_run_is_never_overwritten(data_root, tmp_path):
+    make_trainer(data_root, tmp_path, **{"train.iters": 3}).run()
+    with pytest.raises(Exception, match="already holds a training run: pass --resume"):
+        make_trainer(data_root, tmp_path, **{"train.iters": 3})
+
+
+def test_non_finite_steps_are_skipped_then_stop(data_root, tmp_path, monkeypatch):
+    trainer = make_trainer(data_root, tmp_path, **{"train.max_bad_steps": 2, "train.iters": 8})
+    original = trainer.task.loss
+    calls = {"n": 0}
+
+    def flaky(network, batch):
+        calls["n"] += 1
+        loss, terms = original(network, batch)
+        if calls["n"] == 2 or calls["n"] >= 5:  # one isolated NaN, then NaNs from step 5 on
+            loss = loss * float("nan")
+        return loss, terms
+
+    monkeypatch.setattr(trainer.task, "loss", flaky)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with pytest.raises(TrainingStopped, match="2 consecutive non-finite steps at step 6"):
+        trainer.run()
+    run = tmp_path / "tiny"
+    skips = events(run, "skip")
+    assert [e["step"] for e in skips] == [2, 5, 6]
+    state = torch.load(run / CHECKPOINT, weights_only=True)
+    assert state["step"] == 3  # the last good checkpoint
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+
+
+def test_teacher_b_learns_reconstruction_without_residual(data_root, tmp_path):
+    make_trainer(data_root, tmp_path, **{"name": "a", "train.iters": 3}).run()
+    trainer = make_trainer(data_root, tmp_path, **{
+        "name": "b", "role": "teacher_b", "model.options.global_residual": False,
+        "model.init_from": str(tmp_path / "a"), "eval.task": "reconstruct", "train.iters": 3})
+    assert trainer.task.clean_input and not trainer.model.global_residual
+    a = weights_of(tmp_path / "a")
+    assert all(torch.equal(trainer.model.state_dict()[k], a[k]) for k in a)  # initialised from A
+    trainer.run()
+    assert events(tmp_path / "b", "val")[-1]["count"] == 2
+
+
+def test_cli_train_and_errors(data_root, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(config_dict(data_root, tmp_path / "runs")))
+    assert main(["train", "--config", str(cfg), "train.iters=2", "train.val_every=2"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["step"] == 2 and Path(out["run_dir"]).name == "tiny"
+    assert main(["train", "--config", str(cfg), "train.iters=two"]) == 2
+    assert "train.iters: expected an integer" in capsys.readouterr().err
+    assert main(["train", "--config", str(cfg), "data.train.roots=[nowhere]", "name=x"]) == 2
+    assert "data.train.roots: folder not found" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
+                    reason="torchrun not installed beside this Python")
+def test_two_cpu_ranks_match_one_process(data_root, tmp_path):
+    """DDP over 2 gloo ranks with batch 1 each = one process with batch 2 (same samples)."""
+    one = tmp_path / "one.yaml"
+    one.write_text(yaml.safe_dump(config_dict(data_root, tmp_path / "one", **{"train.iters": 4})))
+    two = tmp_path / "two.yaml"
+    two.write_text(yaml.safe_dump(config_dict(data_root, tmp_path / "two", **{"train.iters": 4,
+                                                                              "data.batch_size": 1})))
+    assert main(["train", "--config", str(one), "--device", "cpu"]) == 0
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m",
+                           "slkd.cli.main", "train", "--config", str(two), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = weights_of(tmp_path / "one" / "tiny"), weights_of(tmp_path / "two" / "tiny")
+    assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
+    val = events(tmp_path / "two" / "tiny", "val")
+    assert val[-1]["count"] == 2  # sharded over the ranks, reduced
+    env_two = json.loads((tmp_path / "two" / "tiny" / "environment.json").read_text())
+    assert env_two["world_size"] == 2
