@@ -1,0 +1,211 @@
+"""SLKD loss terms (METHOD.md §2.4–2.6) and their weighted sum.
+
+All feature losses take features that already went through the
+:class:`~slkd.distill.scm.ScaleConversion` (student converted, teacher processed). Teacher
+tensors are always treated as constants (:func:`~slkd.distill.scm.teacher_constant`): they may be
+inference tensors, and no gradient ever reaches them. Reductions, precisely:
+
+* ``nc_loss``  Σ_levels [ mean_over_maps( mean|Φ_N map(S) − Φ_N map(T)| )
+  + γ_stat · mean|stats(S) − stats(T)| ]; every map counts equally (N and each product map,
+  each scale), each mean is over all of that map's elements (batch, channels, positions).
+* ``et_loss``  Σ_levels Σ_blocks w·mean_cues|Φ_E(S) − Φ_E(T)| / Σ_blocks w, i.e.
+  mean(w ⊙ |ΔΦ_E|)/mean(w) with w broadcast over the 6 cues; w from the teacher only.
+* ``kl_loss``  T² · (1/(B·C)) Σ_{b,c} Σ_{hw} p_T log(p_T/p_S), p = softmax over the H×W
+  positions of output/T for each image b and channel c ("batchmean" over the B·C
+  distributions).
+* ``pixel_l1`` / ``image_l1``  mean absolute difference over all elements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from types import MappingProxyType
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from slkd.distill.extractors import IdentityExtractor
+from slkd.distill.scm import teacher_constant
+
+__all__ = [
+    "LOSS_TERMS",
+    "SLKDLossWeights",
+    "et_loss",
+    "image_l1",
+    "kl_loss",
+    "nc_loss",
+    "pixel_l1",
+    "total_loss",
+]
+
+
+def _pairs(student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor], what: str):
+    if len(student_feats) != len(teacher_feats):
+        raise ValueError(
+            f"{what}: {len(student_feats)} student levels vs {len(teacher_feats)} teacher levels"
+        )
+    if not student_feats:
+        raise ValueError(f"{what}: no feature levels given")
+    for i, (s, t) in enumerate(zip(student_feats, teacher_feats)):
+        if s.shape != t.shape:
+            raise ValueError(
+                f"{what}: level {i} shapes differ (student {tuple(s.shape)}, teacher "
+                f"{tuple(t.shape)}); pass the features through ScaleConversion first"
+            )
+        yield i, s, teacher_constant(t)
+
+
+def _per_level(extractor, n: int, what: str) -> list[nn.Module]:
+    if isinstance(extractor, (list, tuple, nn.ModuleList)):
+        if len(extractor) != n:
+            raise ValueError(f"{what}: {len(extractor)} extractors for {n} levels")
+        return list(extractor)
+    return [extractor] * n
+
+
+def nc_loss(
+    student_feats: Sequence[Tensor],
+    teacher_feats: Sequence[Tensor],
+    extractor,
+    gamma_stat: float = 1.0,
+) -> Tensor:
+    """L_NC (METHOD.md §2.4) between converted student and Teacher A encoder features.
+
+    ``extractor`` is a :class:`BrisqueExtractor` (or a list, one per level) or an
+    :class:`IdentityExtractor` (ablation: Σ_levels mean|S − T|). ``gamma_stat`` weighs the
+    statistics term [spec, 1.0].
+    """
+    extractors = _per_level(extractor, len(student_feats), "nc_loss")
+    total = None
+    for i, s, t in _pairs(student_feats, teacher_feats, "nc_loss"):
+        ext = extractors[i]
+        fs = ext(s)
+        with torch.no_grad():
+            ft = ext(t)
+        maps = torch.stack([(ms - mt).abs().mean() for ms, mt in zip(fs.maps, ft.maps)]).mean()
+        level = maps
+        if fs.stats is not None and gamma_stat != 0:
+            level = level + gamma_stat * (fs.stats - ft.stats).abs().mean()
+        total = level if total is None else total + level
+    return total
+
+
+def et_loss(
+    student_feats: Sequence[Tensor],
+    teacher_feats: Sequence[Tensor],
+    extractors_per_level,
+    eps: float = 1e-8,
+) -> Tensor:
+    """L_ET (METHOD.md §2.5) between converted student and Teacher B decoder features.
+
+    ``extractors_per_level``: one :class:`PiqeExtractor` per level (its ``level_index`` sets
+    the block size), a single extractor for all levels, or :class:`IdentityExtractor`
+    (ablation: Σ_levels mean|S − T|). The activity weight comes from the TEACHER's block
+    variance; ``eps`` guards the division by mean(w).
+    """
+    extractors = _per_level(extractors_per_level, len(student_feats), "et_loss")
+    total = None
+    for i, s, t in _pairs(student_feats, teacher_feats, "et_loss"):
+        ext = extractors[i]
+        if isinstance(ext, IdentityExtractor):
+            level = (s - t).abs().mean()
+        else:
+            cs = ext(s)
+            with torch.no_grad():
+                ct = ext(t)
+                w = ext.activity_weight(ct[..., 0]).unsqueeze(-1)
+            level = (w * (cs - ct).abs()).mean() / (w.mean() + eps)
+        total = level if total is None else total + level
+    return total
+
+
+def kl_loss(student_out: Tensor, teacher_out: Tensor, temperature: float = 1.0) -> Tensor:
+    """L_KL = KL(p_T ‖ p_S)·T² (METHOD.md §2.6), spatial softmax per image and channel.
+
+    Summed over the H×W positions, averaged over the B·C (image, channel) distributions.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if student_out.shape != teacher_out.shape or student_out.dim() != 4:
+        raise ValueError(
+            f"kl_loss needs equal B×C×H×W outputs, got {tuple(student_out.shape)} and "
+            f"{tuple(teacher_out.shape)}"
+        )
+    teacher_out = teacher_constant(teacher_out)
+    log_ps = F.log_softmax(student_out.flatten(2) / temperature, dim=-1)
+    log_pt = F.log_softmax(teacher_out.flatten(2) / temperature, dim=-1)
+    kl = (log_pt.exp() * (log_pt - log_ps)).sum(dim=-1)  # B×C
+    return kl.mean() * temperature**2
+
+
+def pixel_l1(out: Tensor, gt: Tensor) -> Tensor:
+    """L_pix = mean|S(x) − y|."""
+    return F.l1_loss(out, gt.detach())
+
+
+def image_l1(out: Tensor, teacher_out: Tensor) -> Tensor:
+    """L_img = mean|S(x) − A(x)|, the teacher output treated as a constant."""
+    return F.l1_loss(out, teacher_constant(teacher_out))
+
+
+#: term name in :func:`total_loss` → field of :class:`SLKDLossWeights` holding its weight
+LOSS_TERMS = MappingProxyType(
+    {"pix": "lambda_pix", "kl": "lambda_kl", "nc": "lambda_nc", "et": "lambda_et", "img": "lambda_img"}
+)
+
+
+@dataclass
+class SLKDLossWeights:
+    """Weights of L = λ_pix·L_pix + λ_kl·L_KL + λ_nc·L_NC + λ_et·L_ET + λ_img·L_img.
+
+    Defaults: λ_kl 0.5, λ_nc 0.1, λ_et 0.1 — the paper's three trade-off weights [paper]; which
+    weight belongs to which term is [spec]. λ_img 0, λ_pix 1, γ_stat 1, temperature 1 [spec].
+    """
+
+    lambda_kl: float = 0.5
+    lambda_nc: float = 0.1
+    lambda_et: float = 0.1
+    lambda_img: float = 0.0
+    lambda_pix: float = 1.0
+    gamma_stat: float = 1.0
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, (int, float)) or value != value:
+                raise ValueError(f"{f.name} must be a number, got {value!r}")
+            if value < 0:
+                raise ValueError(f"{f.name} must be >= 0, got {value}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+    def weight(self, term: str) -> float:
+        try:
+            return float(getattr(self, LOSS_TERMS[term]))
+        except KeyError:
+            raise ValueError(
+                f"unknown loss term {term!r}; known terms: {', '.join(LOSS_TERMS)}"
+            ) from None
+
+
+def total_loss(terms: Mapping[str, Tensor], weights: SLKDLossWeights) -> Tensor:
+    """Σ weight(name)·term over the given terms (keys among pix, kl, nc, et, img).
+
+    Missing terms are simply absent (e.g. ``drl: off`` gives no ``nc``); terms whose weight is
+    0 are skipped, so a NaN in a disabled term cannot leak into the total.
+    """
+    if not terms:
+        raise ValueError("total_loss needs at least one term")
+    total = None
+    for name, value in terms.items():
+        w = weights.weight(name)
+        if w == 0:
+            continue
+        total = w * value if total is None else total + w * value
+    if total is None:
+        ref = next(iter(terms.values()))
+        return ref.new_zeros(())
+    return total
