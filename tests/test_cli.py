@@ -17,7 +17,7 @@ import torch
 from slkd.data.folders import add_test_noise
 from slkd.data.image_io import read_image, write_image
 from slkd.engine import restore
-from slkd.metrics import psnr, ssim
+from slkd.metrics import brisque, piqe, psnr, ssim
 from slkd.models import build_model, count_parameters, list_models, load_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -397,6 +397,31 @@ def test_eval_degraded_only_folder(cli, tmp_path):
     write_image(tmp_path / "input" / "r.png", _rand(3, 24, 32, seed=46))
     r = cli("eval", "--model", "input", "--data", tmp_path, "--task", "derain", *CPU)
     assert r.code == 2 and "without ground truth" in r.err
+
+
+def test_eval_real_without_ground_truth_scores_inputs_and_outputs(cli, tmp_path, tiny_weights):
+    for i in range(2):
+        write_image(tmp_path / "real" / f"r{i}.png", _smooth(3, 48, 64, seed=50 + i))
+    r = cli("eval", "--model", "res-sl-tiny", "--weights", tiny_weights, "--data", tmp_path / "real",
+            "--task", "real", "--json", "--save", tmp_path / "out", *CPU)
+    assert r.code == 0, r.err
+    result = json.loads(r.out)
+    assert result["layout"] == "no-reference" and result["metrics"] == ["brisque", "piqe"]
+    first = result["images"][0]
+    image = read_image(tmp_path / "real" / "r0.png").tensor
+    assert first["input"]["brisque"] == pytest.approx(float(brisque(image)))
+    assert first["input"]["piqe"] == pytest.approx(float(piqe(image)))
+    restored = restore(_model(tiny_weights), image[None])
+    assert first["output"]["piqe"] == pytest.approx(float(piqe(restored)), abs=1e-6)
+    assert result["mean"]["output"]["brisque"] == pytest.approx(
+        sum(row["output"]["brisque"] for row in result["images"]) / 2)
+    assert (tmp_path / "out" / "r1.png").is_file()
+    # the degraded-only layout (input/ alone) is scored the same way under --task real
+    r = cli("eval", "--model", "input", "--data", tmp_path, "--task", "real", *CPU)
+    assert r.code == 2  # tmp_path has no images of its own and no known layout
+    write_image(tmp_path / "only" / "input" / "a.png", image)
+    r = cli("eval", "--model", "input", "--data", tmp_path / "only", "--task", "real", "--json", *CPU)
+    assert r.code == 0 and set(json.loads(r.out)["mean"]) == {"input"}
 
 
 @pytest.mark.parametrize("limit", [0, -1])

@@ -166,6 +166,9 @@ def test_teacher_b_learns_reconstruction_without_residual(data_root, tmp_path):
     assert all(torch.equal(trainer.model.state_dict()[k], a[k]) for k in a)  # initialised from A
     trainer.run()
     assert events(tmp_path / "b", "val")[-1]["count"] == 2
+    spread = events(tmp_path / "b", "teacher_b_features")[-1]
+    assert set(spread) >= {"std_decoder_level1", "std_refinement"}
+    assert all(spread[k] > 1e-3 for k in spread if k.startswith("std_"))
 
 
 def test_cli_train_and_errors(data_root, tmp_path, capsys):

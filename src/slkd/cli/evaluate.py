@@ -22,7 +22,7 @@ from slkd.data.folders import add_test_noise, scan_eval_folder
 from slkd.data.image_io import read_image, write_image
 from slkd.engine.inference import restore
 from slkd.errors import DatasetError, SlkdError
-from slkd.metrics import psnr, ssim, task_uses_y_channel
+from slkd.metrics import brisque, piqe, psnr, ssim, task_uses_y_channel
 
 EVAL_TASKS = ("denoise", "derain", "deblur", "dehaze", "real")
 
@@ -87,54 +87,101 @@ def _degraded(item, task: str, sigma: float, seed: int) -> tuple[torch.Tensor, t
     return add_test_noise(clean, sigma, seed), clean
 
 
-def evaluate(args) -> dict:
-    folder = scan_eval_folder(args.data)
-    if not folder.paired and folder.layout != "clean-only":
-        raise DatasetError(
-            f"{folder.root} has degraded images without ground truth; PSNR/SSIM need targets "
-            "(no-reference BRISQUE/PIQE scoring is not available yet)"
-        )
-    items = folder.items[: args.limit] if args.limit else folder.items
+def _model_output(model, degraded: torch.Tensor, args, device) -> torch.Tensor:
+    if model is None:
+        return degraded.clamp(0, 1)
+    return restore(model, degraded[None], tile=args.tile, overlap=args.overlap, blend=args.blend,
+                   device=device)[0]
+
+
+def _mean(rows: list[dict], *path: str) -> float:
+    values = []
+    for row in rows:
+        for key in path:
+            row = row[key]
+        values.append(row)
+    return sum(values) / len(values)
+
+
+def _no_reference(args, folder, items, model, device) -> dict:
+    """BRISQUE/PIQE of the degraded inputs and (with a model) of its outputs, per image."""
+    note(f"{args.model} on {folder.root} ({len(items)} images without ground truth): "
+         "no-reference BRISQUE and PIQE on luminance (lower is better)")
+    rows = []
+    for i, item in enumerate(items, 1):
+        path = item.degraded or item.clean
+        degraded = read_image(path).tensor
+        row = {"name": item.name, "input": {"brisque": float(brisque(degraded)), "piqe": float(piqe(degraded))}}
+        line = f"input BRISQUE {row['input']['brisque']:.2f} PIQE {row['input']['piqe']:.2f}"
+        if model is not None:
+            output = _model_output(model, degraded, args, device)
+            row["output"] = {"brisque": float(brisque(output)), "piqe": float(piqe(output))}
+            line += f" → output BRISQUE {row['output']['brisque']:.2f} PIQE {row['output']['piqe']:.2f}"
+            if args.save:
+                write_image(Path(args.save) / (item.name + ".png"), output)
+        rows.append(row)
+        note(f"[{i}/{len(items)}] {item.name}: {line}")
+    sides = ["input"] + (["output"] if model is not None else [])
+    return {
+        "metrics": ["brisque", "piqe"],
+        "convention": {"description": "no-reference BRISQUE (LIVE SVR) and PIQE on BT.601 luminance "
+                                      "of uint8-quantised images; lower is better"},
+        "count": len(rows),
+        "mean": {side: {m: _mean(rows, side, m) for m in ("brisque", "piqe")} for side in sides},
+        "images": rows,
+    }
+
+
+def _full_reference(args, folder, items, model, device) -> dict:
     y = task_uses_y_channel(args.task) if args.y_channel is None else args.y_channel
     convention = Convention(y, args.crop_border, args.matlab_compatible)
-    device = resolve_device(args.device)
-    model = None if args.model == INPUT_MODEL else load_model(args.model, args.weights, device)
     synthetic = folder.layout == "clean-only"
     note(f"{args.model} on {folder.root} ({folder.layout}, {len(items)} images"
          + (f", Gaussian noise σ={args.sigma:g} seed {args.noise_seed}" if synthetic else "")
          + f"): {convention.describe()}")
-
     rows = []
+    kw = asdict(convention)
     for i, item in enumerate(items, 1):
         degraded, clean = _degraded(item, args.task, args.sigma, args.noise_seed)
-        if model is None:
-            output = degraded.clamp(0, 1)
-        else:
-            output = restore(model, degraded[None], tile=args.tile, overlap=args.overlap,
-                             blend=args.blend, device=device)[0]
+        output = _model_output(model, degraded, args, device)
         if output.shape[0] != clean.shape[0]:
             raise DatasetError(f"{item.name}: output has {output.shape[0]} channel(s), target {clean.shape[0]}")
-        kw = asdict(convention)
         row = {"name": item.name, "psnr": float(psnr(output, clean, **kw)), "ssim": float(ssim(output, clean, **kw))}
         rows.append(row)
         if args.save:
             write_image(Path(args.save) / (item.name + ".png"), output)
         note(f"[{i}/{len(items)}] {item.name}: {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}")
+    return {
+        "metrics": ["psnr", "ssim"],
+        "sigma": args.sigma if synthetic else None,
+        "convention": {**kw, "quantize": True, "description": convention.describe()},
+        "count": len(rows),
+        "mean": {"psnr": _mean(rows, "psnr"), "ssim": _mean(rows, "ssim")},
+        "images": rows,
+    }
 
+
+def evaluate(args) -> dict:
+    folder = scan_eval_folder(args.data)
+    # without ground truth (a plain folder for --task real, or input/ alone) only
+    # no-reference metrics make sense
+    no_reference = folder.layout == "degraded-only" or (args.task == "real" and not folder.paired)
+    if folder.layout == "degraded-only" and args.task != "real":
+        raise DatasetError(
+            f"{folder.root} has degraded images without ground truth; PSNR/SSIM need targets "
+            "(use --task real for no-reference BRISQUE/PIQE)"
+        )
+    items = folder.items[: args.limit] if args.limit else folder.items
+    device = resolve_device(args.device)
+    model = None if args.model == INPUT_MODEL else load_model(args.model, args.weights, device)
+    scores = (_no_reference if no_reference else _full_reference)(args, folder, items, model, device)
     return {
         "model": args.model,
         "weights": str(args.weights) if args.weights else None,
         "data": str(folder.root),
-        "layout": folder.layout,
+        "layout": "no-reference" if no_reference else folder.layout,
         "task": args.task,
-        "sigma": args.sigma if synthetic else None,
-        "convention": {**asdict(convention), "quantize": True, "description": convention.describe()},
-        "count": len(rows),
-        "mean": {
-            "psnr": sum(r["psnr"] for r in rows) / len(rows),
-            "ssim": sum(r["ssim"] for r in rows) / len(rows),
-        },
-        "images": rows,
+        **scores,
     }
 
 
@@ -163,7 +210,11 @@ def run(args) -> int:
     mean = result["mean"]
     if args.json:
         print(json.dumps(_finite_or_null(result), indent=2, allow_nan=False))
+        return 0
+    head = f"{result['model']} on {result['data']} ({result['count']} images, {result['convention']['description']})"
+    if "psnr" in mean:
+        print(f"{head}: PSNR {mean['psnr']:.2f} dB, SSIM {mean['ssim']:.4f}")
     else:
-        print(f"{result['model']} on {result['data']} ({result['count']} images, {result['convention']['description']}): "
-              f"PSNR {mean['psnr']:.2f} dB, SSIM {mean['ssim']:.4f}")
+        print(head + ": " + "; ".join(
+            f"{side} BRISQUE {m['brisque']:.2f}, PIQE {m['piqe']:.2f}" for side, m in mean.items()))
     return 0

@@ -46,3 +46,18 @@ class SupervisedTask:
         out = network(self.inputs(batch))
         loss = pixel_loss(self.loss_name, out, batch["gt"])
         return loss, {f"loss_{self.loss_name}": loss.detach()}
+
+
+@torch.no_grad()
+def feature_spread(model: nn.Module, x: torch.Tensor, names) -> dict[str, float]:
+    """Standard deviation of each tapped feature map on ``x``: a Teacher B whose decoder
+    features are near-constant carries nothing to distil (METHOD.md §2.1)."""
+    from slkd.models.taps import FeatureTaps
+
+    was_training = model.training
+    model.eval()
+    with FeatureTaps(model, names) as taps:
+        model(x)
+        spread = {name: taps[name].float().std().item() for name in names}
+    model.train(was_training)
+    return spread

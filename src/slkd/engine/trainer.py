@@ -28,10 +28,11 @@ from slkd.engine.distributed import DistInfo, all_reduce_sum, barrier
 from slkd.engine.ema import ModelEMA
 from slkd.engine.inference import restore
 from slkd.engine.runlog import RunLogger, write_run_files
+from slkd.engine.tasks import feature_spread
 from slkd.errors import SlkdError
 from slkd.fileio import atomic_write
 from slkd.metrics import psnr, ssim, task_uses_y_channel
-from slkd.models import save_weights
+from slkd.models import RESTORMER_DECODER_TAPS, save_weights
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "weights.pth"
@@ -193,8 +194,25 @@ class Trainer:
                              "count": int(reduced[2].item())}
         return results
 
+    def _teacher_b_check(self) -> dict[str, float]:
+        """Decoder feature spread of a clean → clean model on the first validation image."""
+        dataset = next(iter(self.val_sets.values()))
+        gt = dataset[0]["gt"][None].to(self.dist.device)
+        pad_h, pad_w = (-gt.shape[-2]) % 8, (-gt.shape[-1]) % 8
+        gt = torch.nn.functional.pad(gt, (0, pad_w, 0, pad_h), mode="replicate")
+        model = self.ema.module if self.ema else self.model
+        spread = feature_spread(model, gt, RESTORMER_DECODER_TAPS)
+        flat = [name for name, value in spread.items() if value < 1e-3]
+        if flat:
+            self.log.console(f"  warning: Teacher B decoder features are near-constant at {', '.join(flat)}: "
+                             "it carries nothing to distil (is the global residual disabled?)")
+        return spread
+
     def _record_validation(self) -> None:
         results = self.validate()
+        if getattr(self.task, "clean_input", False) and hasattr(self.model, "refinement"):
+            spread = self._teacher_b_check()
+            self.log.event("teacher_b_features", self.step, **{f"std_{k}": v for k, v in spread.items()})
         for name, r in results.items():
             best = self.best.get(name)
             improved = best is None or r["psnr"] > best["psnr"]
