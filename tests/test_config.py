@@ -61,6 +61,12 @@ def test_overrides_parse_yaml_scalars_and_create_paths():
     assert cfg.train.grad_clip is None and cfg.data.train.roots == ["a", "b"]
     with pytest.raises(ConfigError, match="not of the form"):
         apply_overrides({}, ["train.iters"])
+    listed = apply_overrides({"val": [{"limit": None}]}, ["val.0.limit=2"])
+    assert listed == {"val": [{"limit": 2}]}
+    with pytest.raises(ConfigError, match="val.1 is not an index of a 1-entry list"):
+        apply_overrides(listed, ["val.1.limit=3"])
+    with pytest.raises(ConfigError, match="train.iters is not a mapping"):
+        apply_overrides({"train": {"iters": 5}}, ["train.iters.x=1"])
 
 
 def test_yaml_cannot_execute_code(tmp_path):

@@ -205,3 +205,20 @@ def test_two_cpu_ranks_match_one_process(data_root, tmp_path):
     assert val[-1]["count"] == 2  # sharded over the ranks, reduced
     env_two = json.loads((tmp_path / "two" / "tiny" / "environment.json").read_text())
     assert env_two["world_size"] == 2
+
+
+def test_ema_and_bf16_options(data_root, tmp_path):
+    trainer = make_trainer(data_root, tmp_path, **{"train.iters": 3, "train.ema": 0.5, "train.bf16": True,
+                                                   "train.grad_clip": 0.01})
+    trainer.run()
+    run = tmp_path / "tiny"
+    start = events(run, "start")[0]
+    assert start["bf16"] is True and start["ema"] == 0.5 and start["grad_clip"] == 0.01
+    assert all(e["grad_norm"] > 0 and np.isfinite(e["loss"]) for e in events(run, "train"))
+    deployed = weights_of(run)
+    ema = trainer.ema.module.state_dict()
+    raw = trainer.model.state_dict()
+    assert all(torch.equal(deployed[k], ema[k]) for k in ema)  # EMA weights are the deployable ones
+    assert any(not torch.equal(ema[k], raw[k]) for k in raw)
+    state = torch.load(run / CHECKPOINT, weights_only=True)
+    assert state["ema"] is not None and state["step"] == 3
