@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from slkd.errors import SlkdError
-from slkd.models import build_model, get_preset, layer_norm_type, list_models, read_state_dict
+from slkd.models import build_model, get_preset, list_models, read_state_dict
+from slkd.models.registry import variant_overrides
 from slkd.models.checkpoint import load_state
 
 #: pseudo-model for evaluation: the degraded input itself (the "do nothing" baseline)
@@ -34,26 +35,6 @@ def resolve_device(name: str) -> torch.device:
         raise SlkdError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
 
 
-def _variant_overrides(name: str, state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Official Restormer checkpoints come in variants of one architecture (LayerNorm type,
-    grey or colour, dual-pixel input). Adapt the preset to the file instead of failing."""
-    preset = get_preset(name).kwargs
-    if "LayerNorm_type" not in preset:
-        return {}
-    found: dict[str, Any] = {}
-    ln = layer_norm_type(state)
-    if ln and ln != preset["LayerNorm_type"]:
-        found["LayerNorm_type"] = ln
-    embed, out = state.get("patch_embed.proj.weight"), state.get("output.weight")
-    if embed is not None and embed.dim() == 4 and embed.shape[1] != preset["inp_channels"]:
-        found["inp_channels"] = int(embed.shape[1])
-    if out is not None and out.dim() == 4 and out.shape[0] != preset["out_channels"]:
-        found["out_channels"] = int(out.shape[0])
-    if ("skip_conv.weight" in state) != bool(preset["dual_pixel_task"]):
-        found["dual_pixel_task"] = "skip_conv.weight" in state
-    return found
-
-
 def load_model(name: str, weights: str | Path | None, device: torch.device) -> nn.Module:
     """Build preset ``name``, load ``weights`` (adapting official variants), eval mode."""
     if name not in list_models():
@@ -62,7 +43,7 @@ def load_model(name: str, weights: str | Path | None, device: torch.device) -> n
         model = build_model(name)
     else:
         state, source = read_state_dict(weights)
-        overrides = _variant_overrides(name, state)
+        overrides = variant_overrides(name, state)
         if overrides:
             note(f"note: {Path(weights).name} needs {name} with "
                  + ", ".join(f"{k}={v!r}" for k, v in overrides.items()) + "; building it that way")

@@ -1,9 +1,24 @@
-"""SLKD building blocks (METHOD.md §2.3–2.7): scale conversion, extractors and losses.
+"""SLKD (METHOD.md §2–3): building blocks (scale conversion, extractors, losses) and the
+distillers — SLKD and the baselines on one :class:`Distiller` base, built by
+:func:`build_distiller` from a :class:`~slkd.engine.config.DistillConfig`.
 
 [paper] marks what Zhang & Yan state; [spec] marks this project's reconstruction. Every [spec]
 choice is a constructor or function argument.
 """
 
+from slkd.distill.base import Distiller, ProbeResult, RecordingTaps
+from slkd.distill.baselines import (
+    ATDistiller,
+    FAKDDistiller,
+    FeatureDistiller,
+    FitNetDistiller,
+    OutputKDDistiller,
+    ScratchDistiller,
+    affinity_matrix,
+    at_loss,
+    attention_map,
+    fakd_loss,
+)
 from slkd.distill.extractors import (
     BRISQUE_STATS,
     PIQE_CUES,
@@ -30,9 +45,28 @@ from slkd.distill.losses import (
     pixel_l1,
     total_loss,
 )
+from slkd.distill.methods import DISTILLERS, build_distiller, resolve_loss_weights
 from slkd.distill.scm import ScaleConversion, standardize_channels, teacher_constant
+from slkd.distill.slkd_method import SLKDDistiller
 
 __all__ = [
+    "ATDistiller",
+    "DISTILLERS",
+    "Distiller",
+    "FAKDDistiller",
+    "FeatureDistiller",
+    "FitNetDistiller",
+    "OutputKDDistiller",
+    "ProbeResult",
+    "RecordingTaps",
+    "SLKDDistiller",
+    "ScratchDistiller",
+    "affinity_matrix",
+    "at_loss",
+    "attention_map",
+    "build_distiller",
+    "fakd_loss",
+    "resolve_loss_weights",
     "BRISQUE_STATS",
     "BrisqueExtractor",
     "IdentityExtractor",

@@ -10,9 +10,11 @@ from torch import nn
 
 from slkd.data.datasets import DegradedImageDataset, PairedImageDataset
 from slkd.data.degrade import build_degradation
-from slkd.engine.config import ConfigError, DatasetConfig, TrainRunConfig
+from slkd.engine.config import ConfigError, DatasetConfig, TeacherConfig, TrainRunConfig
 from slkd.errors import SlkdError
-from slkd.models import build_model, load_weights
+from slkd.models import build_model, load_weights, read_state_dict
+from slkd.models.checkpoint import load_state
+from slkd.models.registry import variant_overrides
 
 
 def data_root(cfg: TrainRunConfig) -> Path:
@@ -46,6 +48,24 @@ def build_model_for_run(cfg: TrainRunConfig, log: Callable[[str], None] | None =
     elif cfg.role == "teacher_b" and log:
         log("note: Teacher B is usually initialised from Teacher A (model.init_from)")
     return model
+
+
+def build_teacher(spec: TeacherConfig, where: str, log: Callable[[str], None] | None = None) -> nn.Module:
+    """A frozen teacher from a weights file or run folder; official Restormer variants (LayerNorm
+    type, channels) are recognised from the file."""
+    try:
+        path = weights_path(spec.weights)
+    except SlkdError as exc:
+        raise ConfigError(f"{where}.weights: {exc}") from None
+    state, source = read_state_dict(path)
+    adapted = {k: v for k, v in variant_overrides(spec.name, state).items() if k not in spec.options}
+    if adapted and log:
+        log(f"note: {path.name} needs {spec.name} with {adapted}; building it that way")
+    model = build_model(spec.name, **{**adapted, **spec.options})
+    load_state(model, state, path, strict=True, source_key=source)
+    if log:
+        log(f"{where}: {spec.name} from {path}")
+    return model.eval().requires_grad_(False)
 
 
 def build_dataset(spec: DatasetConfig, root: Path, *, train: bool, where: str):

@@ -53,9 +53,12 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         options = get_args(tp)
         if value is None and type(None) in options:
             return None
-        for option in options:
-            if option is type(None):
-                continue
+        concrete = [o for o in options if o is not type(None)]
+        structured = [o for o in concrete if is_dataclass(o) or get_origin(o) in (list, dict)]
+        if len(concrete) == 1 or (isinstance(value, dict) and len(structured) == 1):
+            # Optional[X] (or a mapping for the one structured option): report X's own error
+            return _convert(value, concrete[0] if len(concrete) == 1 else structured[0], path)
+        for option in concrete:
             try:
                 return _convert(value, option, path)
             except ConfigError:
@@ -320,6 +323,59 @@ class EvalConfig:
 
 
 @dataclass
+class TeacherConfig:
+    name: str
+    #: weights file, or a run folder of `slkd train` (its weights.pth); official checkpoints work
+    weights: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TeachersConfig:
+    a: TeacherConfig
+    b: TeacherConfig | None = None
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation (METHOD.md §2-3). Every [spec] choice is a key here."""
+
+    method: Literal["slkd", "scratch", "output_kd", "fitnet", "at", "fakd"] = "slkd"
+    #: SLKD switches (METHOD.md §2.7)
+    drl: bool = True
+    irl: bool = True
+    extractor_nc: Literal["brisque", "identity"] = "brisque"
+    extractor_et: Literal["piqe", "identity"] = "piqe"
+    teacher_b: Literal["separate", "same_as_a"] = "separate"
+    encoder_taps: list[str] = field(default_factory=lambda: ["encoder_level1", "encoder_level2", "encoder_level3", "latent"])
+    decoder_taps: list[str] = field(default_factory=lambda: ["decoder_level3", "decoder_level2", "decoder_level1", "refinement"])
+    #: loss weights: L = pix·L_pix + kl·L_KL + nc·L_NC + et·L_ET + img·L_img (+ feature for baselines)
+    loss_weights: dict[str, float] = field(default_factory=lambda: {
+        "pix": 1.0, "kl": 0.5, "nc": 0.1, "et": 0.1, "img": 0.0, "feature": 1.0})
+    gamma_stat: float = 1.0
+    temperature: float = 1.0
+    scm_standardize: bool = True
+    brisque_scales: int = 1
+    mscn_c: float = 1e-2
+    piqe_block: int = 8
+    piqe_tau: float = 0.1
+    piqe_temperature: float = 0.02
+    #: FAKD pools features to this size before the HW×HW affinity
+    fakd_pool: int = 8
+
+    def validate(self, path: str) -> None:
+        known = {"pix", "kl", "nc", "et", "img", "feature"}
+        unknown = sorted(set(self.loss_weights) - known)
+        if unknown:
+            raise ConfigError(f"{_join(path, 'loss_weights')}: unknown term(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(known))}")
+        if any(v < 0 for v in self.loss_weights.values()):
+            raise ConfigError(f"{_join(path, 'loss_weights')}: weights must be >= 0")
+        if self.brisque_scales not in (1, 2):
+            raise ConfigError(f"{_join(path, 'brisque_scales')}: 1 or 2")
+
+
+@dataclass
 class TrainRunConfig:
     name: str
     model: ModelConfig
@@ -327,12 +383,26 @@ class TrainRunConfig:
     train: TrainConfig
     #: teacher_a: degraded → clean; teacher_b: clean → clean (METHOD.md §2.1); scratch: a
     #: student trained degraded → clean without distillation
-    role: Literal["teacher_a", "teacher_b", "scratch"] = "teacher_a"
+    role: Literal["teacher_a", "teacher_b", "scratch", "distill"] = "teacher_a"
     seed: int = 0
     output_dir: str = "runs"
     eval: EvalConfig = field(default_factory=EvalConfig)
+    #: for role "distill": the frozen teachers and the method
+    teachers: TeachersConfig | None = None
+    distill: DistillConfig | None = None
 
     def validate(self, path: str) -> None:
+        if self.role == "distill":
+            if self.teachers is None or self.distill is None:
+                raise ConfigError("teachers: role 'distill' needs a teachers section (and distill)")
+            d = self.distill
+            needs_b = d.method == "slkd" and d.irl and d.teacher_b == "separate"
+            if needs_b and self.teachers.b is None:
+                raise ConfigError("teachers.b: SLKD with IRL on needs Teacher B (or set distill.irl: false, "
+                                  "or distill.teacher_b: same_as_a)")
+        elif self.teachers is not None or self.distill is not None:
+            raise ConfigError(f"role: {self.role!r} trains without teachers; use role 'distill' "
+                              "for the teachers/distill sections")
         if self.role == "teacher_b" and self.model.options.get("global_residual", True):
             raise ConfigError(
                 "model.options.global_residual: Teacher B (role teacher_b) must disable the global "
@@ -351,10 +421,13 @@ __all__ = [
     "DataConfig",
     "DatasetConfig",
     "DegradationConfig",
+    "DistillConfig",
     "EvalConfig",
     "ModelConfig",
     "OptimizerConfig",
     "SchedulerConfig",
+    "TeacherConfig",
+    "TeachersConfig",
     "TrainConfig",
     "TrainRunConfig",
     "apply_overrides",

@@ -88,25 +88,30 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 class Trainer:
-    """Runs ``task`` (which owns ``task.model``) for ``cfg.train.iters`` steps.
+    """Runs ``task`` for ``cfg.train.iters`` steps.
 
+    The task exposes ``model`` (the network that is evaluated and exported) and, optionally,
+    ``trainable_module()`` — the module whose parameters are optimised, checkpointed and wrapped
+    in DistributedDataParallel (a distiller returns itself: student + adapters; teachers are not
+    part of it). ``task.loss(network, batch)`` receives that module, wrapped when distributed.
     ``train_set`` yields dicts with ``lq``/``gt`` for ``(index, seed)`` keys; each entry of
     ``val_sets`` maps a name to a dataset whose integer items are full evaluation images.
     """
 
     def __init__(self, cfg: TrainRunConfig, task, train_set, val_sets: dict[str, Any], *,
-                 run_dir: Path, dist: DistInfo, resume: bool = False, argv: list[str] | None = None,
-                 extra_parameters: list[nn.Parameter] | None = None) -> None:
+                 run_dir: Path, dist: DistInfo, resume: bool = False, argv: list[str] | None = None) -> None:
         self.cfg, self.task, self.dist, self.run_dir = cfg, task, dist, run_dir
         self.train_set, self.val_sets = train_set, val_sets
         t = cfg.train
+        trainable = task.trainable_module() if hasattr(task, "trainable_module") else task.model
+        self.trainable: nn.Module = trainable.to(dist.device)
         self.model = task.model.to(dist.device)
-        self.network: nn.Module = self.model
+        self.network: nn.Module = self.trainable
         if dist.enabled:
             ids = [dist.device.index] if dist.device.type == "cuda" else None
-            self.network = DistributedDataParallel(self.model, device_ids=ids)
-        params = [p for p in self.model.parameters() if p.requires_grad] + list(extra_parameters or [])
-        self.params = params
+            self.network = DistributedDataParallel(self.trainable, device_ids=ids)
+        self.params = [p for p in self.trainable.parameters() if p.requires_grad]
+        params = self.params
         opt_cls = torch.optim.AdamW if t.optimizer.type == "adamw" else torch.optim.Adam
         fused = {"fused": True} if dist.device.type == "cuda" else {}
         self.optimizer = opt_cls(params, lr=t.optimizer.lr, betas=tuple(t.optimizer.betas),
@@ -133,7 +138,7 @@ class Trainer:
     def _state(self) -> dict[str, Any]:
         return {
             "step": self.step,
-            "model": self.model.state_dict(),
+            "model": self.trainable.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -159,7 +164,7 @@ class Trainer:
             state = torch.load(path, map_location=self.dist.device, weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is a user-facing error
             raise SlkdError(f"cannot resume from {path}: {exc}") from None
-        self.model.load_state_dict(state["model"])
+        self.trainable.load_state_dict(state["model"])
         if self.ema is not None:
             if state["ema"] is None:
                 raise SlkdError(f"{path} was trained without EMA but the config enables it")

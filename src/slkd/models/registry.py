@@ -10,9 +10,12 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import torch
+
 from torch import nn
 
 from slkd.errors import SlkdError
+from slkd.models.checkpoint import layer_norm_type
 from slkd.models.restormer import Restormer
 
 
@@ -123,3 +126,23 @@ def build_model(name: str, **overrides: Any) -> nn.Module:
         return preset.builder(**config)
     except (ValueError, TypeError) as exc:
         raise SlkdError(f"cannot build model {name!r} with {overrides}: {exc}") from None
+
+
+def variant_overrides(name: str, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Official Restormer checkpoints come in variants of one architecture (LayerNorm type,
+    grey or colour, dual-pixel input). Adapt the preset to the file instead of failing."""
+    preset = get_preset(name).kwargs
+    if "LayerNorm_type" not in preset:
+        return {}
+    found: dict[str, Any] = {}
+    ln = layer_norm_type(state)
+    if ln and ln != preset["LayerNorm_type"]:
+        found["LayerNorm_type"] = ln
+    embed, out = state.get("patch_embed.proj.weight"), state.get("output.weight")
+    if embed is not None and embed.dim() == 4 and embed.shape[1] != preset["inp_channels"]:
+        found["inp_channels"] = int(embed.shape[1])
+    if out is not None and out.dim() == 4 and out.shape[0] != preset["out_channels"]:
+        found["out_channels"] = int(out.shape[0])
+    if ("skip_conv.weight" in state) != bool(preset["dual_pixel_task"]):
+        found["dual_pixel_task"] = "skip_conv.weight" in state
+    return found

@@ -1,0 +1,208 @@
+"""The baselines shipped beside SLKD (METHOD.md §3): same student, data and iterations; only
+the loss differs.
+
+=========  ==================================================================================
+method     loss (terms reported as ``loss_<name>``)
+=========  ==================================================================================
+scratch    pix·L_pix — no teacher is run
+output_kd  pix·L_pix + img·L1(S(x), A(x)) + kl·L_KL (each only when its weight is > 0)
+fitnet     pix·L_pix + feature·Σ_levels MSE(SCM(F_S), F_A)
+at         pix·L_pix + feature·Σ_levels ‖a_S − a_T‖² (attention transfer, no adapters)
+fakd       pix·L_pix + feature·Σ_levels mean|Aff_S − Aff_T| (feature affinity, no adapters)
+=========  ==================================================================================
+
+The feature baselines read the encoder AND decoder taps of the student and of Teacher A on the
+degraded input x, level by level in tap order.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from slkd.distill.base import Distiller
+from slkd.distill.losses import image_l1, kl_loss
+from slkd.distill.scm import ScaleConversion, teacher_constant
+from slkd.errors import SlkdError
+
+__all__ = [
+    "ATDistiller",
+    "FAKDDistiller",
+    "FeatureDistiller",
+    "FitNetDistiller",
+    "OutputKDDistiller",
+    "ScratchDistiller",
+    "affinity_matrix",
+    "at_loss",
+    "attention_map",
+    "fakd_loss",
+]
+
+
+# ---------------------------------------------------------------------------- loss functions
+
+
+def attention_map(f: Tensor, size: Sequence[int] | None = None) -> Tensor:
+    """Spatial attention of Zagoruyko & Komodakis: mean over channels of F², optionally
+    bilinearly resized to ``size``, flattened and L2-normalised per image: B×(H·W)."""
+    if f.dim() != 4:
+        raise ValueError(f"expected a B×C×H×W feature map, got shape {tuple(f.shape)}")
+    a = f.pow(2).mean(dim=1, keepdim=True)
+    if size is not None and tuple(a.shape[-2:]) != tuple(size):
+        a = F.interpolate(a, size=tuple(size), mode="bilinear", align_corners=False)
+    return F.normalize(a.flatten(1), dim=1)
+
+
+def at_loss(student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor]) -> Tensor:
+    """Σ_levels mean_over_images ‖a_S − a_T‖², the student's map resized to the teacher's size.
+
+    a_S, a_T are unit vectors, so each level lies in [0, 4] (= 2 − 2·cos).
+    """
+    if len(student_feats) != len(teacher_feats) or not student_feats:
+        raise ValueError(f"at_loss: {len(student_feats)} student vs {len(teacher_feats)} teacher levels")
+    total = None
+    for s, t in zip(student_feats, teacher_feats):
+        t = teacher_constant(t)
+        a_t = attention_map(t)
+        a_s = attention_map(s, t.shape[-2:])
+        level = (a_s - a_t).pow(2).sum(dim=1).mean()
+        total = level if total is None else total + level
+    return total
+
+
+def affinity_matrix(f: Tensor, size: Sequence[int]) -> Tensor:
+    """FAKD's spatial affinity: adaptive average pool to ``size``, L2-normalise over channels
+    at each position, then A = FᵀF: B×(h·w)×(h·w) cosine similarities between positions."""
+    if f.dim() != 4:
+        raise ValueError(f"expected a B×C×H×W feature map, got shape {tuple(f.shape)}")
+    p = F.adaptive_avg_pool2d(f, tuple(size))
+    p = F.normalize(p.flatten(2), dim=1)  # B×C×hw
+    return p.transpose(1, 2) @ p
+
+
+def fakd_loss(student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor], pool: int = 8) -> Tensor:
+    """Σ_levels mean|Aff_S − Aff_T|. Both maps are pooled to the same h×w: ``pool`` per side,
+    or less where either map is smaller (pooling never up-samples)."""
+    if pool < 1:
+        raise ValueError(f"pool must be >= 1, got {pool}")
+    if len(student_feats) != len(teacher_feats) or not student_feats:
+        raise ValueError(f"fakd_loss: {len(student_feats)} student vs {len(teacher_feats)} teacher levels")
+    total = None
+    for s, t in zip(student_feats, teacher_feats):
+        t = teacher_constant(t)
+        size = (min(pool, s.shape[-2], t.shape[-2]), min(pool, s.shape[-1], t.shape[-1]))
+        level = (affinity_matrix(s, size) - affinity_matrix(t, size)).abs().mean()
+        total = level if total is None else total + level
+    return total
+
+
+# ---------------------------------------------------------------------------- distillers
+
+
+class ScratchDistiller(Distiller):
+    """L_pix only: the honest reference. No teacher is held or run."""
+
+    method = "scratch"
+
+    def __init__(self, student: nn.Module, weights: Mapping[str, float]) -> None:
+        super().__init__(student, {}, {"pix": weights["pix"]})
+
+    def compute_terms(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        out, _ = self.run_student(x)
+        return {"pix": self.pixel_term(out, y)}
+
+
+class OutputKDDistiller(Distiller):
+    """L_pix + img·L1(S(x), A(x)) + kl·L_KL, each teacher term only when its weight is > 0."""
+
+    method = "output_kd"
+
+    def __init__(self, student: nn.Module, teacher_a: nn.Module, weights: Mapping[str, float],
+                 temperature: float = 1.0) -> None:
+        super().__init__(student, {"a": teacher_a},
+                         {k: weights[k] for k in ("pix", "img", "kl")})
+        self.temperature = float(temperature)
+        with self.closing_on_error():
+            self._check_same_output("a")
+
+    def compute_terms(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        out, _ = self.run_student(x)
+        terms = {"pix": self.pixel_term(out, y)}
+        a_out, _ = self.run_teacher("a", x)
+        if self.weights["img"] > 0:
+            terms["img"] = image_l1(out, a_out)
+        if self.weights["kl"] > 0:
+            terms["kl"] = kl_loss(out, a_out, self.temperature)
+        return terms
+
+
+class FeatureDistiller(Distiller):
+    """Base of the feature baselines: L_pix + feature·(a loss over the tapped levels of the
+    student and of Teacher A, both on x)."""
+
+    def __init__(self, student: nn.Module, teacher_a: nn.Module, weights: Mapping[str, float],
+                 taps: Sequence[str]) -> None:
+        names = list(dict.fromkeys(taps))
+        if not names:
+            raise SlkdError(f"{self.method} needs at least one tapped level (encoder_taps/decoder_taps)")
+        super().__init__(student, {"a": teacher_a}, {k: weights[k] for k in ("pix", "feature")},
+                         student_taps=names, teacher_taps={"a": names})
+        self.levels = names
+
+    def feature_loss(self, student_feats: list[Tensor], teacher_feats: list[Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def compute_terms(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        out, s_feats = self.run_student(x)
+        terms = {"pix": self.pixel_term(out, y)}
+        _, t_feats = self.run_teacher("a", x, self.levels)
+        terms["feature"] = self.feature_loss([s_feats[n] for n in self.levels],
+                                             [t_feats[n] for n in self.levels])
+        return terms
+
+
+class FitNetDistiller(FeatureDistiller):
+    """FitNet: Σ_levels MSE(SCM(F_S), F_A). With ``scm_standardize: false`` the SCM is the
+    classic 1×1 regressor; by default both sides are standardised as in SLKD (§2.3)."""
+
+    method = "fitnet"
+
+    def __init__(self, student: nn.Module, teacher_a: nn.Module, weights: Mapping[str, float],
+                 taps: Sequence[str], standardize: bool = True) -> None:
+        super().__init__(student, teacher_a, weights, taps)
+        self.adapters["features"] = ScaleConversion(
+            self.probe["student"].channels(self.levels), self.probe["a"].channels(self.levels),
+            standardize=standardize,
+        )
+
+    def feature_loss(self, student_feats: list[Tensor], teacher_feats: list[Tensor]) -> Tensor:
+        s, t = self.adapters["features"](student_feats, teacher_feats)
+        return torch.stack([F.mse_loss(a, b) for a, b in zip(s, t)]).sum()
+
+
+class ATDistiller(FeatureDistiller):
+    """Attention transfer (:func:`at_loss`); no adapters."""
+
+    method = "at"
+
+    def feature_loss(self, student_feats: list[Tensor], teacher_feats: list[Tensor]) -> Tensor:
+        return at_loss(student_feats, teacher_feats)
+
+
+class FAKDDistiller(FeatureDistiller):
+    """Feature-affinity KD (:func:`fakd_loss`, pooled to ``pool``×``pool``); no adapters."""
+
+    method = "fakd"
+
+    def __init__(self, student: nn.Module, teacher_a: nn.Module, weights: Mapping[str, float],
+                 taps: Sequence[str], pool: int = 8) -> None:
+        if pool < 1:
+            raise SlkdError(f"fakd_pool must be >= 1, got {pool}")
+        super().__init__(student, teacher_a, weights, taps)
+        self.pool = int(pool)
+
+    def feature_loss(self, student_feats: list[Tensor], teacher_feats: list[Tensor]) -> Tensor:
+        return fakd_loss(student_feats, teacher_feats, self.pool)

@@ -1,0 +1,107 @@
+"""`slkd distill` end to end on tiny data: every method runs through the shared trainer."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from slkd.cli.main import main
+from slkd.data.image_io import write_image
+from slkd.models import build_model, save_weights
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 3), ("val", 1)):
+        for i in range(count):
+            img = 0.7 * np.kron(rng.random((3, 4, 4)), np.ones((1, 8, 8))) + 0.3 * rng.random((3, 32, 32))
+            write_image(root / "data" / split / f"im{i}.png", torch.from_numpy(img).float())
+    torch.manual_seed(0)
+    save_weights(build_model("restormer-tiny"), root / "teacher_a.pth")
+    save_weights(build_model("restormer-tiny", global_residual=False), root / "teacher_b.pth")
+    return root
+
+
+def write_config(setup, name, **changes):
+    data = {
+        "name": name, "role": "distill", "seed": 1, "output_dir": str(setup / "runs"),
+        "model": {"name": "res-sl-tiny"},
+        "teachers": {"a": {"name": "restormer-tiny", "weights": str(setup / "teacher_a.pth")},
+                     "b": {"name": "restormer-tiny", "weights": str(setup / "teacher_b.pth"),
+                           "options": {"global_residual": False}}},
+        "distill": {"method": "slkd"},
+        "data": {"root": str(setup / "data"), "batch_size": 2,
+                 "train": {"type": "degraded", "roots": ["train"], "patch_size": 16,
+                           "degradation": {"name": "gaussian_noise", "params": {"sigma": 25}}},
+                 "val": [{"name": "val", "type": "degraded", "roots": ["val"],
+                          "degradation": {"name": "gaussian_noise", "params": {"sigma": 25}}}]},
+        "train": {"iters": 2, "log_every": 1, "val_every": 2, "ckpt_every": 2},
+    }
+    for key, value in changes.items():
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    path = setup / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def train_events(run_dir: Path):
+    return [e for e in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+            if e["event"] == "train"]
+
+
+@pytest.mark.parametrize("method, terms", [
+    ("slkd", {"loss_pix", "loss_kl", "loss_nc", "loss_et"}),
+    ("scratch", {"loss_pix"}),
+    ("output_kd", {"loss_pix", "loss_img"}),
+    ("fitnet", {"loss_pix", "loss_feature"}),
+    ("at", {"loss_pix", "loss_feature"}),
+    ("fakd", {"loss_pix", "loss_feature"}),
+])
+def test_each_method_trains_and_exports_the_student_only(setup, capsys, method, terms):
+    extra = {"distill.loss_weights": {"pix": 1.0, "kl": 0.5, "nc": 0.1, "et": 0.1, "img": 1.0, "feature": 1.0}} \
+        if method == "output_kd" else {}
+    cfg = write_config(setup, f"m-{method}", **{"distill.method": method, **extra})
+    assert main(["distill", "--config", str(cfg), "--device", "cpu"]) == 0, capsys.readouterr().err
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    run = Path(result["run_dir"])
+    assert result["method"] == method and result["step"] == 2
+    logged = train_events(run)
+    assert terms <= set(logged[-1]) and all(np.isfinite(logged[-1][t]) for t in terms)
+    student_keys = set(build_model("res-sl-tiny").state_dict())
+    exported = torch.load(run / "weights.pth", weights_only=True)["params"]
+    assert set(exported) == student_keys
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert student_keys <= {k.removeprefix("student.") for k in checkpoint["model"]}
+
+
+def test_resume_continues_a_distillation(setup, capsys):
+    cfg = write_config(setup, "resume", **{"train.iters": 3})
+    assert main(["distill", "--config", str(cfg), "--device", "cpu", "train.iters=2"]) == 0
+    assert main(["distill", "--config", str(cfg), "--device", "cpu", "--resume"]) == 0
+    steps = [e["step"] for e in train_events(setup / "runs" / "resume")]
+    assert steps == [1, 2, 3]
+
+
+def test_configuration_errors_are_named(setup, capsys):
+    cfg = write_config(setup, "bad")
+    assert main(["distill", "--config", str(cfg), "teachers.b=null"]) == 2
+    assert "teachers.b: SLKD with IRL on needs Teacher B" in capsys.readouterr().err
+    assert main(["distill", "--config", str(cfg), "teachers.a.weights=/nowhere.pth"]) == 2
+    assert "teachers.a.weights" in capsys.readouterr().err
+    assert main(["distill", "--config", str(cfg), "distill.method=magic"]) == 2
+    assert "distill.method" in capsys.readouterr().err
+    # Teacher B must not have a global residual (METHOD.md §2.1)
+    assert main(["distill", "--config", str(cfg), "teachers.b.options.global_residual=true",
+                 f"teachers.b.weights={setup / 'teacher_a.pth'}"]) == 2
+    assert "residual" in capsys.readouterr().err
