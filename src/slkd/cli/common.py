@@ -79,3 +79,11 @@ def add_tiling_arguments(parser) -> None:
     parser.add_argument("--blend", choices=("average", "gaussian"), default="average",
                         help="how overlapping tiles are merged (default: average, as Restormer)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+
+
+def add_run_arguments(parser) -> None:
+    """Arguments shared by the commands that run a training config (train, distill)."""
+    parser.add_argument("--config", required=True, metavar="FILE")
+    parser.add_argument("--resume", action="store_true", help="continue the run in its run folder")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")

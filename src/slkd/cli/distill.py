@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from slkd.cli.common import note
+from slkd.cli.common import add_run_arguments, note
 from slkd.distill import build_distiller
 from slkd.engine.builders import build_model_for_run, build_teacher, build_train_set, build_val_sets
 from slkd.engine.config import ConfigError, load_config
@@ -23,10 +23,7 @@ def add_parser(subparsers) -> None:
         "path. Each loss term is logged separately in metrics.jsonl. The run folder's weights.pth "
         "holds the student only (adapters are dropped).",
     )
-    p.add_argument("--config", required=True, metavar="FILE")
-    p.add_argument("--resume", action="store_true", help="continue the run in its run folder")
-    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    add_run_arguments(p)
     p.set_defaults(func=run)
 
 

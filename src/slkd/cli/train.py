@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from slkd.cli.common import note
+from slkd.cli.common import add_run_arguments, note
 from slkd.engine.builders import build_model_for_run, build_train_set, build_val_sets
 from slkd.engine.config import load_config
 from slkd.engine.distributed import init_distributed, shutdown
@@ -21,10 +21,7 @@ def add_parser(subparsers) -> None:
         "or model.options.dim=16 follow the config path. Under torchrun the same command runs "
         "DistributedDataParallel over the launched ranks.",
     )
-    p.add_argument("--config", required=True, metavar="FILE")
-    p.add_argument("--resume", action="store_true", help="continue the run in its run folder")
-    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    add_run_arguments(p)
     p.set_defaults(func=run)
 
 
