@@ -105,3 +105,9 @@ def test_configuration_errors_are_named(setup, capsys):
     assert main(["distill", "--config", str(cfg), "teachers.b.options.global_residual=true",
                  f"teachers.b.weights={setup / 'teacher_a.pth'}"]) == 2
     assert "residual" in capsys.readouterr().err
+
+
+def test_train_and_distill_refuse_each_others_configs(setup, capsys):
+    cfg = write_config(setup, "wrong-command")
+    assert main(["train", "--config", str(cfg)]) == 2
+    assert "is a 'distill' config; use `slkd distill`" in capsys.readouterr().err

@@ -3,6 +3,7 @@ choosing a device, printing notes."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from slkd.engine.builders import build_model_for_run, build_train_set, build_val_sets
+from slkd.engine.config import ConfigError, load_config
+from slkd.engine.distributed import init_distributed, shutdown
+from slkd.engine.trainer import Trainer, resolve_run_dir, seed_everything
 from slkd.errors import SlkdError
 from slkd.models import build_model, get_preset, list_models, read_state_dict
 from slkd.models.registry import variant_overrides
@@ -87,3 +92,29 @@ def add_run_arguments(parser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in its run folder")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+
+
+def run_training(args, *, roles: tuple[str, ...], command: str, make_task) -> int:
+    """The life of one training run, shared by ``slkd train`` and ``slkd distill``: read and
+    check the config, join the ranks, seed, build the student and datasets, let ``make_task``
+    build what the step computes, run the trainer, print the result (rank 0), leave the ranks."""
+    cfg = load_config(args.config, args.overrides)
+    if cfg.role not in roles:
+        other = "slkd distill" if cfg.role == "distill" else "slkd train"
+        raise ConfigError(f"role: {args.config} is a {cfg.role!r} config; use `{other}` for it, "
+                          f"not `slkd {command}`")
+    dist = init_distributed(args.device)
+    log = note if dist.is_main else None
+    try:
+        run_dir = resolve_run_dir(cfg)
+        seed_everything(cfg.seed)  # same initial weights on every rank and in every rerun
+        model = build_model_for_run(cfg, log=log)
+        task, summary = make_task(cfg, model, log)
+        trainer = Trainer(cfg, task, build_train_set(cfg), build_val_sets(cfg), run_dir=run_dir,
+                          dist=dist, resume=args.resume, argv=sys.argv)
+        result = trainer.run()
+        if dist.is_main:
+            print(json.dumps({"run_dir": str(run_dir), **summary, **result}))
+    finally:
+        shutdown()
+    return 0

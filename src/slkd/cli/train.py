@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import sys
-
-from slkd.cli.common import add_run_arguments, note
-from slkd.engine.builders import build_model_for_run, build_train_set, build_val_sets
-from slkd.engine.config import load_config
-from slkd.engine.distributed import init_distributed, shutdown
+from slkd.cli.common import add_run_arguments, run_training
 from slkd.engine.tasks import SupervisedTask
-from slkd.engine.trainer import Trainer, resolve_run_dir, seed_everything
 
 
 def add_parser(subparsers) -> None:
@@ -25,21 +18,10 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _supervised(cfg, model, _log):
+    return SupervisedTask(model, cfg.train.loss, clean_input=cfg.role == "teacher_b"), {}
+
+
 def run(args) -> int:
-    cfg = load_config(args.config, args.overrides)
-    dist = init_distributed(args.device)
-    try:
-        run_dir = resolve_run_dir(cfg)
-        seed_everything(cfg.seed)  # same initial weights on every rank and in every rerun
-        model = build_model_for_run(cfg, log=note if dist.is_main else None)
-        train_set = build_train_set(cfg)
-        val_sets = build_val_sets(cfg)
-        task = SupervisedTask(model, cfg.train.loss, clean_input=cfg.role == "teacher_b")
-        trainer = Trainer(cfg, task, train_set, val_sets, run_dir=run_dir, dist=dist,
-                          resume=args.resume, argv=sys.argv)
-        result = trainer.run()
-        if dist.is_main:
-            print(json.dumps({"run_dir": str(run_dir), **result}))
-    finally:
-        shutdown()
-    return 0
+    return run_training(args, roles=("teacher_a", "teacher_b", "scratch"), command="train",
+                        make_task=_supervised)
