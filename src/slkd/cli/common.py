@@ -13,7 +13,7 @@ from torch import nn
 
 from slkd.engine.builders import build_model_for_run, build_train_set, build_val_sets
 from slkd.engine.config import ConfigError, load_config
-from slkd.engine.distributed import init_distributed, shutdown
+from slkd.engine.distributed import barrier, init_distributed, shutdown
 from slkd.engine.trainer import Trainer, resolve_run_dir, seed_everything
 from slkd.errors import SlkdError
 from slkd.models import build_model, get_preset, list_models, read_state_dict
@@ -113,6 +113,10 @@ def run_training(args, *, roles: tuple[str, ...], command: str, make_task) -> in
         trainer = Trainer(cfg, task, build_train_set(cfg), build_val_sets(cfg), run_dir=run_dir,
                           dist=dist, resume=args.resume, argv=sys.argv)
         result = trainer.run()
+        # wait for rank 0's last checkpoint before tearing gloo down: destroying the group
+        # while a peer is still busy aborted that peer ("terminate called without an active
+        # exception"). Only on success, so a rank that failed alone cannot hang the others here.
+        barrier()
         if dist.is_main:
             print(json.dumps({"run_dir": str(run_dir), **summary, **result}))
     finally:
