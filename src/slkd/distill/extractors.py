@@ -78,16 +78,21 @@ def gaussian_window(window: int = 7, sigma: float = 7 / 6, *, dtype=None, device
 
 
 def _blur(x: Tensor, g: Tensor) -> Tensor:
-    """Separable depthwise Gaussian blur of a B×C×H×W map, same size out."""
-    b, c, h, w = x.shape
+    """Separable Gaussian blur of a B×C×H×W map, same size out.
+
+    Two depthwise 1-D convolutions (``groups=C``): an order of magnitude faster on CPU, forward
+    and backward, than folding the channels into the batch of a one-channel convolution.
+    """
+    c, h, w = x.shape[1:]
     r = g.numel() // 2
-    y = x.reshape(b * c, 1, h, w)
-    if r:
-        mode_w = "reflect" if w > r else "replicate"
-        y = F.conv2d(F.pad(y, (r, r, 0, 0), mode=mode_w), g.view(1, 1, 1, -1))
-        mode_h = "reflect" if h > r else "replicate"
-        y = F.conv2d(F.pad(y, (0, 0, r, r), mode=mode_h), g.view(1, 1, -1, 1))
-    return y.reshape(b, c, h, w)
+    if not r:
+        return x * g[0]
+    mode_w = "reflect" if w > r else "replicate"
+    y = F.conv2d(F.pad(x, (r, r, 0, 0), mode=mode_w), g.view(1, 1, 1, -1).expand(c, 1, 1, -1),
+                 groups=c)
+    mode_h = "reflect" if h > r else "replicate"
+    return F.conv2d(F.pad(y, (0, 0, r, r), mode=mode_h), g.view(1, 1, -1, 1).expand(c, 1, -1, 1),
+                    groups=c)
 
 
 def mscn(
@@ -106,8 +111,8 @@ def mscn(
     _check_map(x)
     g = gaussian_window(window, sigma, dtype=x.dtype, device=x.device)
     x = x - x.mean(dim=(-2, -1), keepdim=True)
-    mu = _blur(x, g)
-    var = (_blur(x * x, g) - mu * mu).clamp_min(0.0)
+    mu, m2 = _blur(torch.cat([x, x * x], dim=1), g).chunk(2, dim=1)
+    var = (m2 - mu * mu).clamp_min(0.0)
     return (x - mu) / (torch.sqrt(var + eps) + c)
 
 

@@ -24,6 +24,18 @@ from torch import nn
 LAYER_NORM_TYPES = ("WithBias", "BiasFree")
 
 
+def _channel_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and population variance over the channels of an N×C×H×W map (two-pass, stable).
+
+    Written as two channel means instead of ``x.var(dim=1)``: on CPU the strided variance
+    kernel is ~20× slower than a channel mean (BENCHMARKS.md §8), and the norms run twice per
+    transformer block.
+    """
+    mu = x.mean(dim=1, keepdim=True)
+    centred = x - mu
+    return mu, (centred * centred).mean(dim=1, keepdim=True)
+
+
 class _BiasFreeNorm(nn.Module):
     """Scales by the inverse standard deviation over channels; no centring, no bias."""
 
@@ -32,7 +44,7 @@ class _BiasFreeNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        var = x.var(dim=1, keepdim=True, unbiased=False)
+        _, var = _channel_mean_var(x)
         return x * torch.rsqrt(var + 1e-5) * self.weight.view(1, -1, 1, 1)
 
 
@@ -45,8 +57,7 @@ class _WithBiasNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mu = x.mean(dim=1, keepdim=True)
-        var = x.var(dim=1, keepdim=True, unbiased=False)
+        mu, var = _channel_mean_var(x)
         return (x - mu) * torch.rsqrt(var + 1e-5) * self.weight.view(1, -1, 1, 1) + self.bias.view(
             1, -1, 1, 1
         )
