@@ -433,22 +433,3 @@ def test_eval_bad_limit(cli, derain_folder, limit):
 def test_eval_limit(cli, derain_folder):
     r = cli("eval", "--model", "input", "--data", derain_folder, "--task", "derain", "--limit", 2, "--json", *CPU)
     assert [row["name"] for row in json.loads(r.out)["images"]] == ["1", "2"]
-
-
-# --------------------------------------------------------------------------------------------
-# demo
-# --------------------------------------------------------------------------------------------
-
-
-def test_demo_quick(cli, tmp_path):
-    r = cli("demo", "--quick", "--iters", 3, "--out", tmp_path)
-    assert r.code == 0, r.err
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert list(summary["profile_256"]) == ["res-sl-tiny"]
-    assert summary["profile_256"]["res-sl-tiny"]["comparison"]["macs_reduction"] >= 0.8
-    assert summary["training"]["iters"] == 3
-    held = summary["held_out"]
-    assert held["noisy_input"]["psnr"] < 21  # sigma 25 on an 8-bit image: about 20.2 dB
-    for sub in ("noisy", "restored"):
-        assert (tmp_path / sub / "chelsea.png").is_file()
-    assert (tmp_path / "res-sl-tiny-denoise25.pth").is_file()

@@ -94,10 +94,11 @@ def add_run_arguments(parser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
 
 
-def run_training(args, *, roles: tuple[str, ...], command: str, make_task) -> int:
-    """The life of one training run, shared by ``slkd train`` and ``slkd distill``: read and
-    check the config, join the ranks, seed, build the student and datasets, let ``make_task``
-    build what the step computes, run the trainer, print the result (rank 0), leave the ranks."""
+def train_run(args, *, roles: tuple[str, ...], command: str, make_task) -> dict | None:
+    """The life of one training run, shared by ``slkd train``, ``slkd distill`` and ``slkd
+    demo``: read and check the config, join the ranks, seed, build the student and datasets, let
+    ``make_task`` build what the step computes, run the trainer, leave the ranks. Returns the
+    run's result on rank 0 (None on the other ranks)."""
     cfg = load_config(args.config, args.overrides)
     if cfg.role not in roles:
         other = "slkd distill" if cfg.role == "distill" else "slkd train"
@@ -117,8 +118,14 @@ def run_training(args, *, roles: tuple[str, ...], command: str, make_task) -> in
         # while a peer is still busy aborted that peer ("terminate called without an active
         # exception"). Only on success, so a rank that failed alone cannot hang the others here.
         barrier()
-        if dist.is_main:
-            print(json.dumps({"run_dir": str(run_dir), **summary, **result}))
+        return {"run_dir": str(run_dir), **summary, **result} if dist.is_main else None
     finally:
         shutdown()
+
+
+def run_training(args, *, roles: tuple[str, ...], command: str, make_task) -> int:
+    """:func:`train_run`, then the result as one JSON line on stdout (rank 0)."""
+    result = train_run(args, roles=roles, command=command, make_task=make_task)
+    if result is not None:
+        print(json.dumps(result))
     return 0

@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _distiller(cfg, student, log):
+def distiller_task(cfg, student, log):
     method = cfg.distill.method
     teacher_a = teacher_b = None
     if method != "scratch":
@@ -36,4 +36,4 @@ def _distiller(cfg, student, log):
 
 
 def run(args) -> int:
-    return run_training(args, roles=("distill",), command="distill", make_task=_distiller)
+    return run_training(args, roles=("distill",), command="distill", make_task=distiller_task)

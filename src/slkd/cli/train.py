@@ -18,10 +18,10 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _supervised(cfg, model, _log):
+def supervised_task(cfg, model, _log):
     return SupervisedTask(model, cfg.train.loss, clean_input=cfg.role == "teacher_b"), {}
 
 
 def run(args) -> int:
     return run_training(args, roles=("teacher_a", "teacher_b", "scratch"), command="train",
-                        make_task=_supervised)
+                        make_task=supervised_task)

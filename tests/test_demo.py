@@ -1,0 +1,169 @@
+"""``slkd demo`` end to end on the bundled images (a few iterations), and the report helpers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from slkd.cli.main import main
+from slkd.data.image_io import read_image, write_image
+from slkd.engine.report import image_grid, markdown_table, plot_curves, read_train_events
+from slkd.errors import SlkdError
+from slkd.models import build_model, load_weights
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: a handful of iterations per stage: the pipeline, not the quality, is under test
+TINY = ["--quick", "--iters-scale", "0.02"]
+MODELS = ("input", "teacher_a", "teacher_b", "student_slkd", "student_scratch")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    assert main(["demo", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as img:
+        assert img.format == "PNG"
+        return img.size
+
+
+def test_demo_summary_has_every_model(demo_run):
+    summary = json.loads((demo_run / "summary.json").read_text())
+    assert list(summary["models"]) == list(MODELS)
+    for name in MODELS:
+        m = summary["models"][name]
+        for key in ("params", "macs_256", "latency_ms_256", "psnr", "ssim"):
+            assert key in m, (name, key)
+    models = summary["models"]
+    # golden: the seeded σ=25 test noise on chelsea (20.25 dB) and ihc (20.43 dB)
+    assert models["input"]["psnr"] == pytest.approx(20.34, abs=0.01)
+    assert summary["evaluation"]["per_image"]["chelsea"]["input"]["psnr"] == pytest.approx(20.25, abs=0.01)
+    assert models["teacher_a"]["params"] == models["teacher_b"]["params"] == 1_178_294
+    assert models["student_slkd"]["params"] == models["student_scratch"]["params"] == 208_225
+    c = summary["comparison"]
+    assert c["params_reduction"] >= 0.8 and c["macs_reduction"] >= 0.8
+    assert c["slkd_minus_scratch_psnr"] == pytest.approx(
+        models["student_slkd"]["psnr"] - models["student_scratch"]["psnr"])
+    assert "scratch" in c["sentence"]
+    # every stage really trained the planned (scaled) iterations
+    assert models["teacher_a"]["train_iters"] == 2 and models["student_slkd"]["train_iters"] == 2
+
+
+def test_demo_writes_report_images_and_configs(demo_run):
+    report = (demo_run / "report.md").read_text()
+    assert "| Teacher A | restormer-tiny |" in report and "student (SLKD)" in report
+    assert "![comparison grid" in report and "![training curves" in report
+    for png in ("grid.png", "curves.png"):
+        assert min(_png_size(demo_run / png)) > 100
+    for stage in MODELS[1:]:
+        assert (demo_run / "configs" / f"{stage}.yaml").is_file()
+        assert (demo_run / stage / "weights.pth").is_file()
+    for name in ("chelsea", "ihc"):
+        assert read_image(demo_run / "images" / "student_slkd" / f"{name}.png").tensor.shape[0] == 3
+
+
+def test_demo_student_weights_are_the_student_alone(demo_run):
+    student = build_model("res-sl-tiny")
+    load_weights(student, demo_run / "student_slkd" / "weights.pth")  # strict: no adapter keys
+
+
+def test_demo_rerun_reuses_finished_stages(demo_run, capsys):
+    before = json.loads((demo_run / "summary.json").read_text())
+    mtime = (demo_run / "teacher_a" / "weights.pth").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["demo", *TINY, "--out", str(demo_run)]) == 0
+    assert "resuming / reusing" in capsys.readouterr().err
+    assert (demo_run / "teacher_a" / "weights.pth").stat().st_mtime_ns == mtime
+    after = json.loads((demo_run / "summary.json").read_text())
+    assert after["evaluation"]["means"] == before["evaluation"]["means"]
+
+
+def test_demo_refuses_other_settings_in_the_same_folder(demo_run, capsys):
+    code = main(["demo", "--quick", "--iters-scale", "0.03", "--out", str(demo_run)])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "other settings" in err and "Traceback" not in err
+    assert (demo_run / "teacher_a" / "checkpoint.pt").is_file()  # nothing was deleted
+
+
+def _noise_folder(folder: Path, n: int, size=(48, 56)) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        smooth = np.cumsum(rng.normal(size=(size[0], size[1], 3)), axis=1)
+        img = (smooth - smooth.min()) / (np.ptp(smooth) + 1e-9)
+        write_image(folder / f"img{i:02d}.png", torch.from_numpy(img).permute(2, 0, 1).float())
+
+
+def test_demo_on_a_user_folder(tmp_path, capsys):
+    data = tmp_path / "clean"
+    _noise_folder(data, 3)
+    out = tmp_path / "out"
+    assert main(["demo", *TINY, "--data", str(data), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["held_out"] == ["img02.png"]  # fewer than 10 images: the last one
+    assert list(summary["evaluation"]["per_image"]) == ["img02"]
+    assert not (out / "data").exists()  # the user's folder is read in place, not copied
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--data", "{missing}"], "not a folder"),
+        (["--data", "{one}"], "at least two"),
+        (["--held-out", "{one}"], "--held-out needs --data"),
+        (["--iters-scale", "0"], "--iters-scale"),
+        (["--eval-images", "0"], "--eval-images"),
+    ],
+)
+def test_demo_bad_arguments(tmp_path, capsys, argv, message):
+    one = tmp_path / "one"
+    _noise_folder(one, 1)
+    argv = [a.format(missing=tmp_path / "nope", one=one) for a in argv]
+    code = main(["demo", "--quick", "--out", str(tmp_path / "out"), *argv])
+    err = capsys.readouterr().err
+    assert code != 0 and message in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------ report helpers
+def test_markdown_table():
+    text = markdown_table(["a", "b"], [[1, "x"], [2, "y"]])
+    assert text.splitlines() == ["| a | b |", "|:--|--:|", "| 1 | x |", "| 2 | y |"]
+    with pytest.raises(ValueError):
+        markdown_table(["a", "b"], [[1]])
+
+
+def test_read_train_events_dedups_resumed_steps_and_skips_cut_lines(tmp_path):
+    lines = [{"event": "start", "step": 0}, {"event": "train", "step": 2, "loss": 3.0},
+             {"event": "train", "step": 4, "loss": 2.0}, {"event": "train", "step": 2, "loss": 1.0}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + '\n{"event": "tr')
+    events = read_train_events(tmp_path)
+    assert [(e["step"], e["loss"]) for e in events] == [(2, 1.0), (4, 2.0)]
+    with pytest.raises(SlkdError, match="no metrics.jsonl"):
+        read_train_events(tmp_path / "nothing")
+
+
+def test_plot_and_grid_write_pngs(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"event": "train", "step": s, "loss_pix": 1 / s, "loss_nc": 2 / s, "loss": 3 / s} for s in (1, 2, 3)]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    png = plot_curves({"run": run}, tmp_path / "c.png", terms_of="run")
+    assert min(_png_size(png)) > 100
+    img = torch.rand(3, 40, 50)
+    grid = image_grid([[img, img], [img, img]], ["x", "y"], tmp_path / "g.png", crop=16,
+                      captions=[["1", "2"], ["3", "4"]])
+    assert min(_png_size(grid)) > 100
+    with pytest.raises(ValueError):
+        image_grid([[img]], ["x", "y"], tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()
+    shutil.rmtree(run)
