@@ -278,12 +278,15 @@ def block_cues(n: Tensor, k: int, eps: float = 1e-6, ratio_eps: float = 0.1) -> 
     left = _std(blocks[..., :, 0], -1, eps)
     right = _std(blocks[..., :, -1], -1, eps)
     if k >= 3:
-        ring = torch.ones(k, k, dtype=torch.bool)
-        ring[1:-1, 1:-1] = False
-        ring_idx = ring.flatten().nonzero().squeeze(1).to(n.device)
-        surround = _std(flat.index_select(-1, ring_idx), -1, eps)
-        centre = _std(blocks[..., 1:-1, 1:-1].reshape(b, c, nh, nw, (k - 2) ** 2), -1, eps)
-        ratio = centre / (surround + ratio_eps)
+        # centre and ring statistics from block sums (ring = block − centre): no gather or copy
+        # of the ring's pixels; population variances E[x²] − E[x]², clamped at 0
+        n_ring, n_centre = 4 * k - 4, (k - 2) ** 2
+        centre = blocks[..., 1:-1, 1:-1]
+        c_sum, c_sq = centre.sum(dim=(-2, -1)), centre.pow(2).sum(dim=(-2, -1))
+        b_sum, b_sq = flat.sum(dim=-1), flat.pow(2).sum(dim=-1)
+        c_var = (c_sq / n_centre - (c_sum / n_centre) ** 2).clamp_min(0.0)
+        r_var = ((b_sq - c_sq) / n_ring - ((b_sum - c_sum) / n_ring) ** 2).clamp_min(0.0)
+        ratio = torch.sqrt(c_var + eps * eps) / (torch.sqrt(r_var + eps * eps) + ratio_eps)
     else:
         ratio = torch.ones_like(variance)
     return torch.stack([variance, top, bottom, left, right, ratio], dim=-1)
