@@ -1,0 +1,210 @@
+"""Speed of distillation and of the students, measured side by side in one process.
+
+1. **Distillation step vs its floor.** The floor of an SLKD step is what cannot be avoided: one
+   student forward+backward+optimizer step plus one forward of each teacher at the same batch,
+   each timed alone. The SLKD step (taps, SCMs, extractors, losses included) is timed in the
+   same interleaved rounds; target ratio ≤ 1.15. Throughput (patches/s) of every method too.
+2. **Inference: student vs teacher.** Latency at 256×256 and 1024×1024 (interleaved medians)
+   against the MACs ratio; target: speed-up ≥ 80 % of the MACs ratio.
+3. **Peak memory of a training step** (SLKD and scratch), each in a fresh child process
+   (``ru_maxrss``). Tiled inference memory is in ``benchmarks/restore_memory.py``.
+
+    python -m benchmarks.speed                       # tiny pair, batch 8, patch 64
+    python -m benchmarks.speed --quick               # smoke run (seconds)
+    python -m benchmarks.speed --pair restormer res-sl --batch 2 --patch 128 --sizes 256
+
+Writes ``benchmarks/results/speed.json`` (or ``--json``). Rounds go A, B, C, A, B, C, … so that
+machine noise falls on all variants alike; report ratios, not absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from slkd.distill import build_distiller
+from slkd.engine.config import DistillConfig
+from slkd.models import build_model
+from slkd.models.complexity import compare_latency, count_macs
+
+METHODS = ("scratch", "output_kd", "fitnet", "at", "fakd", "slkd")
+
+
+def _models(pair: tuple[str, str], seed: int = 0):
+    torch.manual_seed(seed)
+    teacher_a = build_model(pair[0]).eval()
+    teacher_b = build_model(pair[0], global_residual=False).eval()
+    return teacher_a, teacher_b
+
+
+def _distiller(method: str, pair, teacher_a, teacher_b):
+    torch.manual_seed(1)
+    student = build_model(pair[1])
+    d = build_distiller(DistillConfig(method=method), student, teacher_a, teacher_b)
+    return d.train()
+
+
+def _batch(batch: int, patch: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand(batch, 3, patch, patch, generator=g)
+    return {"lq": gt + 0.1 * torch.randn(gt.shape, generator=g), "gt": gt}
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def step_times(pair, batch: int, patch: int, runs: int, methods=METHODS) -> dict:
+    """Median seconds per step of every method and of the floor's parts, interleaved."""
+    teacher_a, teacher_b = _models(pair)
+    data = _batch(batch, patch)
+    fns = {}
+    for method in methods:
+        d = _distiller(method, pair, teacher_a, teacher_b)
+        opt = torch.optim.AdamW(d.parameters(), lr=1e-4)
+
+        def step(d=d, opt=opt):
+            loss, _ = d(data)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        fns[f"step_{method}"] = step
+    # the floor's parts, each alone: the student's own step and each teacher's forward
+    torch.manual_seed(1)
+    student = build_model(pair[1]).train()
+    sopt = torch.optim.AdamW(student.parameters(), lr=1e-4)
+
+    def student_step():
+        loss = (student(data["lq"]) - data["gt"]).abs().mean()
+        sopt.zero_grad(set_to_none=True)
+        loss.backward()
+        sopt.step()
+
+    def forward(model, x):
+        with torch.inference_mode():
+            model(x)
+
+    fns["floor_student_step"] = student_step
+    fns["floor_teacher_a_forward"] = lambda: forward(teacher_a, data["lq"])
+    fns["floor_teacher_b_forward"] = lambda: forward(teacher_b, data["gt"])
+    for fn in fns.values():  # warm-up (allocator, oneDNN primitive caches)
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            times[name].append(_timed(fn))
+    med = {name: statistics.median(t) for name, t in times.items()}
+    floor = med["floor_student_step"] + med["floor_teacher_a_forward"] + med["floor_teacher_b_forward"]
+    out = {"median_s": med, "floor_s": floor}
+    if "step_slkd" in med:
+        out["slkd_over_floor"] = med["step_slkd"] / floor
+    out["patches_per_s"] = {m: batch / med[f"step_{m}"] for m in methods}
+    return out
+
+
+def inference(pair, sizes, runs: int) -> dict:
+    teacher, student = (build_model(n).eval() for n in pair)
+    rows = {}
+    for size in sizes:
+        shape = (1, 3, size, size)
+        with torch.device("meta"):
+            macs = {n: count_macs(build_model(n), shape, device="meta").total for n in pair}
+        t = compare_latency({pair[0]: teacher, pair[1]: student}, shape, runs=runs, warmup=1)
+        speedup = t[pair[0]].median_ms / t[pair[1]].median_ms
+        macs_ratio = macs[pair[0]] / macs[pair[1]]
+        rows[str(size)] = {"teacher_ms": t[pair[0]].median_ms, "student_ms": t[pair[1]].median_ms,
+                           "speedup": speedup, "macs_ratio": macs_ratio,
+                           "speedup_over_macs_ratio": speedup / macs_ratio}
+    return rows
+
+
+def _child_peak(args: list[str]) -> float:
+    """Run this module's ``--memory-child`` mode in a fresh process; peak RSS in MiB."""
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.speed", *args])
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"memory child {args} failed with status {status}")
+    return usage.ru_maxrss / 1024  # Linux: KiB
+
+
+def memory_child(method: str, pair, batch: int, patch: int) -> None:
+    teacher_a, teacher_b = _models(pair)
+    d = _distiller(method, pair, teacher_a, teacher_b)
+    opt = torch.optim.AdamW(d.parameters(), lr=1e-4)
+    data = _batch(batch, patch)
+    for _ in range(2):
+        loss, _ = d(data)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pair", nargs=2, default=["restormer-tiny", "res-sl-tiny"], metavar=("TEACHER", "STUDENT"))
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--patch", type=int, default=64)
+    p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--sizes", type=int, nargs="+", default=[256, 1024])
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
+    p.add_argument("--quick", action="store_true", help="batch 2, patch 32, 2 runs, size 64")
+    p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--json", default="benchmarks/results/speed.json")
+    p.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pair = tuple(args.pair)
+    if args.memory_child:
+        memory_child(args.memory_child, pair, args.batch, args.patch)
+        return 0
+    if args.quick:
+        args.batch, args.patch, args.runs, args.sizes = 2, 32, 2, [64]
+    t0 = time.perf_counter()
+    result = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "pair": list(pair), "batch": args.batch, "patch": args.patch, "runs": args.runs,
+    }
+    print(f"step times: {pair[0]} → {pair[1]}, batch {args.batch}, patch {args.patch}, {args.runs} rounds")
+    result["step"] = step_times(pair, args.batch, args.patch, args.runs)
+    s = result["step"]
+    for name, v in s["median_s"].items():
+        print(f"  {name:<26}{1000 * v:9.1f} ms")
+    print(f"  floor (student step + both teacher forwards) {1000 * s['floor_s']:.1f} ms; "
+          f"SLKD / floor = {s['slkd_over_floor']:.2f}")
+    print("  patches/s: " + ", ".join(f"{m} {v:.1f}" for m, v in s["patches_per_s"].items()))
+    print(f"inference latency {pair[0]} vs {pair[1]}")
+    result["inference"] = inference(pair, args.sizes, max(3, args.runs))
+    for size, r in result["inference"].items():
+        print(f"  {size}²: {r['teacher_ms']:.1f} vs {r['student_ms']:.1f} ms → {r['speedup']:.2f}× "
+              f"(MACs ratio {r['macs_ratio']:.2f}×, {100 * r['speedup_over_macs_ratio']:.0f}% of it)")
+    if not args.no_memory:
+        common = ["--pair", *pair, "--batch", str(args.batch), "--patch", str(args.patch)]
+        if args.threads:
+            common += ["--threads", str(args.threads)]
+        result["train_step_peak_rss_mib"] = {m: _child_peak(["--memory-child", m, *common])
+                                             for m in ("scratch", "slkd")}
+        print("peak RSS of a training step: " + ", ".join(
+            f"{m} {v:.0f} MiB" for m, v in result["train_step_peak_rss_mib"].items()))
+    result["seconds"] = time.perf_counter() - t0
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2))
+    print(f"written {args.json} ({result['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
