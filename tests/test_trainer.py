@@ -19,7 +19,8 @@ from slkd.engine.config import TrainRunConfig, apply_overrides, from_dict
 from slkd.engine.distributed import DistInfo
 from slkd.engine.tasks import SupervisedTask
 from slkd.engine.trainer import CHECKPOINT, Trainer, TrainingStopped, seed_everything
-from slkd.models import build_model, load_weights
+from slkd.errors import SlkdError
+from slkd.models import build_model, load_weights, save_weights
 
 SINGLE = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
@@ -222,3 +223,62 @@ def test_ema_and_bf16_options(data_root, tmp_path):
     assert any(not torch.equal(ema[k], raw[k]) for k in raw)
     state = torch.load(run / CHECKPOINT, weights_only=True)
     assert state["ema"] is not None and state["step"] == 3
+
+
+class _Payload:
+    """Unpickling this object would create a file: the attack a checkpoint must not carry."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_resume_refuses_unsafe_or_foreign_checkpoints_without_side_effect(data_root, tmp_path, capsys):
+    make_trainer(data_root, tmp_path, **{"train.iters": 3}).run()
+    run = tmp_path / "tiny"
+    good = torch.load(run / CHECKPOINT, weights_only=True)
+    marker = tmp_path / "pwned"
+    torch.save({**good, "hook": _Payload(marker)}, run / CHECKPOINT)
+    before = _snapshot(run)
+    with pytest.raises(SlkdError, match=r"cannot resume: refusing to load .*checkpoint.pt.*could run code"):
+        make_trainer(data_root, tmp_path, resume=True, **{"train.iters": 6})
+    assert not marker.exists()
+    assert _snapshot(run) == before  # no log line, no config rewritten, nothing deleted
+    # the same through the command line: one line, exit code 2, no traceback
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(config_dict(data_root, tmp_path, **{"train.iters": 6})))
+    assert main(["train", "--config", str(cfg), "--device", "cpu", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to load" in err and "Traceback" not in err
+    assert not marker.exists() and _snapshot(run) == before
+
+    save_weights(build_model("res-sl-tiny"), run / CHECKPOINT)  # deployable weights, not a run state
+    with pytest.raises(SlkdError, match="not a training checkpoint of slkd .missing step"):
+        make_trainer(data_root, tmp_path, resume=True)
+    torch.save({**good, "model": build_model("restormer-tiny").state_dict()}, run / CHECKPOINT)
+    with pytest.raises(SlkdError, match="does not fit this config"):
+        make_trainer(data_root, tmp_path, resume=True)
+    (run / CHECKPOINT).write_bytes(b"PK\x03\x04 cut off")
+    with pytest.raises(SlkdError, match="cannot resume: cannot read .*checkpoint.pt"):
+        make_trainer(data_root, tmp_path, resume=True)
+
+
+def test_resume_repairs_a_log_cut_off_by_a_crash(data_root, tmp_path):
+    """After a kill the log may end in half a line and hold steps past the checkpoint; the
+    resumed run drops both, so every step is logged once."""
+    make_trainer(data_root, tmp_path, **{"train.iters": 3, "train.log_every": 1}).run()
+    run = tmp_path / "tiny"
+    with open(run / "metrics.jsonl", "a") as fh:  # what a kill during step 5 leaves behind
+        fh.write(json.dumps({"event": "train", "step": 4, "loss": 1.0}) + "\n")
+        fh.write('{"event": "train", "st')
+    (run / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    make_trainer(data_root, tmp_path, resume=True, **{"train.iters": 5, "train.log_every": 1}).run()
+    assert [e["step"] for e in events(run, "train")] == [1, 2, 3, 4, 5]
+    assert events(run, "start")[-1]["dropped_events"] == 2
+    assert not (run / ".checkpoint.pt.abc123.tmp").exists()

@@ -3,7 +3,10 @@
 Everything slkd writes that a user may rely on later (weights, checkpoints, images, reports)
 goes through :func:`atomic_write`: the data goes to a temporary file in the destination folder,
 is flushed to disk, and only then replaces the destination with ``os.replace`` (atomic on POSIX
-and Windows when both are on the same file system).
+and Windows when both are on the same file system); on POSIX the folder is flushed too, so the
+rename itself survives a power cut. A process killed mid-write (SIGKILL, OOM killer) cannot run
+its clean-up and leaves the hidden temporary file behind: :func:`remove_stale_temps` deletes
+those of a folder that no other process is writing to (``slkd train --resume`` does).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is moved onto ``path``."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(dest.name), suffix=".tmp", dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     # mkstemp makes the file private (0600); give the result the usual permissions instead
@@ -32,9 +35,49 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def temp_prefix(name: str) -> str:
+    """The name prefix of the temporary files :func:`atomic_path` creates for ``name``."""
+    return f".{name}."
+
+
+def remove_stale_temps(folder: str | os.PathLike, names: list[str] | tuple[str, ...]) -> list[Path]:
+    """Delete the temporary files that interrupted atomic writes of ``names`` left in ``folder``.
+
+    Only call this when no other process may be writing these files right now. Returns the
+    paths removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in folder.iterdir():
+        if entry.suffix == ".tmp" and any(entry.name.startswith(temp_prefix(n)) for n in names):
+            try:
+                entry.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(entry)
+    return removed
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:

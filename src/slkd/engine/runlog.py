@@ -5,6 +5,11 @@ A run folder holds ``config.yaml`` (resolved), ``command.txt``, ``environment.js
 plots never parse console text. The console gets one readable line per logging interval
 (losses, lr, speed, ETA), plus a live progress bar when stderr is a terminal. TensorBoard
 scalars are written too when the ``tensorboard`` package is installed. Only rank 0 writes.
+
+A run killed without warning (SIGKILL, power cut) may leave a half-written last line and events
+of steps whose work was lost with it (after the last checkpoint). When the run is continued,
+:func:`repair_events` drops both, so ``metrics.jsonl`` lists every step once, as an
+uninterrupted run would, plus one ``start`` event per (re)start.
 """
 
 from __future__ import annotations
@@ -69,13 +74,50 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-class RunLogger:
-    """Console, ``metrics.jsonl`` and optional TensorBoard; silent on ranks other than 0."""
+def repair_events(path: Path, last_step: int) -> int:
+    """Keep only the complete JSON lines of ``path`` whose ``step`` is at most ``last_step``.
 
-    def __init__(self, run_dir: Path, *, enabled: bool, total_iters: int, tensorboard: bool = True) -> None:
+    Called before a run appends to an existing ``metrics.jsonl``: a line cut off by a crash
+    would otherwise swallow the next event, and events after the checkpoint the run continues
+    from describe steps that are computed again. The file is rewritten atomically, and only
+    when something is dropped. Returns the number of lines dropped.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0
+    kept, dropped = [], 0
+    for line in data.splitlines(keepends=True):
+        try:
+            if not line.endswith(b"\n"):
+                raise ValueError("cut off")
+            step = json.loads(line)["step"]
+            keep = int(step) <= last_step
+        except (ValueError, KeyError, TypeError):
+            keep = False
+        if keep:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        atomic_write_bytes(path, b"".join(kept))
+    return dropped
+
+
+class RunLogger:
+    """Console, ``metrics.jsonl`` and optional TensorBoard; silent on ranks other than 0.
+
+    ``resume_step``: the step the run (re)starts from; events after it already in
+    ``metrics.jsonl`` (and a line cut off by a crash) are dropped first, see
+    :func:`repair_events`; their number is in :attr:`dropped_events`.
+    """
+
+    def __init__(self, run_dir: Path, *, enabled: bool, total_iters: int, tensorboard: bool = True,
+                 resume_step: int = 0) -> None:
         self.enabled = enabled
         self.total = total_iters
         self.tty = sys.stderr.isatty()
+        self.dropped_events = repair_events(run_dir / "metrics.jsonl", resume_step) if enabled else 0
         self._jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8") if enabled else None
         self._tb = None
         if enabled and tensorboard:

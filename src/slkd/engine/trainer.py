@@ -30,12 +30,15 @@ from slkd.engine.inference import restore
 from slkd.engine.runlog import RunLogger, write_run_files
 from slkd.engine.tasks import feature_spread
 from slkd.errors import SlkdError
-from slkd.fileio import atomic_write
+from slkd.fileio import atomic_write, remove_stale_temps
 from slkd.metrics import psnr, ssim, task_uses_y_channel
 from slkd.models import RESTORMER_DECODER_TAPS, save_weights
+from slkd.models.checkpoint import read_checkpoint_file
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "weights.pth"
+#: what a checkpoint must hold to be resumed from
+CHECKPOINT_KEYS = ("step", "model", "ema", "optimizer", "scheduler", "best", "rng")
 
 
 class TrainingStopped(SlkdError):
@@ -130,9 +133,12 @@ class Trainer:
             raise SlkdError(f"{run_dir} already holds a training run: pass --resume to continue it, "
                             "or choose another name/output_dir (nothing was overwritten)")
         if dist.is_main:
+            # temporary files of atomic writes cut short by a kill (nobody else writes here)
+            remove_stale_temps(run_dir, [CHECKPOINT, WEIGHTS, "metrics.jsonl"]
+                               + [f"best_{name}.pth" for name in val_sets])
             write_run_files(run_dir, to_dict(cfg), dist.world_size, argv)
         barrier()
-        self.log = RunLogger(run_dir, enabled=dist.is_main, total_iters=t.iters)
+        self.log = RunLogger(run_dir, enabled=dist.is_main, total_iters=t.iters, resume_step=self.step)
 
     # ---------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
@@ -157,23 +163,37 @@ class Trainer:
         self.log.event("checkpoint", self.step, path=CHECKPOINT)
 
     def _load_checkpoint(self) -> None:
+        """Restore the full training state. The file is read with ``weights_only=True`` (a
+        checkpoint carrying code is refused, nothing in it runs) and checked before anything
+        is changed; a file that does not fit the config is refused with the reason."""
         path = self.run_dir / CHECKPOINT
         if not path.exists():
             raise SlkdError(f"--resume: no checkpoint in {self.run_dir}")
         try:
-            state = torch.load(path, map_location=self.dist.device, weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is a user-facing error
-            raise SlkdError(f"cannot resume from {path}: {exc}") from None
-        self.trainable.load_state_dict(state["model"])
-        if self.ema is not None:
-            if state["ema"] is None:
-                raise SlkdError(f"{path} was trained without EMA but the config enables it")
-            self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.step = int(state["step"])
+            # to the CPU: RNG states must stay there; load_state_dict moves the rest
+            state = read_checkpoint_file(path)
+        except SlkdError as exc:
+            raise SlkdError(f"cannot resume: {exc}") from None
+        missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise SlkdError(f"cannot resume from {path}: not a training checkpoint of slkd "
+                            f"(missing {', '.join(missing)})")
+        if self.ema is not None and state["ema"] is None:
+            raise SlkdError(f"{path} was trained without EMA but the config enables it")
+        try:
+            self.trainable.load_state_dict(state["model"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            step = int(state["step"])
+            set_rng_state(state["rng"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SlkdError(f"cannot resume from {path}: it does not fit this config "
+                            f"(another model, method or optimiser?): {first}") from None
+        self.step = step
         self.best = state["best"]
-        set_rng_state(state["rng"])
 
     # ---------------------------------------------------------------- validation
     @torch.no_grad()
@@ -269,7 +289,8 @@ class Trainer:
                          f"EMA {t.ema or 'off'}, bf16 {'on' if t.bf16 else 'off'}"
                          + (f", resuming at step {self.step}" if self.step else ""))
         self.log.event("start", self.step, iters=t.iters, grad_clip=t.grad_clip, ema=t.ema, bf16=t.bf16,
-                       world_size=self.dist.world_size, resumed=self.step > 0)
+                       world_size=self.dist.world_size, resumed=self.step > 0,
+                       dropped_events=self.log.dropped_events)
         sums: dict[str, torch.Tensor] = {}
         window_start, window_steps = time.perf_counter(), 0
         previous = signal.getsignal(signal.SIGTERM)

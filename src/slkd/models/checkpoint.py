@@ -52,6 +52,16 @@ def _strip_prefixes(state: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_checkpoint_file(path: str | Path) -> Any:
+    """Load any PyTorch or safetensors file **without running code from it**, to the CPU.
+
+    ``torch.load(weights_only=True)`` accepts tensors and plain containers only; a pickle that
+    names any other Python object is refused with a :class:`CheckpointError` saying so (and
+    nothing in it is executed). Every other failure is a CheckpointError naming the file too.
+    """
+    return _read_file(Path(path))
+
+
 def _read_file(path: Path) -> Any:
     if not path.exists():
         raise CheckpointError(f"weights file not found: {path}")
