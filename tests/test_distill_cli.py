@@ -1,6 +1,10 @@
 """`slkd distill` end to end on tiny data: every method runs through the shared trainer."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +14,7 @@ import yaml
 
 from slkd.cli.main import main
 from slkd.data.image_io import write_image
+from slkd.engine.trainer import seed_everything
 from slkd.models import build_model, save_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -111,3 +116,36 @@ def test_train_and_distill_refuse_each_others_configs(setup, capsys):
     cfg = write_config(setup, "wrong-command")
     assert main(["train", "--config", str(cfg)]) == 2
     assert "is a 'distill' config; use `slkd distill`" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
+                    reason="torchrun not installed beside this Python")
+def test_slkd_under_two_cpu_ranks_matches_one_process(setup, capsys):
+    """The same SLKD distillation on 2 gloo ranks × batch 1 and on 1 process × batch 2.
+
+    Every SLKD term is a mean over the batch except L_ET's activity-weighted ratio of means
+    (mean(w·|ΔΦ|)/mean(w) per rank), so the runs agree closely but not to rounding."""
+    one = write_config(setup, "ddp", **{"train.iters": 3, "output_dir": str(setup / "one")})
+    assert main(["distill", "--config", str(one), "--device", "cpu"]) == 0, capsys.readouterr().err
+    two = write_config(setup, "ddp", **{"train.iters": 3, "output_dir": str(setup / "two"),
+                                        "data.batch_size": 1})
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "slkd.cli.main",
+                           "distill", "--config", str(two), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a = torch.load(setup / "one" / "ddp" / "weights.pth", weights_only=True)["params"]
+    b = torch.load(setup / "two" / "ddp" / "weights.pth", weights_only=True)["params"]
+    assert set(a) == set(b)
+    seed_everything(1)  # the config's seed: the student's initial weights
+    init = build_model("res-sl-tiny").state_dict()
+    flat = lambda sd: torch.cat([sd[k].flatten().double() for k in sorted(a)])  # noqa: E731
+    diff = (flat(a) - flat(b)).norm() / (flat(a) - flat(init)).norm()
+    print(f"|w1 - w2| / |w1 - w0| = {diff:.3f}")
+    assert diff < 0.2
+    env_two = json.loads((setup / "two" / "ddp" / "environment.json").read_text())
+    assert env_two["world_size"] == 2
+    ckpt = torch.load(setup / "two" / "ddp" / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 3 and ckpt["world_size"] == 2
+    assert not any(k.startswith("module.") for k in ckpt["model"])
