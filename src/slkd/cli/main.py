@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from slkd import __version__
-from slkd.cli import demo, distill, evaluate, profile, restore, train
+from slkd.cli import demo, distill, evaluate, export, profile, restore, train
 from slkd.errors import SlkdError
 from slkd.models import get_preset, list_models
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     models = sub.add_parser("models", help="list the model presets")
     models.set_defaults(func=_models)
-    for module in (train, distill, profile, restore, evaluate, demo):
+    for module in (train, distill, profile, restore, evaluate, export, demo):
         module.add_parser(sub)
     return parser
 
