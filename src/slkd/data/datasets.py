@@ -30,7 +30,9 @@ memory than float32) when ``cache="memory"``; ``cache="none"`` decodes on every 
 sets too large for RAM, or DataLoader workers started with ``spawn``, which would each receive a
 copy of the cache). ``cache="auto"`` (the default) picks memory when the estimate from the image
 headers is below :data:`DEFAULT_CACHE_LIMIT` (4 GiB). With the default ``fork`` start method on
-Linux, worker processes share the parent's cache pages without copying them.
+Linux, worker processes share the parent's cache pages without copying them. Either way every
+file is decoded once at construction, so a corrupt, truncated or empty file is refused before
+training starts, with the names of all such files in one :class:`~slkd.errors.DatasetError`.
 
 Grey and colour
 ---------------
@@ -102,7 +104,7 @@ def probe_image(path: str | os.PathLike[str]) -> tuple[int, int, int, int]:
             raw = im.tile[0][3] if im.tile else ""
             raw = raw[0] if isinstance(raw, tuple) and raw else raw
     except Exception:  # noqa: BLE001 - unknown to Pillow: decode for real (raises a clear error)
-        img = read_image(path)
+        img = read_image(path, warn_alpha=False)
         c, h, w = img.tensor.shape
         return int(c), int(h), int(w), img.bit_depth
     if orientation in (5, 6, 7, 8):
@@ -113,11 +115,17 @@ def probe_image(path: str | os.PathLike[str]) -> tuple[int, int, int, int]:
 
 
 def _decode(path: Path) -> np.ndarray:
-    """Decode to a C×H×W uint8/uint16 array holding exactly the file's sample values."""
-    img = read_image(path)
+    """Decode to a C×H×W uint8/uint16 array holding exactly the file's sample values (alpha,
+    meaningless for training, is dropped without a warning per file)."""
+    img = read_image(path, warn_alpha=False)
     scale, dtype = (65535.0, np.uint16) if img.bit_depth == 16 else (255.0, np.uint8)
     # read_image stored v / scale in float32; v is recovered exactly by rounding
     return np.rint(img.tensor.numpy().astype(np.float64) * scale).astype(dtype)
+
+
+def _decoded_shape(path: Path) -> tuple[int, int, int]:
+    """``(channels, height, width)`` of a file, by decoding it (the check of ``verify``)."""
+    return tuple(int(n) for n in read_image(path, warn_alpha=False).tensor.shape)
 
 
 def _to_float(arr: np.ndarray) -> torch.Tensor:
@@ -131,23 +139,30 @@ class ImageCache:
 
     Args:
         paths: the image files.
-        mode: "memory" (decode all now, keep integer arrays), "none" (decode on each access,
-            read only the headers now) or "auto" (memory when :attr:`estimated_bytes` is below
-            ``limit_bytes``).
+        mode: "memory" (decode all now, keep integer arrays), "none" (decode on each access;
+            now each file is decoded once to check it, unless ``verify`` is False) or "auto"
+            (memory when :attr:`estimated_bytes` is below ``limit_bytes``).
         limit_bytes: the threshold of "auto".
         threads: decoding threads when filling the cache (default: up to 8, one per CPU).
+        verify: in "none" mode, decode every file once at construction (and forget it) so that
+            a corrupt or truncated file is refused now, not hours into training. False: read
+            only the headers (a broken file then fails when first drawn).
+
+    Every unreadable file (missing, empty, truncated, corrupt, unsupported sample type) is
+    found at construction and reported together in one :class:`DatasetError`, by path.
 
     Attributes:
         mode: "memory" or "none" (after resolving "auto").
-        shapes: ``(channels, height, width)`` of each file (exact in memory mode, from the
-            header otherwise).
+        shapes: ``(channels, height, width)`` of each file (exact when decoded, from the
+            header when ``verify`` is False).
         estimated_bytes: estimated size of all images as integer arrays.
         nbytes: bytes actually held (0 in "none" mode).
         build_seconds: time spent reading headers and decoding at construction.
     """
 
     def __init__(self, paths: Sequence[Path], mode: str = "auto",
-                 limit_bytes: int = DEFAULT_CACHE_LIMIT, threads: int | None = None) -> None:
+                 limit_bytes: int = DEFAULT_CACHE_LIMIT, threads: int | None = None,
+                 verify: bool = True) -> None:
         if mode not in CACHE_MODES:
             raise SlkdError(f"cache: must be one of {', '.join(CACHE_MODES)}, got {mode!r}")
         start = time.perf_counter()
@@ -155,26 +170,54 @@ class ImageCache:
         self._arrays: list[np.ndarray] | None = None
         if threads is None:
             threads = min(8, os.cpu_count() or 1)
+        errors: dict[int, str] = {}
         if mode == "memory":
-            self._fill(threads)
+            self._fill(threads, errors)
             self.estimated_bytes = self.nbytes
         else:
-            probes = self._map(probe_image, threads)
-            self.shapes = [(c, h, w) for c, h, w, _ in probes]
-            self.estimated_bytes = sum(c * h * w * (2 if d == 16 else 1) for c, h, w, d in probes)
-            if mode == "auto" and self.estimated_bytes < limit_bytes:
-                self._fill(threads)
+            probes = self._map(probe_image, threads, errors)
+            self.estimated_bytes = sum(c * h * w * (2 if d == 16 else 1)
+                                       for c, h, w, d in (p for p in probes if p is not None))
+            if mode == "auto" and not errors and self.estimated_bytes < limit_bytes:
+                self._fill(threads, errors)
+            else:
+                self.shapes = [None if p is None else p[:3] for p in probes]
+                if verify:  # decode the files whose header was fine, to find broken bodies
+                    self.shapes = self._map(_decoded_shape, threads, errors, skip=errors)
+        if errors:
+            messages = [errors[i] for i in sorted(errors)]
+            names = [self.paths[i].name for i in sorted(errors)]
+            rest = f"; … and {_names_list(names[5:], 50)}" if len(names) > 5 else ""
+            raise DatasetError(f"{len(errors)} unreadable image file(s): " + "; ".join(messages[:5]) + rest)
         self.mode = "memory" if self._arrays is not None else "none"
         self.build_seconds = time.perf_counter() - start
 
-    def _map(self, fn: Callable[[Path], Any], threads: int) -> list[Any]:
-        if threads <= 1 or len(self.paths) < 2:
-            return [fn(p) for p in self.paths]
-        with ThreadPoolExecutor(max_workers=threads) as pool:  # cv2/PIL release the GIL
-            return list(pool.map(fn, self.paths))
+    def _map(self, fn: Callable[[Path], Any], threads: int, errors: dict[int, str],
+             skip: Iterable[int] = ()) -> list[Any]:
+        """``fn`` over the paths (None for the indices in ``skip``); the message of each file it
+        cannot read goes into ``errors`` by index, and its result is None."""
+        skip = set(skip)
 
-    def _fill(self, threads: int) -> None:
-        self._arrays = self._map(_decode, threads)
+        def attempt(i: int) -> Any:
+            if i in skip:
+                return None
+            try:
+                return fn(self.paths[i])
+            except ImageReadError as exc:
+                errors[i] = str(exc)
+                return None
+
+        indices = range(len(self.paths))
+        if threads <= 1 or len(self.paths) < 2:
+            return [attempt(i) for i in indices]
+        with ThreadPoolExecutor(max_workers=threads) as pool:  # cv2/PIL release the GIL
+            return list(pool.map(attempt, indices))
+
+    def _fill(self, threads: int, errors: dict[int, str]) -> None:
+        arrays = self._map(_decode, threads, errors)
+        if errors:
+            return
+        self._arrays = arrays
         self.shapes = [tuple(int(s) for s in a.shape) for a in self._arrays]
 
     def __len__(self) -> int:
@@ -192,7 +235,7 @@ class ImageCache:
                 t, l, h, w = box
                 arr = arr[:, t:t + h, l:l + w]
             return _to_float(arr)
-        img = read_image(self.paths[i]).tensor
+        img = read_image(self.paths[i], warn_alpha=False).tensor
         if tuple(img.shape) != self.shapes[i]:
             if tuple(img.shape[1:]) != self.shapes[i][1:]:
                 raise ImageReadError(

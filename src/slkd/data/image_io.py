@@ -130,15 +130,15 @@ def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def read_image(path: str | os.PathLike[str]) -> LoadedImage:
+def read_image(path: str | os.PathLike[str], *, warn_alpha: bool = True) -> LoadedImage:
     """Read an image file into the canonical C×H×W float32 [0, 1] tensor.
 
     * 8-bit files are divided by 255, 16-bit files by 65535; other sample types (float TIFF,
       EXR, ...) are refused rather than silently rescaled.
     * Grey stays one channel; a three-channel file stays three channels even when all channels
       are equal (guessing would change the output format behind the user's back).
-    * An alpha channel is removed (a warning says so) and returned in ``alpha`` so that
-      :func:`write_image` can put it back.
+    * An alpha channel is removed (a warning says so unless ``warn_alpha`` is False, as for
+      training data) and returned in ``alpha`` so that :func:`write_image` can put it back.
     * The EXIF orientation of JPEG files is applied.
 
     Raises:
@@ -193,6 +193,7 @@ def read_image(path: str | os.PathLike[str]) -> LoadedImage:
 
     if alpha is not None:
         alpha = np.ascontiguousarray(alpha)
+    if alpha is not None and warn_alpha:
         warnings.warn(
             f"{path}: alpha channel dropped, re-attached on save",
             UserWarning,
