@@ -3,9 +3,20 @@
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from slkd.engine.config import ConfigError, TrainRunConfig, apply_overrides, from_dict, load_config, to_dict
+from slkd.engine.builders import build_model_for_run, build_teacher, build_train_set
+from slkd.engine.config import (
+    ConfigError,
+    TeacherConfig,
+    TrainRunConfig,
+    apply_overrides,
+    from_dict,
+    load_config,
+    to_dict,
+)
+from slkd.models import build_model, save_weights
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -40,6 +51,16 @@ def test_minimal_config_gets_defaults():
     ("data.train.roots=[]", r"data.train.roots: at least one folder"),
     ("role=teacher_b", r"model.options.global_residual: Teacher B .* must disable the global residual"),
     ("data.val=[{type: paired}]", r"data.val\[0\].roots: required key is missing"),
+    ("eval.tile=20", r"eval.tile: a positive multiple of 8 \(or null\), got 20"),
+    ("eval={tile: 64, overlap: 64}", r"eval.overlap: must be >= 0 and smaller than eval.tile \(64\)"),
+    ("eval.crop_border=-1", r"eval.crop_border: must be >= 0"),
+    ("train.scheduler.min_lr=1", r"train.scheduler.min_lr: the cosine schedule decays from optimizer.lr"),
+    ("train.scheduler.warmup_iters=-5", r"train.scheduler.warmup_iters: must be >= 0"),
+    ("train.optimizer.weight_decay=-0.1", r"train.optimizer.weight_decay: must be >= 0"),
+    ("data.train.limit=0", r"data.train.limit: must be >= 1"),
+    ("data.batch_size=two", r"data.batch_size: expected an integer, got 'two'"),
+    ("model=resnet", r"model: expected a mapping, got 'resnet'"),
+    ("seed=[1]", r"seed: expected an integer"),
 ])
 def test_errors_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -87,3 +108,49 @@ def test_shipped_configs_validate(path):
     cfg = load_config(path)
     assert cfg.name and cfg.train.iters >= 1
     assert yaml.safe_load(path.read_text())["name"] == cfg.name
+
+
+def test_empty_or_non_mapping_config_files(tmp_path):
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="the top level must be a mapping"):
+        load_config(tmp_path / "list.yaml")
+    (tmp_path / "empty.yaml").write_text("")
+    with pytest.raises(ConfigError, match="^name: required key is missing"):
+        load_config(tmp_path / "empty.yaml")
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_files_named_in_a_config_are_reported_with_their_key(tmp_path):
+    """Model, initial weights, teachers and data folders: every failure names the key."""
+    cfg = lambda **c: from_dict(TrainRunConfig, minimal(**c))  # noqa: E731
+    with pytest.raises(ConfigError, match="^model.init_from: weights not found: .*nowhere.pth"):
+        build_model_for_run(cfg(**{"model.init_from": str(tmp_path / "nowhere.pth")}))
+    save_weights(build_model("restormer-tiny"), tmp_path / "other.pth")
+    with pytest.raises(ConfigError, match="^model.init_from: .*other.pth does not fit this model"):
+        build_model_for_run(cfg(**{"model.init_from": str(tmp_path / "other.pth")}))
+    with pytest.raises(ConfigError, match="^model.name: unknown model 'resnet'"):
+        build_model_for_run(cfg(**{"model.name": "resnet"}))
+    with pytest.raises(ConfigError, match="^model.options: model 'res-sl-tiny' has no option.s. dimm"):
+        build_model_for_run(cfg(**{"model.options.dimm": 8}))
+    with pytest.raises(ConfigError, match=r"^data.train.roots: folder not found"):
+        build_train_set(cfg(**{"data.root": str(tmp_path)}))
+
+    marker = tmp_path / "pwned"
+    torch.save({"params": build_model("restormer-tiny").state_dict(), "x": _Payload(marker)}, tmp_path / "evil.pth")
+    spec = TeacherConfig(name="restormer-tiny", weights=str(tmp_path / "evil.pth"))
+    with pytest.raises(ConfigError, match="^teachers.a.weights: refusing to load .*evil.pth.*could run code"):
+        build_teacher(spec, "teachers.a")
+    assert not marker.exists()
+    spec = TeacherConfig(name="restormer-tiny", weights=str(tmp_path / "other.pth"), options={"dim": 8})
+    with pytest.raises(ConfigError, match="^teachers.b.weights: .*does not fit this model"):
+        build_teacher(spec, "teachers.b")
+    spec = TeacherConfig(name="restormer-huge", weights=str(tmp_path / "other.pth"))
+    with pytest.raises(ConfigError, match="^teachers.a.name: unknown model 'restormer-huge'"):
+        build_teacher(spec, "teachers.a")

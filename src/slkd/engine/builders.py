@@ -11,8 +11,8 @@ from torch import nn
 from slkd.data.datasets import DegradedImageDataset, PairedImageDataset
 from slkd.data.degrade import build_degradation
 from slkd.engine.config import ConfigError, DatasetConfig, TeacherConfig, TrainRunConfig
-from slkd.errors import SlkdError
-from slkd.models import build_model, load_weights, read_state_dict
+from slkd.errors import DatasetError, SlkdError
+from slkd.models import build_model, get_preset, list_models, load_weights, read_state_dict
 from slkd.models.checkpoint import load_state
 from slkd.models.registry import variant_overrides
 
@@ -38,11 +38,27 @@ def weights_path(spec: str) -> Path:
     return path
 
 
+def _build(name: str, options: dict, where: str) -> nn.Module:
+    """``build_model`` with errors naming the config key (``<where>.name`` / ``.options``)."""
+    if name not in list_models():
+        try:
+            get_preset(name)
+        except SlkdError as exc:
+            raise ConfigError(f"{where}.name: {exc}") from None
+    try:
+        return build_model(name, **options)
+    except SlkdError as exc:
+        raise ConfigError(f"{where}.options: {exc}") from None
+
+
 def build_model_for_run(cfg: TrainRunConfig, log: Callable[[str], None] | None = None) -> nn.Module:
-    model = build_model(cfg.model.name, **cfg.model.options)
+    model = _build(cfg.model.name, cfg.model.options, "model")
     if cfg.model.init_from:
-        path = weights_path(cfg.model.init_from)
-        load_weights(model, path)
+        try:
+            path = weights_path(cfg.model.init_from)
+            load_weights(model, path)
+        except SlkdError as exc:
+            raise ConfigError(f"model.init_from: {exc}") from None
         if log:
             log(f"initialised {cfg.model.name} from {path}")
     elif cfg.role == "teacher_b" and log:
@@ -55,14 +71,18 @@ def build_teacher(spec: TeacherConfig, where: str, log: Callable[[str], None] | 
     type, channels) are recognised from the file."""
     try:
         path = weights_path(spec.weights)
+        state, source = read_state_dict(path)  # weights_only: a file carrying code is refused
     except SlkdError as exc:
         raise ConfigError(f"{where}.weights: {exc}") from None
-    state, source = read_state_dict(path)
+    _build(spec.name, {}, where)  # a wrong name is named before the file is blamed
     adapted = {k: v for k, v in variant_overrides(spec.name, state).items() if k not in spec.options}
     if adapted and log:
         log(f"note: {path.name} needs {spec.name} with {adapted}; building it that way")
-    model = build_model(spec.name, **{**adapted, **spec.options})
-    load_state(model, state, path, strict=True, source_key=source)
+    model = _build(spec.name, {**adapted, **spec.options}, where)
+    try:
+        load_state(model, state, path, strict=True, source_key=source)
+    except SlkdError as exc:
+        raise ConfigError(f"{where}.weights: {exc}") from None
     if log:
         log(f"{where}: {spec.name} from {path}")
     return model.eval().requires_grad_(False)
@@ -80,13 +100,16 @@ def build_dataset(spec: DatasetConfig, root: Path, *, train: bool, where: str):
             raise ConfigError(f"{where}.exclude: folder not found: {exclude}")
     common = dict(patch_size=spec.patch_size, augment=spec.augment and train, names=spec.names,
                   exclude=exclude, channels=spec.channels, cache=spec.cache, limit=spec.limit)
-    if spec.type == "paired":
-        return PairedImageDataset(folders[0], **common)
     try:
-        degradation = build_degradation(spec.degradation.name, **spec.degradation.params)
-    except SlkdError as exc:
-        raise ConfigError(f"{where}.degradation: {exc}") from None
-    return DegradedImageDataset(folders, degradation, recursive=spec.recursive, eval_seed=0, **common)
+        if spec.type == "paired":
+            return PairedImageDataset(folders[0], **common)
+        try:
+            degradation = build_degradation(spec.degradation.name, **spec.degradation.params)
+        except SlkdError as exc:
+            raise ConfigError(f"{where}.degradation: {exc}") from None
+        return DegradedImageDataset(folders, degradation, recursive=spec.recursive, eval_seed=0, **common)
+    except DatasetError as exc:  # unreadable files, pairs of different sizes, images < patch …
+        raise DatasetError(f"{where}: {exc}") from None
 
 
 def build_train_set(cfg: TrainRunConfig):

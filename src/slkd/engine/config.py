@@ -242,6 +242,8 @@ class DatasetConfig:
             raise ConfigError(f"{_join(path, 'patch_size')}: must be a multiple of 8, got {self.patch_size}")
         if self.channels not in (1, 3):
             raise ConfigError(f"{_join(path, 'channels')}: must be 1 or 3")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"{_join(path, 'limit')}: must be >= 1 (or null for all images)")
 
 
 @dataclass
@@ -274,6 +276,8 @@ class OptimizerConfig:
             raise ConfigError(f"{_join(path, 'lr')}: must be > 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"{_join(path, 'betas')}: two numbers in [0, 1)")
+        if self.weight_decay < 0:
+            raise ConfigError(f"{_join(path, 'weight_decay')}: must be >= 0")
 
 
 @dataclass
@@ -281,6 +285,12 @@ class SchedulerConfig:
     type: Literal["cosine", "constant"] = "cosine"
     warmup_iters: int = 0
     min_lr: float = 1e-6
+
+    def validate(self, path: str) -> None:
+        if self.warmup_iters < 0:
+            raise ConfigError(f"{_join(path, 'warmup_iters')}: must be >= 0")
+        if self.min_lr < 0:
+            raise ConfigError(f"{_join(path, 'min_lr')}: must be >= 0")
 
 
 @dataclass
@@ -310,6 +320,10 @@ class TrainConfig:
         for key in ("log_every", "val_every", "ckpt_every", "max_bad_steps"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{_join(path, key)}: must be >= 1")
+        if self.scheduler.type == "cosine" and self.scheduler.min_lr > self.optimizer.lr:
+            raise ConfigError(f"{_join(path, 'scheduler.min_lr')}: the cosine schedule decays from "
+                              f"optimizer.lr ({self.optimizer.lr:g}) to min_lr, so min_lr "
+                              f"({self.scheduler.min_lr:g}) must not exceed it")
 
 
 @dataclass
@@ -320,6 +334,16 @@ class EvalConfig:
     crop_border: int = 0
     tile: int | None = None
     overlap: int = 32
+
+    def validate(self, path: str) -> None:
+        # checked now: a bad value would otherwise stop the run at its first validation
+        if self.crop_border < 0:
+            raise ConfigError(f"{_join(path, 'crop_border')}: must be >= 0")
+        if self.tile is not None and (self.tile < 8 or self.tile % 8):
+            raise ConfigError(f"{_join(path, 'tile')}: a positive multiple of 8 (or null), got {self.tile}")
+        if self.tile is not None and not 0 <= self.overlap < self.tile:
+            raise ConfigError(f"{_join(path, 'overlap')}: must be >= 0 and smaller than eval.tile "
+                              f"({self.tile}), got {self.overlap}")
 
 
 @dataclass
@@ -373,6 +397,9 @@ class DistillConfig:
             raise ConfigError(f"{_join(path, 'loss_weights')}: weights must be >= 0")
         if self.brisque_scales not in (1, 2):
             raise ConfigError(f"{_join(path, 'brisque_scales')}: 1 or 2")
+        for key in ("temperature", "piqe_temperature"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{_join(path, key)}: must be > 0 (it divides)")
 
 
 @dataclass
