@@ -1,13 +1,18 @@
-"""Crash safety of `slkd train`: SIGKILL at random points, resume, same weights as no crash.
+"""Crash safety of `slkd train`: killed at random points, resumed, same weights as no crash.
 
 A tiny run (res-sl-tiny, 32×32 patches of the bundled images, batch 2, a checkpoint every step)
-is started with ``slkd train`` in a subprocess and killed with SIGKILL — no handler runs, as
-after a power cut, an OOM kill or a pre-empted job — several times at seeded random steps: either
-from outside, a random few milliseconds after a checkpoint was logged (the kill then lands in
-the next step's computation, logging or checkpoint writing), or by the process itself halfway
-through writing the checkpoint file. After every kill ``--resume`` must find an intact
-checkpoint, and the run finished after the last kill must hold exactly the weights, optimiser
-state and logged losses of an uninterrupted run with the same seed.
+is started with ``slkd train`` in a subprocess and killed at seeded random steps, six times:
+
+* four SIGKILLs — no handler runs, as after a power cut, an OOM kill or a pre-empted job —
+  either from outside, a random few milliseconds after a checkpoint was logged (the kill then
+  lands in the next step's computation, logging or checkpoint writing), or by the process
+  itself halfway through writing the checkpoint file;
+* one SIGTERM and one SIGINT (Ctrl-C): the run stops at the end of the step in progress, saves
+  a checkpoint of exactly that step and exits with code 2.
+
+After every kill ``--resume`` must find an intact checkpoint, and the run finished after the last
+one must hold exactly the weights, optimiser state and logged losses of an uninterrupted run with
+the same seed.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs PO
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "slkd" / "assets"
 ITERS = 30
-KILLS = 4
+KILLS = 4  # SIGKILLs; plus one SIGTERM and one SIGINT
 SEED = 20250611  # of the kill points; the run's own seed is in the config
 
 
@@ -110,9 +115,10 @@ def _checkpoint_steps(run: Path) -> list[int]:
     return steps
 
 
-def _kill_after_checkpoint(proc: subprocess.Popen, run: Path, target: int, delay: float) -> bool:
-    """SIGKILL ``proc`` ``delay`` s after a checkpoint at step >= ``target`` was logged.
-    Returns False when the process ended by itself first."""
+def _signal_after_checkpoint(proc: subprocess.Popen, run: Path, target: int, delay: float,
+                             sig: int = signal.SIGKILL) -> bool:
+    """Send ``sig`` to ``proc`` ``delay`` s after a checkpoint at step >= ``target`` was logged,
+    and wait for it to end. Returns False when the process ended by itself first."""
     deadline = time.monotonic() + 120
     while not any(s >= target for s in _checkpoint_steps(run)):
         if proc.poll() is not None:
@@ -122,8 +128,8 @@ def _kill_after_checkpoint(proc: subprocess.Popen, run: Path, target: int, delay
     time.sleep(delay)
     if proc.poll() is not None:
         return False
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
     return True
 
 
@@ -148,8 +154,9 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
 
     reference = _launch(ref_cfg)  # runs alongside the first crashing run (one thread each)
     rng = random.Random(SEED)
-    targets = sorted(rng.sample(range(2, ITERS - 8), KILLS))
+    targets = sorted(rng.sample(range(2, ITERS - 8), KILLS + 2))
     kinds = ["outside", "in-checkpoint"] + [rng.choice(["outside", "in-checkpoint"]) for _ in range(KILLS - 2)]
+    kinds += ["SIGTERM", "SIGINT"]
     rng.shuffle(kinds)
     kills, resumed_from, done = 0, [], 0
     resume: tuple[str, ...] = ()
@@ -162,8 +169,9 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
             # the half-written file is the hidden temporary, never checkpoint.pt itself
             assert [p.name for p in run.glob(".checkpoint.pt.*.tmp")], "no write was interrupted"
         else:
+            sig = signal.SIGKILL if kind == "outside" else getattr(signal, kind)
             proc = _launch(crash_cfg, *resume)
-            if not _kill_after_checkpoint(proc, run, target, rng.uniform(0.0, 0.15)):
+            if not _signal_after_checkpoint(proc, run, target, rng.uniform(0.0, 0.15), sig):
                 break  # finished before the kill: nothing left to interrupt
         kills += 1
         # the checkpoint left behind is complete and loads safely
@@ -171,13 +179,20 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
         assert done < state["step"] < ITERS
         if kind == "in-checkpoint":
             assert state["step"] == target - 1  # the previous one, intact
+        if kind in ("SIGTERM", "SIGINT"):
+            log = proc.log_path.read_text(errors="replace")
+            assert proc.returncode == 2, log[-3000:]
+            what = "Ctrl-C" if kind == "SIGINT" else "SIGTERM"
+            assert f"{what} at step {state['step']}; checkpoint saved" in log, log[-3000:]
+            # a graceful stop loses no step: the checkpoint is the last step trained
+            assert max(_train_losses(run)) == state["step"]
         done = state["step"]
         resumed_from.append(done)
         resume = ("--resume",)
     proc = _launch(crash_cfg, *resume)
     _finish(proc)
     _finish(reference)
-    assert kills >= 3, f"only {kills} kills landed before the run finished"
+    assert kills >= KILLS, f"only {kills} kills landed before the run finished"
 
     final = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=True)
     ref = torch.load(tmp_path / "ref" / "crash" / CHECKPOINT, map_location="cpu", weights_only=True)

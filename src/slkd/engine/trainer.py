@@ -12,6 +12,7 @@ import math
 import os
 import random
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -127,6 +128,8 @@ class Trainer:
         self.step = 0
         self.best: dict[str, dict[str, float]] = {}
         self.bad_steps = 0
+        self._saved_step: int | None = None  # step of the last checkpoint written by this run
+        self._updating = False  # inside an update whose step is not counted yet
         if resume:
             self._load_checkpoint()
         elif (run_dir / CHECKPOINT).exists():
@@ -160,6 +163,7 @@ class Trainer:
         state = self._state()
         atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
         save_weights(self.ema.module if self.ema else self.model, self.run_dir / WEIGHTS)
+        self._saved_step = self.step
         self.log.event("checkpoint", self.step, path=CHECKPOINT)
 
     def _load_checkpoint(self) -> None:
@@ -270,6 +274,9 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
         # one host sync per step: a non-finite step must be skipped before the optimiser sees it
         finite = bool(torch.isfinite(loss.detach() + grad_norm).item())
+        # from here until run() counts the step, the state saved by a checkpoint would mix
+        # step k's counter with step k+1's weights, optimiser and schedule
+        self._updating = True
         if finite:
             self.optimizer.step()
             if self.ema is not None:
@@ -277,6 +284,14 @@ class Trainer:
         self.scheduler.step()  # the schedule follows iterations, skipped or not
         terms = {**terms, "loss": loss.detach(), "grad_norm": grad_norm.detach()}
         return terms, finite
+
+    def _stop_everywhere(self, stop: "_StopRequest") -> bool:
+        """Whether any rank was asked to stop (all ranks must leave at the same step, or the
+        others would wait for them in the next gradient all-reduce)."""
+        if not self.dist.enabled:
+            return stop.requested is not None
+        flag = torch.tensor([0.0 if stop.requested is None else 1.0], device=self.dist.device)
+        return all_reduce_sum(flag).item() > 0
 
     def run(self) -> dict[str, Any]:
         t = self.cfg.train
@@ -293,15 +308,26 @@ class Trainer:
                        dropped_events=self.log.dropped_events)
         sums: dict[str, torch.Tensor] = {}
         window_start, window_steps = time.perf_counter(), 0
-        previous = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, _raise_interrupt)  # treat `kill` like Ctrl-C: save, then exit
+        # Ctrl-C and `kill` (SIGTERM) ask the loop to stop after the step in progress, with a
+        # checkpoint; a second one stops at once (the step in progress is then lost)
+        stop = _StopRequest()
+        previous = stop.install()
         loader = iter(self._loader())
+        self._updating = False
         try:
             self.network.train()
             while self.step < t.iters:
-                batch = next(loader)
+                if self._stop_everywhere(stop):
+                    raise KeyboardInterrupt
+                try:
+                    batch = next(loader)
+                except Exception:
+                    if stop.requested:  # a DataLoader worker that got the terminal's Ctrl-C too
+                        raise KeyboardInterrupt from None
+                    raise
                 terms, finite = self._train_step(batch)
                 self.step += 1  # an iteration is consumed even when its update is skipped
+                self._updating = False
                 if not finite:
                     self.bad_steps += 1
                     self.log.event("skip", self.step, reason="non-finite loss or gradient",
@@ -332,17 +358,51 @@ class Trainer:
                 if self.step % t.ckpt_every == 0 or self.step == t.iters:
                     self.save_checkpoint()
         except KeyboardInterrupt:
-            self.save_checkpoint()
-            raise TrainingStopped(f"interrupted at step {self.step}; checkpoint saved in {self.run_dir} "
+            what = stop.requested or "interrupted"
+            if self._updating:  # forced in the middle of an update: its state is not saved
+                raise TrainingStopped(
+                    f"{what} in the middle of step {self.step + 1}; its update is lost and the "
+                    f"last checkpoint in {self.run_dir} is kept (continue with --resume)") from None
+            if self._saved_step != self.step:
+                self.save_checkpoint()
+            raise TrainingStopped(f"{what} at step {self.step}; checkpoint saved in {self.run_dir} "
                                   "(continue with --resume)") from None
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            stop.uninstall(previous)
             self.log.close()
         return {"step": self.step, "best": self.best}
 
 
-def _raise_interrupt(signum, frame):  # noqa: ARG001
-    raise KeyboardInterrupt
+class _StopRequest:
+    """SIGINT/SIGTERM handler for the training loop: the first signal only sets
+    :attr:`requested` (the loop stops at the next step boundary, where the state is consistent);
+    a second one raises KeyboardInterrupt at once. Nothing is printed from the handler."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+
+    def __call__(self, signum, frame) -> None:  # noqa: ARG002
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+    def install(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # signals can only be handled in the main thread
+        previous = {}
+        for name in self.SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                previous[sig] = signal.getsignal(sig)
+                signal.signal(sig, self)
+        return previous
+
+    @staticmethod
+    def uninstall(previous: dict) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def resolve_run_dir(cfg: TrainRunConfig) -> Path:
