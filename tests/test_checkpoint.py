@@ -131,3 +131,29 @@ def test_malicious_pickle_is_refused_without_side_effect(tmp_path):
     with pytest.raises(CheckpointError, match="refusing to load .*evil.pth.*could run code"):
         load_weights(tiny(), tmp_path / "evil.pth")
     assert not marker.exists()
+
+
+def test_every_load_in_the_package_refuses_code():
+    """Static guard: each torch.load in src/slkd passes weights_only=True, and nothing else
+    unpickles (pickle/dill/joblib loads, np.load with allow_pickle, yaml.load without SafeLoader)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "src" / "slkd"
+    loads, problems = 0, []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = ast.unparse(node.func)
+            kwargs = {k.arg: ast.unparse(k.value) for k in node.keywords}
+            where = f"{path.relative_to(root)}:{node.lineno}"
+            if name == "torch.load":
+                loads += 1
+                if kwargs.get("weights_only") != "True":
+                    problems.append(f"{where}: torch.load without weights_only=True")
+            elif name in ("pickle.load", "pickle.loads", "dill.load", "joblib.load", "yaml.load",
+                          "yaml.unsafe_load", "yaml.full_load"):
+                problems.append(f"{where}: {name}")
+            elif name in ("np.load", "numpy.load") and kwargs.get("allow_pickle") not in (None, "False"):
+                problems.append(f"{where}: np.load with allow_pickle")
+    assert loads >= 1 and not problems, problems
