@@ -282,3 +282,21 @@ def test_resume_repairs_a_log_cut_off_by_a_crash(data_root, tmp_path):
     assert [e["step"] for e in events(run, "train")] == [1, 2, 3, 4, 5]
     assert events(run, "start")[-1]["dropped_events"] == 2
     assert not (run / ".checkpoint.pt.abc123.tmp").exists()
+
+
+def test_a_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(data_root, tmp_path, monkeypatch):
+    trainer = make_trainer(data_root, tmp_path)  # checkpoints at steps 3 and 6
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("step") == 6:
+            Path(f).write_bytes(b"partial")
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(TrainingStopped, match="checkpoint of step 6 .*No space left on device; the previous"):
+        trainer.run()
+    run = tmp_path / "tiny"
+    assert torch.load(run / CHECKPOINT, weights_only=True)["step"] == 3
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]

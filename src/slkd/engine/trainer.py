@@ -161,8 +161,13 @@ class Trainer:
         if not self.dist.is_main:
             return
         state = self._state()
-        atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
-        save_weights(self.ema.module if self.ema else self.model, self.run_dir / WEIGHTS)
+        try:
+            atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+            save_weights(self.ema.module if self.ema else self.model, self.run_dir / WEIGHTS)
+        except (OSError, RuntimeError) as exc:  # disk full, quota, folder removed …
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip()
+            raise TrainingStopped(f"cannot write the checkpoint of step {self.step} in {self.run_dir}: "
+                                  f"{reason}; the previous checkpoint is kept intact") from None
         self._saved_step = self.step
         self.log.event("checkpoint", self.step, path=CHECKPOINT)
 
