@@ -15,8 +15,12 @@ from slkd.cli.common import (
     resolve_device,
 )
 from slkd.data.image_io import IMAGE_EXTENSIONS, list_images, read_image, write_image
-from slkd.engine.inference import restore
+from slkd.engine.inference import available_memory, estimate_memory, restore
 from slkd.errors import SlkdError
+
+#: tile sizes suggested when an image is too large for the memory, preferred first (the largest
+#: one smaller than the image whose estimate fits)
+SUGGESTED_TILES = (256, 128, 64, 32)
 
 
 def add_parser(subparsers) -> None:
@@ -26,10 +30,14 @@ def add_parser(subparsers) -> None:
         description="Restore INPUT (a file or a folder) into OUTPUT (a file or a folder). "
         "Images are padded to a multiple of 8 and cropped back; --tile bounds memory on large "
         "images. Output files keep the input names (and bit depth; alpha is re-attached). An "
-        "unreadable file is reported by name and the rest of the folder is still processed.",
+        "unreadable file is reported by name and the rest of the folder is still processed. "
+        "Before each image the memory it needs is estimated; an image that would not fit in "
+        "the memory available is skipped with the estimate and a suggested --tile.",
     )
     add_model_arguments(p, weights_required=True)
     add_tiling_arguments(p)
+    p.add_argument("--force", action="store_true",
+                   help="restore even an image whose memory estimate exceeds the memory available")
     p.add_argument("input", metavar="INPUT", help="image file or folder")
     p.add_argument("output", metavar="OUTPUT", help="output file, or folder for a folder input")
     p.set_defaults(func=run)
@@ -56,6 +64,46 @@ def _plan(inp: Path, out: Path) -> list[tuple[Path, Path]]:
     return [(inp, dest)]
 
 
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def _memory_problem(model, image, args, device) -> str | None:
+    """Why ``image`` should not be restored with these settings (None when it fits)."""
+    c, h, w = image.tensor.shape
+
+    def shortfall(tile):
+        est = estimate_memory(model, h, w, channels=c, tile=tile, device=device)
+        where = [(est.device_bytes, available_memory(device), str(device))]
+        if device.type != "cpu":
+            where.append((est.host_bytes, available_memory("cpu"), "cpu"))
+        for needed, free, name in where:
+            if free is not None and needed > free:
+                return est, needed, free, name
+        return est, None, None, None
+
+    estimate, needed, free, name = shortfall(args.tile)
+    if needed is None:
+        return None
+    how = "in one piece" if args.tile is None else f"in {args.tile}×{args.tile} tiles"
+    message = (f"restoring this {w}×{h} image {how} needs about {_gib(needed)} on {name} "
+               f"(network {_gib(estimate.activations)}, image buffers {_gib(estimate.buffers)}) "
+               f"but only {_gib(free)} is available")
+    tiles = [t for t in SUGGESTED_TILES
+             if t < max(h, w) and t > args.overlap and (args.tile is None or t < args.tile)]
+    suggestion = None
+    for tile in tiles:
+        tiled, short, _, _ = shortfall(tile)
+        if short is None:
+            suggestion = f"use --tile {tile} (about {_gib(tiled.total)})"
+            break
+    if suggestion is None and tiles:
+        suggestion = f"even --tile {tiles[-1]} would not fit; free some memory"
+    elif suggestion is None:
+        suggestion = "tiling cannot make it smaller; free some memory"
+    return f"{message}; {suggestion}, or pass --force to try anyway"
+
+
 def run(args) -> int:
     check_tiling(args)
     plan = _plan(Path(args.input), Path(args.output))
@@ -65,14 +113,21 @@ def run(args) -> int:
     for i, (src, dest) in enumerate(plan, 1):
         start = time.perf_counter()
         try:
+            # the reader's and writer's warnings (alpha dropped, 16 bits not storable …) become
+            # notes naming the file, instead of Python warning lines
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                image = read_image(src)
-            for w in caught:
-                note(f"warning: {w.message}")
-            out = restore(model, image.tensor[None], tile=args.tile, overlap=args.overlap,
-                          blend=args.blend, device=device)
-            write_image(dest, out[0], bit_depth=image.bit_depth, alpha=image.alpha)
+                try:
+                    image = read_image(src)
+                    problem = None if args.force else _memory_problem(model, image, args, device)
+                    if problem:
+                        raise SlkdError(problem)
+                    out = restore(model, image.tensor[None], tile=args.tile, overlap=args.overlap,
+                                  blend=args.blend, device=device)
+                    write_image(dest, out[0], bit_depth=image.bit_depth, alpha=image.alpha)
+                finally:
+                    for w in caught:
+                        note(f"warning: {w.message}")
         except SlkdError as exc:
             failed.append(src.name)
             note(f"[{i}/{len(plan)}] skipped {src.name}: {exc}")

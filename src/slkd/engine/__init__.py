@@ -1,7 +1,10 @@
 """Running networks on images."""
 
 from slkd.engine.inference import (
+    MemoryEstimate,
     adapt_channels,
+    available_memory,
+    estimate_memory,
     model_in_channels,
     pad_to_multiple,
     restore,
@@ -10,7 +13,10 @@ from slkd.engine.inference import (
 )
 
 __all__ = [
+    "MemoryEstimate",
     "adapt_channels",
+    "available_memory",
+    "estimate_memory",
     "model_in_channels",
     "pad_to_multiple",
     "restore",
