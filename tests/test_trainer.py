@@ -300,3 +300,26 @@ def test_a_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(data_root, 
     run = tmp_path / "tiny"
     assert torch.load(run / CHECKPOINT, weights_only=True)["step"] == 3
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_an_interrupt_inside_an_update_keeps_the_previous_checkpoint(data_root, tmp_path, monkeypatch):
+    """A forced stop (second Ctrl-C) between the optimiser update and the step counter must not
+    save that mixed state: the previous checkpoint stays, and resuming is still exact."""
+    make_trainer(data_root, tmp_path / "a").run()
+    reference = weights_of(tmp_path / "a" / "tiny")
+    trainer = make_trainer(data_root, tmp_path / "b")
+    real_step = trainer.scheduler.step
+
+    def step_then_interrupt(*args, **kwargs):
+        out = real_step(*args, **kwargs)
+        if trainer.step == 4:  # the update of step 5 is done, the counter still says 4
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(trainer.scheduler, "step", step_then_interrupt)
+    with pytest.raises(TrainingStopped, match="in the middle of step 5; its update is lost"):
+        trainer.run()
+    assert torch.load(tmp_path / "b" / "tiny" / CHECKPOINT, weights_only=True)["step"] == 3
+    make_trainer(data_root, tmp_path / "b", resume=True).run()
+    resumed = weights_of(tmp_path / "b" / "tiny")
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference)
