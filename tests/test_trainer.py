@@ -302,13 +302,14 @@ def test_a_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(data_root, 
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
 def test_an_interrupt_inside_an_update_keeps_the_previous_checkpoint(data_root, tmp_path, monkeypatch):
     """A forced stop (second Ctrl-C) between the optimiser update and the step counter must not
     save that mixed state: the previous checkpoint stays, and resuming is still exact."""
     make_trainer(data_root, tmp_path / "a").run()
     reference = weights_of(tmp_path / "a" / "tiny")
     trainer = make_trainer(data_root, tmp_path / "b")
-    real_step = trainer.scheduler.step
+    real_step = trainer.optimizer.step
 
     def step_then_interrupt(*args, **kwargs):
         out = real_step(*args, **kwargs)
@@ -316,7 +317,7 @@ def test_an_interrupt_inside_an_update_keeps_the_previous_checkpoint(data_root, 
             raise KeyboardInterrupt
         return out
 
-    monkeypatch.setattr(trainer.scheduler, "step", step_then_interrupt)
+    monkeypatch.setattr(trainer.optimizer, "step", step_then_interrupt)
     with pytest.raises(TrainingStopped, match="in the middle of step 5; its update is lost"):
         trainer.run()
     assert torch.load(tmp_path / "b" / "tiny" / CHECKPOINT, weights_only=True)["step"] == 3
