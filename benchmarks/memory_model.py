@@ -21,9 +21,7 @@ Writes ``benchmarks/results/memory_model.json``. CPU only.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,6 +29,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from benchmarks.common import machine, write_report
 
 from benchmarks.restore_memory import make_image
 from slkd.engine import inference
@@ -115,15 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         "activation_overhead_cpu": inference.ACTIVATION_OVERHEAD["cpu"],
         "fixed_overhead_cpu_mib": inference.FIXED_OVERHEAD["cpu"] / 2**20,
         "buffer_bytes_per_sample": inference.BUFFER_BYTES_PER_SAMPLE,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "torch": torch.__version__, "python": platform.python_version(),
-                    "threads": args.threads or torch.get_num_threads()},
+        "machine": machine(threads=args.threads or torch.get_num_threads()),
         "results": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(args.out, report)
     return 0
 
 

@@ -15,9 +15,7 @@ Writes ``benchmarks/results/restore_memory.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks.common import machine, write_report
 
 from slkd.data.image_io import write_image
 from slkd.models import build_model, save_weights
@@ -108,14 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "restore_memory",
         "image": "textured RGB 8-bit PNG (see make_image)",
         "command": "python -m benchmarks.restore_memory " + " ".join(argv or sys.argv[1:]),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "torch": torch.__version__, "python": platform.python_version()},
+        "machine": machine(),
         "results": results,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(args.out, report)
     return 0
 
 
