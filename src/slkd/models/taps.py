@@ -7,6 +7,32 @@ keep loading and the same code serves every network.
 >>> taps = FeatureTaps(model, ["encoder_level1", "latent"])
 >>> out = model(x)
 >>> taps.features["latent"].shape
+
+Level names across architectures. The distiller taps the student and its teachers with the same
+names, Restormer's module names of METHOD.md §2.2 (``encoder_level1`` … ``refinement``). Other
+architectures name their stages differently; :func:`level_modules` maps each level name to the
+stage of that architecture at the same depth and resolution, so any teacher–student pair works,
+also across architectures (the SCM resizes where resolutions still differ):
+
+==============  ==========  ====================  ==================  =====================
+level           resolution  Restormer, DRSformer  Uformer             NAFNet (L = 4 levels)
+==============  ==========  ====================  ==================  =====================
+encoder_level1  1           encoder_level1        encoderlayer_0      encoders.0
+encoder_level2  1/2         encoder_level2        encoderlayer_1      encoders.1
+encoder_level3  1/4         encoder_level3        encoderlayer_2      encoders.2
+latent          1/8         latent                encoderlayer_3      encoders.3
+decoder_level3  1/4         decoder_level3        decoderlayer_1      decoders.1
+decoder_level2  1/2         decoder_level2        decoderlayer_2      decoders.2
+decoder_level1  1           decoder_level1        decoderlayer_3      decoders.3
+refinement      1           refinement (*)        decoderlayer_3 (*)  decoders.3 (*)
+==============  ==========  ====================  ==================  =====================
+
+(*) Uformer and NAFNet have no refinement stage after the last decoder stage, nor has
+DRSformer without MEFC: there ``refinement`` reads the last full-resolution decoder stage, the
+same tensor as ``decoder_level1``. Uformer's and NAFNet's 1/16 bottleneck (``conv``,
+``middle_blks``) and their first decoder stage (1/8) have no level name; tap them by module
+name. With L levels NAFNet's stage at 1/2^i is ``encoders.i`` / ``decoders.(L-1-i)``
+(``middle_blks`` at 1/2^L). A name that is a module of the model always means that module.
 """
 
 from __future__ import annotations
@@ -35,20 +61,25 @@ class FeatureTaps:
         if len(set(self.names)) != len(self.names):
             raise SlkdError(f"feature tap names repeat: {self.names}")
         modules = dict(model.named_modules())
-        missing = [n for n in self.names if n not in modules or n == ""]
+        levels = level_modules(model)
+        #: tap name → the module path it reads (differs from the name for level names)
+        self.paths = {n: n if n in modules else levels.get(n, n) for n in self.names}
+        missing = [n for n in self.names if self.paths[n] not in modules or n == ""]
         if missing:
             hints = []
             for n in missing:
-                close = difflib.get_close_matches(n, [m for m in modules if m], n=3)
+                close = difflib.get_close_matches(n, [m for m in modules if m] + list(levels), n=3)
                 hints.append(f"{n!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
             top = [m for m in modules if m and "." not in m]
             raise SlkdError(
                 f"{type(model).__name__} has no module named {', '.join(hints)}; "
                 f"top-level modules: {', '.join(top)}"
+                + (f"; level names: {', '.join(levels)}" if levels else "")
             )
         self.features: dict[str, torch.Tensor] = {}
         self._handles = [
-            modules[name].register_forward_hook(self._recorder(name)) for name in self.names
+            modules[self.paths[name]].register_forward_hook(self._recorder(name))
+            for name in self.names
         ]
 
     def _recorder(self, name: str):
@@ -92,3 +123,53 @@ class FeatureTaps:
 #: taps of METHOD.md §2.2 for Restormer-family models
 RESTORMER_ENCODER_TAPS = ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
 RESTORMER_DECODER_TAPS = ("decoder_level3", "decoder_level2", "decoder_level1", "refinement")
+
+
+#: level names of METHOD.md §2.2 in tap order (Restormer's module names)
+LEVEL_NAMES = RESTORMER_ENCODER_TAPS + RESTORMER_DECODER_TAPS
+
+
+def _levels_by_resolution(
+    encoder_at: dict[int, str], decoder_at: dict[int, str]
+) -> dict[str, str]:
+    """Level names from the stage at each resolution 1/2^i: encoder levels 1-3 at i = 0-2 and
+    ``latent`` at i = 3, decoder levels 3-1 at i = 2-0 and ``refinement`` at i = 0."""
+    wanted = {
+        "encoder_level1": encoder_at.get(0), "encoder_level2": encoder_at.get(1),
+        "encoder_level3": encoder_at.get(2), "latent": encoder_at.get(3),
+        "decoder_level3": decoder_at.get(2), "decoder_level2": decoder_at.get(1),
+        "decoder_level1": decoder_at.get(0), "refinement": decoder_at.get(0),
+    }
+    return {name: path for name, path in wanted.items() if path is not None}
+
+
+def _uformer_levels(model: nn.Module) -> dict[str, str]:
+    return _levels_by_resolution(
+        {i: f"encoderlayer_{i}" for i in range(4)}, {3 - j: f"decoderlayer_{j}" for j in range(4)}
+    )
+
+
+def _nafnet_levels(model: nn.Module) -> dict[str, str]:
+    n = len(model.encoders)
+    return _levels_by_resolution(
+        {i: f"encoders.{i}" for i in range(n)} | {n: "middle_blks"},
+        {n - 1 - j: f"decoders.{j}" for j in range(n)} | {n: "middle_blks"},
+    )
+
+
+def _drsformer_levels(model: nn.Module) -> dict[str, str]:
+    # same module names as Restormer; without MEFC there is no refinement stage
+    return {} if hasattr(model, "refinement") else {"refinement": "decoder_level1"}
+
+
+#: architecture (class name) → function giving its level name → module path map
+_LEVELS = {"Uformer": _uformer_levels, "NAFNet": _nafnet_levels, "DRSformer": _drsformer_levels}
+
+
+def level_modules(model: nn.Module) -> dict[str, str]:
+    """Level name → module path of ``model`` for the level names that are not module names of
+    its architecture (empty for Restormer). See the module docstring for the table."""
+    for cls in type(model).__mro__:
+        if cls.__name__ in _LEVELS:
+            return _LEVELS[cls.__name__](model)
+    return {}
