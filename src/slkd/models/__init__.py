@@ -16,9 +16,18 @@ from slkd.models.complexity import (
     format_count,
     measure_latency,
 )
+from slkd.models.drsformer import DRSformer
+from slkd.models.nafnet import NAFNet
 from slkd.models.registry import build_model, get_preset, list_models, preset_config
 from slkd.models.restormer import Restormer
-from slkd.models.taps import RESTORMER_DECODER_TAPS, RESTORMER_ENCODER_TAPS, FeatureTaps
+from slkd.models.taps import (
+    LEVEL_NAMES,
+    RESTORMER_DECODER_TAPS,
+    RESTORMER_ENCODER_TAPS,
+    FeatureTaps,
+    level_modules,
+)
+from slkd.models.uformer import Uformer
 
 __all__ = [
     "LatencyReport",
@@ -28,14 +37,19 @@ __all__ = [
     "count_parameters",
     "format_count",
     "measure_latency",
+    "DRSformer",
     "FeatureTaps",
+    "LEVEL_NAMES",
     "LoadReport",
+    "NAFNet",
     "RESTORMER_DECODER_TAPS",
     "RESTORMER_ENCODER_TAPS",
     "Restormer",
+    "Uformer",
     "build_model",
     "get_preset",
     "layer_norm_type",
+    "level_modules",
     "list_models",
     "load_weights",
     "preset_config",
