@@ -146,7 +146,7 @@ _add(ModelPreset(
 ))
 _add(ModelPreset(
     "uformer-tiny", Uformer, _uformer(embed_dim=8, img_size=32, win_size=4),
-    "tiny Uformer teacher (embed_dim 8, 4×4 windows, 32×32 patches) for CPU runs",
+    "tiny Uformer teacher (embed_dim 8, 4×4 windows, img_size 32) for CPU runs",
 ))
 _add(ModelPreset(
     "ufor-sl-tiny", Uformer,
