@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.slkd-installed
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test bench-quick clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# every study of benchmarks/reproduce.py end to end at toy size (1 seed, a few iterations):
+# checks the scripts, not SLKD; needs ../shared/data (or SLKD_DATA)
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.reproduce all --quick
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,0 +1,131 @@
+"""The reproduction study's runner (benchmarks/reproduce.py): the configs it writes are valid
+training configs, reruns are reused or refused, failures propagate, and the statistics that
+decide "beyond seed noise" are right. The study itself runs with `make bench-quick`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmarks import reproduce as rp
+from slkd.engine.config import load_config
+
+
+def _plan(tmp_path: Path, studies) -> rp.Plan:
+    plan = rp.Plan(tmp_path / "runs", tmp_path / "data", rp.QUICK, (0, 1), (0, 1))
+    # scratch-long's step timing is measured once per study folder; a saved one is reused
+    saved = plan.out / "denoise25" / "scratch_long.json"
+    saved.parent.mkdir(parents=True)
+    saved.write_text(json.dumps({"student_iters": rp.QUICK.student, "ratio": 3.5, "iters": 42}))
+    rp.build_plan(studies, plan)
+    return plan
+
+
+def test_every_study_config_is_a_valid_training_config(tmp_path):
+    plan = _plan(tmp_path, list(rp.STUDIES))
+    trains = [j for j in plan.jobs.values() if j.config is not None]
+    for job in trains:
+        rp._prepare(job)  # writes the config
+        cfg = load_config(job.config_path)
+        assert cfg.name == job.run_dir.name
+        assert Path(cfg.output_dir) == job.run_dir.parent
+    names = {j.name for j in trains}
+    # 2 seeds × (7 methods + 1 revision + 5 ablations) students, teachers A/B of 3 tasks, scratch+SLKD of 2 tasks
+    assert len(names) == 2 * (7 + 1 + 5) + 3 * 2 + 2 * 2
+    by_name = {j.run_dir.name: j.config for j in trains if j.run_dir.parent.name == "denoise25"}
+    assert by_name["scratch_long_s1"]["train"]["iters"] == 42
+    assert by_name["scratch_s1"]["train"]["iters"] == rp.QUICK.student
+    assert by_name["scratch_s1"]["role"] == "scratch" and by_name["slkd_s1"]["role"] == "distill"
+    # identical data, iterations and seed; only the loss differs
+    for run in ("fitnet_s1", "no_drl_s1", "teacher_b_is_a_s1"):
+        a, b = by_name[run], by_name["slkd_s1"]
+        assert a["data"] == b["data"] and a["train"] == b["train"] and a["seed"] == b["seed"] == 1
+    assert by_name["no_drl_s0"]["distill"] == {"method": "slkd", "drl": False, "loss_weights": {"kl": 0.0}}
+    assert by_name["teacher_b"]["model"]["options"] == {"global_residual": False}
+    # ablations are evaluated on CBSD68 only; main methods on CBSD68 and Kodak24
+    evals = {j.name for j in plan.jobs.values() if j.eval_out is not None}
+    assert "denoise25/eval/no_nc_s0/Kodak24" not in evals
+    assert {"denoise25/eval/slkd_s1/Kodak24", "derain/eval/slkd_s0/RealRain20",
+            "denoise25/eval/teacher_a/PolyU100", "deblur/eval/input/Levin"} <= evals
+
+
+def test_a_run_folder_with_other_settings_is_refused(tmp_path):
+    plan = _plan(tmp_path, ["denoise"])
+    job = plan.jobs["denoise25/slkd_s0"]
+    assert rp._prepare(job) == "new"
+    (job.run_dir).mkdir(parents=True)
+    (job.run_dir / "checkpoint.pt").write_bytes(b"x")
+    assert rp._prepare(job) == "resume"
+    other = dict(job.config, seed=7)
+    job.config_path.write_text(yaml.safe_dump(other))
+    with pytest.raises(rp.StudyError, match="other settings"):
+        rp._prepare(job)
+    assert (job.run_dir / "checkpoint.pt").read_bytes() == b"x"  # nothing deleted
+
+
+def test_finished_run_is_recognised_from_its_log(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "weights.pth").write_bytes(b"w")
+    lines = [{"event": "start", "step": 0, "time": 100.0},
+             {"event": "checkpoint", "step": 5, "time": 130.0},
+             {"event": "checkpoint", "step": 10, "time": 160.5}]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n{cut")
+    assert rp._train_finished(run, 20) is None
+    assert rp._train_finished(run, 10) == pytest.approx(60.5)
+
+
+def test_failed_job_skips_its_dependents_and_others_go_on(tmp_path):
+    bad = rp.Job("bad", ["eval", "--model", "input", "--data", str(tmp_path / "missing"), "--task",
+                         "denoise", "--json"], eval_out=tmp_path / "e" / "eval" / "bad.json")
+    after = rp.Job("after", ["eval", "--help"], deps=["bad"], eval_out=tmp_path / "e" / "eval" / "after.json")
+    ok = rp.Job("ok", [ "profile", "--model", "res-sl-tiny", "--no-latency", "--size", "32", "32"],
+                eval_out=tmp_path / "e" / "eval" / "ok.json")
+    state = rp.run_jobs([bad, after, ok], parallel=2, threads=1, env={})
+    assert state == {"bad": "failed", "after": "skipped", "ok": "done"}
+    assert not bad.eval_out.exists() and ok.eval_out.is_file()
+    assert "data folder not found" in bad.log.read_text()
+
+
+def _eval(path: Path, psnrs: dict[str, float]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"name": n, "psnr": v, "ssim": 0.5} for n, v in psnrs.items()]
+    mean = sum(psnrs.values()) / len(psnrs)
+    path.write_text(json.dumps({"count": len(rows), "mean": {"psnr": mean, "ssim": 0.5}, "images": rows}))
+
+
+def test_paired_comparison_and_verdicts(tmp_path):
+    plan = rp.Plan(tmp_path, tmp_path, rp.FULL, (0, 1, 2))
+    ev = tmp_path / "denoise25" / "eval"
+    # SLKD beats "a" on every seed by more than either family's seed spread
+    for s, (x, y) in enumerate([(30.0, 29.5), (30.2, 29.6), (30.1, 29.7)]):
+        _eval(ev / f"slkd_s{s}__CBSD68.json", {"i1": x + 0.1, "i2": x - 0.1})
+        _eval(ev / f"a_s{s}__CBSD68.json", {"i1": y + 0.3, "i2": y - 0.3})
+        _eval(ev / f"b_s{s}__CBSD68.json", {"i1": x + 0.1 + (0.05 if s % 2 else -0.05), "i2": x - 0.1})
+    runs = [f"slkd_s{s}" for s in range(3)]
+    c = rp.compare(plan, "denoise25", runs, [f"a_s{s}" for s in range(3)], "CBSD68")
+    assert c["psnr_diff_per_seed"] == pytest.approx([0.5, 0.6, 0.4])
+    assert c["psnr_diff_mean"] == pytest.approx(0.5)
+    # per image: i1 gains 0.5-0.2, i2 gains 0.5+0.2 on average over seeds
+    assert c["per_image_mean_diff"] == pytest.approx(0.5) and c["images_better"] == 2
+    assert c["verdict"] == "better, beyond seed noise"
+    c = rp.compare(plan, "denoise25", runs, [f"b_s{s}" for s in range(3)], "CBSD68")
+    assert c["verdict"] == "within seed noise"
+    c = rp.compare(plan, "denoise25", [f"a_s{s}" for s in range(3)], runs, "CBSD68")
+    assert c["verdict"] == "worse, beyond seed noise"
+    assert rp.compare(plan, "denoise25", runs[:1], ["a_s0"], "CBSD68")["verdict"] == "one seed: no claim possible"
+    assert rp.compare(plan, "denoise25", ["zz_s0"], ["a_s0"], "CBSD68") is None
+
+
+def test_missing_data_folder_is_a_plain_error(tmp_path, capsys):
+    code = rp.main(["denoise", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "data folder not found" in capsys.readouterr().err
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__]))
