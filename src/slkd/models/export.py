@@ -5,7 +5,8 @@
 outside the graph, exactly as in :func:`slkd.engine.restore`:
 
 * **padding** — the graph expects H and W that are multiples of the model's ``size_multiple``
-  (8 for Restormer and its students: three 2× down-samplings). Pad the image on the bottom and
+  (8 for Restormer, DRSformer and their students: three 2× down-samplings; 16 for Uformer and
+  NAFNet, whose padding inside ``forward`` is traced too). Pad the image on the bottom and
   right to the next multiple (reflect; replicate where the pad is not smaller than the side),
   run the graph, crop the output back to H×W. Other sizes fail inside ONNX Runtime with a
   Reshape error; the multiple is written into the file's metadata (``slkd.size_multiple``) so
@@ -88,6 +89,9 @@ PREPROCESS = (
     "replicate where the pad is not smaller than the side), run, crop the output back to H×W "
     "and clamp it to [0, 1] (as slkd.engine.restore does)"
 )
+
+#: model files whose forward() starts with Python input checks that tracing cannot record
+_CHECKED_MODEL_FILES = ("restormer.py", "uformer.py", "drsformer.py", "nafnet.py")
 
 # warnings of the export that are expected and say nothing about this graph
 _EXPECTED_WARNINGS = re.compile(
@@ -204,10 +208,11 @@ def _trace(model: nn.Module, example: torch.Tensor, opset: int) -> bytes:
         text = str(w.message)
         if _EXPECTED_WARNINGS.search(text):
             continue
-        # Python checks of Restormer.forward (input channels, size multiple) are evaluated once
-        # while tracing and left out of the graph on purpose: the deployment pads outside.
-        if issubclass(w.category, torch.jit.TracerWarning) and w.filename.endswith(
-            os.path.join("slkd", "models", "restormer.py")
+        # Python checks of the models' forward (input channels, size multiple) are evaluated
+        # once while tracing and left out of the graph on purpose: the deployment pads outside.
+        # (Uformer's and NAFNet's own padding is always traced, so it stays dynamic.)
+        if issubclass(w.category, torch.jit.TracerWarning) and any(
+            w.filename.endswith(os.path.join("slkd", "models", f)) for f in _CHECKED_MODEL_FILES
         ):
             continue
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
