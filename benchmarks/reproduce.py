@@ -13,6 +13,8 @@ launched here as subprocesses from configs this script writes to ``<out>/<study>
 * ``deblur``       synthetic motion blur on CBSD432 → Levin (RGB); teacher, scratch, SLKD.
 * ``realworld``    BRISQUE/PIQE on RealRain20 (inputs and the deraining models' outputs);
                    PSNR/SSIM on the real-noise pairs PolyU100 and CC15 (denoising models).
+* ``families``     the other architectures on the ``denoise`` setting, one seed: NAFNet and Uformer
+                   tiny pairs (own teachers) and Restormer teachers → NAFNet student.
 * ``compression``  blocks/widths per level, parameters, MACs and CPU latency at 256×256 of each
                    teacher–student pair (latencies interleaved in one run), PSNR from ``denoise``.
 
@@ -44,7 +46,7 @@ from benchmarks.common import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER, STUDENT = "restormer-tiny", "res-sl-tiny"
-STUDIES = ("denoise", "ablations", "derain", "deblur", "realworld", "compression")
+STUDIES = ("denoise", "ablations", "derain", "deblur", "realworld", "families", "compression")
 BASELINES = ("scratch", "scratch_long", "output_kd", "fitnet", "at", "fakd")
 METHODS = BASELINES + ("slkd",)
 #: SLKD ablations (METHOD.md §2.7): name → distill overrides. In this implementation IRL has
@@ -63,6 +65,13 @@ ABLATIONS = {
 #: defaults), chosen from that measurement, not from test scores.
 REVISIONS = {
     "slkd_balanced": {"loss_weights.nc": 0.01, "loss_weights.et": 0.03},
+}
+#: other architectures at CPU scale on the `denoise` setting (issue 10): folder suffix →
+#: (Teacher A/B preset, student preset); a Restormer teacher means the `denoise` teachers.
+FAMILIES = {
+    "nafnet": ("nafnet-tiny", "nafnet-sl-tiny"),
+    "uformer": ("uformer-tiny", "ufor-sl-tiny"),
+    "restormer-to-nafnet": (TEACHER, "nafnet-sl-tiny"),
 }
 LABELS = {"slkd_balanced": "SLKD, balanced λ (nc 0.01, et 0.03)", "scratch": "scratch", "scratch_long": "scratch-long", "output_kd": "output KD",
           "fitnet": "FitNet", "at": "AT", "fakd": "FAKD", "slkd": "SLKD",
@@ -298,28 +307,32 @@ class Plan:
         return self._add(Job(f"{task.key}/{run}", [command], list(deps), config,
                              folder / "configs" / f"{run}.yaml", folder / run))
 
-    def teachers(self, task: Task, iters_a: int) -> tuple[Job, Job]:
+    def teachers(self, task: Task, iters_a: int, arch: str = TEACHER) -> tuple[Job, Job]:
         s = self.scale
-        a = self.train(task, "teacher_a", {"role": "teacher_a", "seed": 0, "model": {"name": TEACHER},
+        a = self.train(task, "teacher_a", {"role": "teacher_a", "seed": 0, "model": {"name": arch},
                                            "data": _data(task.degradation, s), "train": _train(iters_a, 2e-3)})
         b_data = _data(task.degradation, s)
         b_data["val"] = [task.val]
         b = self.train(task, "teacher_b", {
             "role": "teacher_b", "seed": 0,
-            "model": {"name": TEACHER, "options": {"global_residual": False},
+            "model": {"name": arch, "options": {"global_residual": False},
                       "init_from": str(self.out / task.key / "teacher_a")},
             "data": b_data, "train": _train(s.teacher_b, 5e-4), "eval": {"task": "reconstruct"}},
             deps=[a.name])
         return a, b
 
     def student(self, task: Task, run: str, seed: int, method: str, overrides: dict | None = None,
-                iters: int | None = None) -> Job:
+                iters: int | None = None, arch: str = STUDENT, teacher: str = TEACHER,
+                teachers_of: Task | None = None) -> Job:
+        """A student run in ``task``'s folder; its teachers are those of ``teachers_of``
+        (default: the same task), of architecture ``teacher``."""
         s = self.scale
-        base = {"seed": seed, "model": {"name": STUDENT}, "data": _data(task.degradation, s),
+        base = {"seed": seed, "model": {"name": arch}, "data": _data(task.degradation, s),
                 "train": _train(iters or s.student, 2e-3)}
         if method == "scratch":
             return self.train(task, run, {"role": "scratch", **base})
-        folder = self.out / task.key
+        source = teachers_of or task
+        folder = self.out / source.key
         distill = {"method": method}
         for key, value in (overrides or {}).items():
             node = distill
@@ -328,11 +341,11 @@ class Plan:
                 node = node.setdefault(p, {})
             node[leaf] = value
         config = {"role": "distill", **base,
-                  "teachers": {"a": {"name": TEACHER, "weights": str(folder / "teacher_a")},
-                               "b": {"name": TEACHER, "weights": str(folder / "teacher_b"),
+                  "teachers": {"a": {"name": teacher, "weights": str(folder / "teacher_a")},
+                               "b": {"name": teacher, "weights": str(folder / "teacher_b"),
                                      "options": {"global_residual": False}}},
                   "distill": distill}
-        return self.train(task, run, config, deps=[f"{task.key}/teacher_a", f"{task.key}/teacher_b"])
+        return self.train(task, run, config, deps=[f"{source.key}/teacher_a", f"{source.key}/teacher_b"])
 
     def evaluate(self, task_key: str, model: str, run: str, data: str, eval_task: str,
                  deps=(), weights: Path | None = None) -> Job:
@@ -417,6 +430,21 @@ def build_plan(studies: list[str], plan: Plan) -> None:
         for run, method in (("teacher_a", None), (f"scratch_s{seed}", "scratch"), (f"slkd_s{seed}", "slkd")):
             job = plan.jobs.get(f"{den.key}/{run}") or plan.student(den, run, seed, method)
             plan.evaluate_run(den, job, TEACHER if run == "teacher_a" else STUDENT, real_noise)
+    if "families" in studies:
+        den_teachers = plan.teachers(den, s.teacher_a)
+        for key, (teacher, student) in FAMILIES.items():
+            task = replace(den, key=f"{den.key}-{key}")
+            if teacher == TEACHER:  # cross-architecture: the Restormer teachers of `denoise`
+                source = den
+                deps_eval = den_teachers[0]
+            else:
+                source = task
+                deps_eval, _ = plan.teachers(task, s.task_teacher_a, arch=teacher)
+                plan.evaluate_run(task, deps_eval, teacher)
+            for method in ("scratch", "slkd"):
+                job = plan.student(task, f"{method}_s0", 0, method, arch=student, teacher=teacher,
+                                   teachers_of=source)
+                plan.evaluate_run(task, job, student)
     if "ablations" in studies:  # last: the most expensive block, seed by seed
         for seed in plan.ablation_seeds:
             for name, overrides in ABLATIONS.items():
@@ -548,6 +576,34 @@ def summarise_realworld(plan: Plan) -> dict:
         noise[data] = {run: _single(plan, TASKS["denoise"].key, run, data)
                        for run in ("input", "teacher_a", f"scratch_s{seed}", f"slkd_s{seed}")}
     return {"RealRain20_no_reference": rain, "real_noise": noise}
+
+
+def summarise_families(plan: Plan) -> dict:
+    """Teacher, scratch and SLKD student of each other architecture, one seed, with sizes."""
+    from slkd.models import build_model
+    from slkd.models.complexity import count_macs, count_parameters
+
+    import torch
+
+    den = TASKS["denoise"]
+    out = {}
+    for key, (teacher, student) in FAMILIES.items():
+        folder = f"{den.key}-{key}"
+        teacher_folder = den.key if teacher == TEACHER else folder
+        sizes = {}
+        for arch in (teacher, student):
+            with torch.device("meta"):
+                m = build_model(arch)
+            sizes[arch] = {"params": count_parameters(m),
+                           "macs_256": count_macs(m, (1, 3, 256, 256), device="meta").total}
+        rows = {"teacher": teacher, "student": student, "sizes": sizes}
+        for data, _ in den.tests:
+            rows[data] = {"teacher_a": _single(plan, teacher_folder, "teacher_a", data),
+                          "scratch": _single(plan, folder, "scratch_s0", data),
+                          "slkd": _single(plan, folder, "slkd_s0", data)}
+        rows["teacher_b"] = _teacher_b_check(plan, teacher_folder)
+        out[key] = rows
+    return out
 
 
 def compression(plan: Plan) -> dict:
@@ -682,6 +738,8 @@ def _main(args) -> int:
             summaries[name] = summarise_task(plan, name)
     if "realworld" in studies or (report_only and (out / "derain").is_dir()):
         summaries["realworld"] = summarise_realworld(plan)
+    if "families" in studies or (report_only and any((out / f"denoise25-{k}").is_dir() for k in FAMILIES)):
+        summaries["families"] = summarise_families(plan)
     if "compression" in studies:
         summaries["compression"] = compression(plan)
     for name, summary in summaries.items():

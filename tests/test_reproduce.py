@@ -34,8 +34,9 @@ def test_every_study_config_is_a_valid_training_config(tmp_path):
         assert cfg.name == job.run_dir.name
         assert Path(cfg.output_dir) == job.run_dir.parent
     names = {j.name for j in trains}
-    # 2 seeds × (7 methods + 1 revision + 5 ablations) students, teachers A/B of 3 tasks, scratch+SLKD of 2 tasks
-    assert len(names) == 2 * (7 + 1 + 5) + 3 * 2 + 2 * 2
+    # 2 seeds × (7 methods + 1 revision + 5 ablations) students, teachers A/B of 3 tasks, scratch+SLKD
+    # of 2 tasks; families: teachers A/B of 2 architectures, scratch+SLKD of 3 pairs
+    assert len(names) == 2 * (7 + 1 + 5) + 3 * 2 + 2 * 2 + 2 * 2 + 3 * 2
     by_name = {j.run_dir.name: j.config for j in trains if j.run_dir.parent.name == "denoise25"}
     assert by_name["scratch_long_s1"]["train"]["iters"] == 42
     assert by_name["scratch_s1"]["train"]["iters"] == rp.QUICK.student
@@ -46,6 +47,14 @@ def test_every_study_config_is_a_valid_training_config(tmp_path):
         assert a["data"] == b["data"] and a["train"] == b["train"] and a["seed"] == b["seed"] == 1
     assert by_name["no_drl_s0"]["distill"] == {"method": "slkd", "drl": False, "loss_weights": {"kl": 0.0}}
     assert by_name["teacher_b"]["model"]["options"] == {"global_residual": False}
+    # cross-architecture: the Restormer teachers of the denoise study distil a NAFNet student
+    cross = next(j for j in trains if j.name == "denoise25-restormer-to-nafnet/slkd_s0")
+    assert cross.config["model"]["name"] == "nafnet-sl-tiny"
+    assert cross.config["teachers"]["a"] == {"name": "restormer-tiny",
+                                             "weights": str(plan.out / "denoise25" / "teacher_a")}
+    assert cross.deps == ["denoise25/teacher_a", "denoise25/teacher_b"]
+    naf_b = next(j for j in trains if j.name == "denoise25-nafnet/teacher_b")
+    assert naf_b.config["model"]["name"] == "nafnet-tiny" and naf_b.deps == ["denoise25-nafnet/teacher_a"]
     # ablations are evaluated on CBSD68 only; main methods on CBSD68 and Kodak24
     evals = {j.name for j in plan.jobs.values() if j.eval_out is not None}
     assert "denoise25/eval/no_nc_s0/Kodak24" not in evals
