@@ -748,8 +748,9 @@ def _main(args) -> int:
         path.write_text(json.dumps({"study": name, **env, "summary": summary,
                                     "seconds": time.perf_counter() - t0}, indent=2, default=_json_default) + "\n")
         written.append(path)
-    print("wrote " + ", ".join(str(w) for w in written))
-    print_summary(summaries)
+    tables = results / "reproduce_tables.md"
+    print_summary(summaries, tables)
+    print("wrote " + ", ".join(str(w) for w in written + [tables]))
     if failed:
         print(f"{len(failed)} job(s) did not finish: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -765,28 +766,102 @@ def _json_default(obj):
     raise TypeError(type(obj))
 
 
-def print_summary(summaries: dict) -> None:
+def _pm(f: dict | None, key: str = "psnr", digits: int = 2) -> str:
+    """'mean ± std (min–max)' of a seed family, or a single value, or '–'."""
+    if not f:
+        return "–"
+    v = f[key]
+    if isinstance(v, dict):
+        if v["n"] == 1:
+            return f"{v['mean']:.{digits}f} (1 seed)"
+        return f"{v['mean']:.{digits}f} ± {v['std']:.{digits}f} ({v['min']:.{digits}f}–{v['max']:.{digits}f})"
+    return f"{v:.{digits}f}"
+
+
+def _diff(c: dict | None) -> str:
+    if not c:
+        return "–"
+    seeds = ", ".join(f"{d:+.2f}" for d in c["psnr_diff_per_seed"])
+    return f"{c['psnr_diff_mean']:+.2f} [{seeds}]; {c['images_better']}/{c['images']} images; {c['verdict']}"
+
+
+def markdown(summaries: dict) -> str:
+    """The tables of BENCHMARKS.md §9 from the summaries (PSNR in dB)."""
+    from slkd.engine.report import markdown_table
+
+    parts = []
     den = summaries.get("denoise")
     if den:
+        sec = den.get("train_seconds_mean", {})
         for data, rows in den["table"].items():
-            print(f"\n{data} (PSNR dB, mean ± std over seeds)")
+            body = []
             for m, r in rows.items():
                 if not r:
                     continue
-                if "psnr" in r and isinstance(r["psnr"], dict):
-                    diff = den["slkd_minus"].get(data, {}).get(m)
-                    extra = f"   SLKD − this: {diff['psnr_diff_mean']:+.3f} ({diff['verdict']})" if diff else ""
-                    print(f"  {LABELS.get(m, m):<40}{r['psnr']['mean']:.3f} ± {r['psnr']['std']:.3f}{extra}")
-                else:
-                    print(f"  {LABELS.get(m, m):<40}{r['psnr']:.3f}")
+                is_family = isinstance(r.get("psnr"), dict)
+                diff = den["slkd_minus"][data].get(m) if is_family and m != "slkd" else None
+                body.append([LABELS.get(m, m), _pm(r), _pm(r, "ssim", 4),
+                             _diff(diff) if diff else ("(reference)" if m == "slkd" else "–"),
+                             f"{sec[m]:.0f}" if m in sec else "–"])
+            parts.append(f"**{data}** (σ = 25, RGB)\n\n" + markdown_table(
+                ["run", "PSNR mean ± std (min–max over seeds)", "SSIM", "SLKD − run: mean [per seed]; "
+                 "images where SLKD is better; verdict", "train s"], body, "llllr"))
+        b = den.get("teacher_b")
+        if b:
+            parts.append(f"Teacher B reconstruction (clean → clean) on {b['count']} {b['dataset']} images: "
+                         f"{b['reconstruction_psnr']:.2f} dB.\n")
     for name in ("derain", "deblur"):
         if name in summaries:
             for data, rows in summaries[name]["table"].items():
-                print(f"\n{name} {data}")
-                for m, r in rows.items():
-                    if r and "psnr" in r:
-                        v = r["psnr"]["mean"] if isinstance(r["psnr"], dict) else r["psnr"]
-                        print(f"  {LABELS.get(m, m):<40}{v:.3f}")
+                body = [[LABELS.get(m, m), _pm(r), _pm(r, "ssim", 4)]
+                        for m, r in rows.items() if r and m != "slkd_minus_scratch"]
+                if body:
+                    parts.append(f"**{name}, {data}**\n\n" + markdown_table(["run", "PSNR", "SSIM"], body, "lll")
+                                 + f"\nSLKD − scratch: {_diff(rows.get('slkd_minus_scratch'))}\n")
+    real = summaries.get("realworld")
+    if real:
+        body = [[run, f"{r['brisque']:.2f}", f"{r['piqe']:.2f}"] for run, r in real["RealRain20_no_reference"].items()]
+        if body:
+            parts.append("**RealRain20** (no reference; lower is better)\n\n"
+                         + markdown_table(["images", "BRISQUE", "PIQE"], body))
+        for data, rows in real["real_noise"].items():
+            body = [[run, _pm(r), _pm(r, "ssim", 4)] for run, r in rows.items() if r]
+            if body:
+                parts.append(f"**{data}** (real noise, RGB)\n\n" + markdown_table(["run", "PSNR", "SSIM"], body, "lll"))
+    fam = summaries.get("families")
+    if fam:
+        body = []
+        for key, rows in fam.items():
+            t, st = rows["sizes"][rows["teacher"]], rows["sizes"][rows["student"]]
+            red = f"{100 * (1 - st['params'] / t['params']):.1f} % / {100 * (1 - st['macs_256'] / t['macs_256']):.1f} %"
+            for data in ("CBSD68", "Kodak24"):
+                r = rows[data]
+                body.append([f"{rows['teacher']} → {rows['student']}", data, red, _pm(r["teacher_a"]),
+                             _pm(r["scratch"]), _pm(r["slkd"])])
+        parts.append("**Other architectures** (σ = 25, one seed)\n\n" + markdown_table(
+            ["teacher → student", "set", "fewer params / MACs", "Teacher A", "scratch", "SLKD"], body, "llllll"))
+    comp = summaries.get("compression")
+    if comp:
+        body = []
+        for n, r in comp.items():
+            v = r.get("vs_teacher")
+            body.append([n, "/".join(map(str, r["dim_per_level"])),
+                         "/".join(map(str, r["blocks_per_level"])) + f" (+{r['refinement_blocks']})",
+                         f"{r['params']:,}", f"{r['macs_256'] / 1e9:.2f} G", f"{r['latency_ms_256']:.0f}",
+                         f"{r['psnr_CBSD68']:.2f}" if r.get("psnr_CBSD68") else "–",
+                         f"−{100 * v['params_reduction']:.1f} % / −{100 * v['macs_reduction']:.1f} % / "
+                         f"{v['speedup']:.2f}× (MACs {v['macs_ratio']:.2f}×)" if v else ""])
+        parts.append("**Compression**\n\n" + markdown_table(
+            ["model", "width per level", "blocks per level", "params", "MACs @256²", "CPU ms @256²",
+             "CBSD68 PSNR", "params / MACs / speed-up"], body, "lllrrrrl"))
+    return "\n".join(parts)
+
+
+def print_summary(summaries: dict, path: Path | None = None) -> None:
+    text = markdown(summaries)
+    print(text)
+    if path is not None:
+        path.write_text(text)
 
 
 if __name__ == "__main__":

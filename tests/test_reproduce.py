@@ -130,6 +130,26 @@ def test_paired_comparison_and_verdicts(tmp_path):
     assert rp.compare(plan, "denoise25", ["zz_s0"], ["a_s0"], "CBSD68") is None
 
 
+def test_tables_from_a_partial_study(tmp_path):
+    """The summary and its Markdown tables work with whatever runs have finished."""
+    plan = rp.Plan(tmp_path, tmp_path, rp.FULL, (0, 1), (0,))
+    ev = tmp_path / "denoise25" / "eval"
+    for s, (x, y) in enumerate([(27.0, 27.4), (27.1, 27.3)]):
+        _eval(ev / f"slkd_s{s}__CBSD68.json", {"i1": x, "i2": x})
+        _eval(ev / f"scratch_s{s}__CBSD68.json", {"i1": y, "i2": y})
+    _eval(ev / "no_nc_s0__CBSD68.json", {"i1": 27.2, "i2": 27.2})
+    _eval(ev / "teacher_a__CBSD68.json", {"i1": 28.0, "i2": 28.0})
+    summary = rp.summarise_denoise(plan, ablations=True)
+    rows = summary["table"]["CBSD68"]
+    assert rows["scratch"]["psnr"]["mean"] == pytest.approx(27.35)
+    assert rows["fitnet"] is None and summary["table"]["Kodak24"]["slkd"] is None
+    assert summary["slkd_minus"]["CBSD68"]["no_nc"]["psnr_diff_per_seed"] == pytest.approx([-0.2])
+    text = rp.markdown({"denoise": summary})
+    assert "| scratch | 27.35 ± 0.07 (27.30–27.40)" in text
+    assert "-0.30 [-0.40, -0.20]; 0/2 images; worse, beyond seed noise" in text
+    assert "| SLKD w/o L_NC | 27.20 (1 seed)" in text and "FitNet" not in text
+
+
 def test_missing_data_folder_is_a_plain_error(tmp_path, capsys):
     code = rp.main(["denoise", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
     assert code == 2
