@@ -33,9 +33,11 @@ import argparse
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -390,10 +392,21 @@ def _scratch_long_iters(plan: Plan) -> int:
     return iters
 
 
+def _ablations(plan: Plan, seeds) -> None:
+    den = TASKS["denoise"]
+    for seed in seeds:
+        for name, overrides in ABLATIONS.items():
+            job = plan.student(den, f"{name}_s{seed}", seed, "slkd", overrides)
+            plan.evaluate_run(den, job, STUDENT, tests=den.tests[:1])
+
+
 def build_plan(studies: list[str], plan: Plan) -> None:
+    """Jobs in priority order (the runner starts them in this order as dependencies allow):
+    the denoising comparison seed by seed, the first ablation seed, the other tasks and
+    real-world sets, the other architectures, then the remaining ablation seeds."""
     s = plan.scale
     den = TASKS["denoise"]
-    if {"denoise", "ablations", "realworld", "compression"} & set(studies):
+    if {"denoise", "ablations", "realworld", "families", "compression"} & set(studies):
         a, _ = plan.teachers(den, s.teacher_a)
         plan.evaluate_run(den, a, TEACHER)
         plan.evaluate_inputs(den)
@@ -406,9 +419,10 @@ def build_plan(studies: list[str], plan: Plan) -> None:
                 else:
                     job = plan.student(den, f"{method}_s{seed}", seed, method)
                 plan.evaluate_run(den, job, STUDENT)
-        for seed in plan.seeds:
             for name, overrides in REVISIONS.items():
                 plan.evaluate_run(den, plan.student(den, f"{name}_s{seed}", seed, "slkd", overrides), STUDENT)
+    if "ablations" in studies:
+        _ablations(plan, plan.ablation_seeds[:1])
     for key in ("derain", "deblur"):
         if key in studies or (key == "derain" and "realworld" in studies):
             task = TASKS[key]
@@ -431,25 +445,19 @@ def build_plan(studies: list[str], plan: Plan) -> None:
             job = plan.jobs.get(f"{den.key}/{run}") or plan.student(den, run, seed, method)
             plan.evaluate_run(den, job, TEACHER if run == "teacher_a" else STUDENT, real_noise)
     if "families" in studies:
-        den_teachers = plan.teachers(den, s.teacher_a)
         for key, (teacher, student) in FAMILIES.items():
             task = replace(den, key=f"{den.key}-{key}")
-            if teacher == TEACHER:  # cross-architecture: the Restormer teachers of `denoise`
-                source = den
-                deps_eval = den_teachers[0]
-            else:
+            source = den  # cross-architecture: the Restormer teachers of `denoise`
+            if teacher != TEACHER:
                 source = task
-                deps_eval, _ = plan.teachers(task, s.task_teacher_a, arch=teacher)
-                plan.evaluate_run(task, deps_eval, teacher)
+                own_a, _ = plan.teachers(task, s.task_teacher_a, arch=teacher)
+                plan.evaluate_run(task, own_a, teacher)
             for method in ("scratch", "slkd"):
                 job = plan.student(task, f"{method}_s0", 0, method, arch=student, teacher=teacher,
                                    teachers_of=source)
                 plan.evaluate_run(task, job, student)
-    if "ablations" in studies:  # last: the most expensive block, seed by seed
-        for seed in plan.ablation_seeds:
-            for name, overrides in ABLATIONS.items():
-                job = plan.student(den, f"{name}_s{seed}", seed, "slkd", overrides)
-                plan.evaluate_run(den, job, STUDENT, tests=den.tests[:1])
+    if "ablations" in studies:
+        _ablations(plan, plan.ablation_seeds[1:])
 
 
 # ------------------------------------------------------------------------------ results
@@ -695,11 +703,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads per run "
                    "(default: cores / jobs)")
     args = p.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        # a `kill` stops the runs cleanly as Ctrl-C does (trainings checkpoint; rerun to resume)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return _main(args)
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("stopped; finished runs are kept and the same command resumes the rest", file=sys.stderr)
+        return 130
 
 
 def _main(args) -> int:
