@@ -68,6 +68,15 @@ ABLATIONS = {
 REVISIONS = {
     "slkd_balanced": {"loss_weights.nc": 0.01, "loss_weights.et": 0.03},
 }
+#: The feature baselines with the same treatment: at their default weight 1.0 the feature
+#: gradient is 114× (FitNet), 248× (AT) and 183× (FAKD) the pixel gradient at a trained student
+#: (benchmarks/results/loss_balance_trained_*.json); these weights bring it to about 0.4×, the
+#: level of ``slkd_balanced``, so that SLKD is compared with equally tuned baselines.
+BALANCED_BASELINES = {
+    "fitnet_balanced": ("fitnet", {"loss_weights.feature": 0.003}),
+    "at_balanced": ("at", {"loss_weights.feature": 0.0015}),
+    "fakd_balanced": ("fakd", {"loss_weights.feature": 0.002}),
+}
 #: other architectures at CPU scale on the `denoise` setting (issue 10): folder suffix →
 #: (Teacher A/B preset, student preset); a Restormer teacher means the `denoise` teachers.
 FAMILIES = {
@@ -75,7 +84,8 @@ FAMILIES = {
     "uformer": ("uformer-tiny", "ufor-sl-tiny"),
     "restormer-to-nafnet": (TEACHER, "nafnet-sl-tiny"),
 }
-LABELS = {"slkd_balanced": "SLKD, balanced λ (nc 0.01, et 0.03)", "scratch": "scratch", "scratch_long": "scratch-long", "output_kd": "output KD",
+LABELS = {"slkd_balanced": "SLKD, balanced λ (nc 0.01, et 0.03)", "fitnet_balanced": "FitNet, λ 0.003",
+          "at_balanced": "AT, λ 0.0015", "fakd_balanced": "FAKD, λ 0.002", "scratch": "scratch", "scratch_long": "scratch-long", "output_kd": "output KD",
           "fitnet": "FitNet", "at": "AT", "fakd": "FAKD", "slkd": "SLKD",
           "no_drl": "SLKD w/o DRL", "no_nc": "SLKD w/o L_NC", "no_irl": "SLKD w/o IRL (= w/o L_ET)",
           "identity_extractors": "SLKD, identity extractors",
@@ -423,6 +433,11 @@ def build_plan(studies: list[str], plan: Plan) -> None:
                 plan.evaluate_run(den, plan.student(den, f"{name}_s{seed}", seed, "slkd", overrides), STUDENT)
     if "ablations" in studies:
         _ablations(plan, plan.ablation_seeds[:1])
+    if "denoise" in studies:
+        for seed in plan.seeds:
+            for name, (method, overrides) in BALANCED_BASELINES.items():
+                job = plan.student(den, f"{name}_s{seed}", seed, method, overrides)
+                plan.evaluate_run(den, job, STUDENT)
     for key in ("derain", "deblur"):
         if key in studies or (key == "derain" and "realworld" in studies):
             task = TASKS[key]
@@ -536,7 +551,7 @@ def _teacher_b_check(plan: Plan, task_key: str) -> dict | None:
 
 def summarise_denoise(plan: Plan, ablations: bool) -> dict:
     key, seeds = TASKS["denoise"].key, plan.seeds
-    names = list(METHODS) + list(REVISIONS) + (list(ABLATIONS) if ablations else [])
+    names = list(METHODS) + list(REVISIONS) + list(BALANCED_BASELINES) + (list(ABLATIONS) if ablations else [])
     table = {}
     for data, _ in TASKS["denoise"].tests:
         rows = {"input": _single(plan, key, "input", data), "teacher_a": _single(plan, key, "teacher_a", data)}
@@ -654,7 +669,8 @@ def plot_denoise(summary: dict, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     rows = summary["table"].get("CBSD68", {})
-    names = [m for m in list(METHODS) + list(REVISIONS) + list(ABLATIONS) if rows.get(m)]
+    names = [m for m in list(METHODS) + list(REVISIONS) + list(BALANCED_BASELINES) + list(ABLATIONS)
+             if rows.get(m)]
     if not names:
         return None
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names)), 4))

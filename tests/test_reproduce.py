@@ -34,9 +34,9 @@ def test_every_study_config_is_a_valid_training_config(tmp_path):
         assert cfg.name == job.run_dir.name
         assert Path(cfg.output_dir) == job.run_dir.parent
     names = {j.name for j in trains}
-    # 2 seeds × (7 methods + 1 revision + 5 ablations) students, teachers A/B of 3 tasks, scratch+SLKD
+    # 2 seeds × (7 methods + 1 revision + 3 balanced baselines + 5 ablations) students, teachers A/B of 3 tasks, scratch+SLKD
     # of 2 tasks; families: teachers A/B of 2 architectures, scratch+SLKD of 3 pairs
-    assert len(names) == 2 * (7 + 1 + 5) + 3 * 2 + 2 * 2 + 2 * 2 + 3 * 2
+    assert len(names) == 2 * (7 + 1 + 3 + 5) + 3 * 2 + 2 * 2 + 2 * 2 + 3 * 2
     by_name = {j.run_dir.name: j.config for j in trains if j.run_dir.parent.name == "denoise25"}
     assert by_name["scratch_long_s1"]["train"]["iters"] == 42
     assert by_name["scratch_s1"]["train"]["iters"] == rp.QUICK.student
