@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slkd.models import restormer
 from slkd.models.restormer import Downsample, LayerNorm, OverlapPatchEmbed, Upsample
 
 __all__ = ["DRSformer", "MEFC_OPERATIONS"]
@@ -112,20 +113,11 @@ class Attention(nn.Module):
         return self.project_out(out.reshape(b, c, h, w))
 
 
-class TransformerBlock(nn.Module):
+class TransformerBlock(restormer.TransformerBlock):
     """Sparse transformer block: x + TKSA(LN(x)), then x + MSFN(LN(x))."""
 
-    def __init__(self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool,
-                 layer_norm_type: str) -> None:
-        super().__init__()
-        self.norm1 = LayerNorm(dim, layer_norm_type)
-        self.attn = Attention(dim, num_heads, bias)
-        self.norm2 = LayerNorm(dim, layer_norm_type)
-        self.ffn = FeedForward(dim, ffn_expansion_factor, bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.ffn(self.norm2(x))
+    attention_cls = Attention
+    ffn_cls = FeedForward
 
 
 # ------------------------------------------------------------------------------------- MEFC

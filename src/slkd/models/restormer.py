@@ -125,14 +125,20 @@ class Attention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
+    """x + attention(LN(x)), then x + feed-forward(LN(x)). Subclasses swap the two parts
+    (``attention_cls``, ``ffn_cls``; e.g. DRSformer's sparse attention) and keep the names."""
+
+    attention_cls = Attention
+    ffn_cls = FeedForward
+
     def __init__(
         self, dim: int, num_heads: int, ffn_expansion_factor: float, bias: bool, layer_norm_type: str
     ) -> None:
         super().__init__()
         self.norm1 = LayerNorm(dim, layer_norm_type)
-        self.attn = Attention(dim, num_heads, bias)
+        self.attn = self.attention_cls(dim, num_heads, bias)
         self.norm2 = LayerNorm(dim, layer_norm_type)
-        self.ffn = FeedForward(dim, ffn_expansion_factor, bias)
+        self.ffn = self.ffn_cls(dim, ffn_expansion_factor, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
