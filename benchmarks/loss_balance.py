@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
-from pathlib import Path
 
 import torch
 

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slkd.models import restormer
-from slkd.models.restormer import Downsample, LayerNorm, OverlapPatchEmbed, Upsample
+from slkd.models.restormer import Downsample, OverlapPatchEmbed, Upsample
 
 __all__ = ["DRSformer", "MEFC_OPERATIONS"]
 
