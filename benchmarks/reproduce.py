@@ -715,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
                    "with --quick)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds of the denoise study (default 0 1 2)")
     p.add_argument("--ablation-seeds", type=int, nargs="+", help="seeds of the ablations (default 0 1)")
+    p.add_argument("--student-iters", type=int, help="iterations of every student run (default 400; use "
+                   "another --out for a longer study)")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads per run "
                    "(default: cores / jobs)")
@@ -735,6 +737,10 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args) -> int:
     t0 = time.perf_counter()
     scale = QUICK if args.quick else FULL
+    if args.student_iters is not None:
+        if args.student_iters < 1:
+            raise StudyError("--student-iters must be >= 1")
+        scale = replace(scale, student=args.student_iters)
     studies = list(STUDIES) if "all" in args.studies else [s for s in args.studies if s != "report"]
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         raise StudyError("--jobs and --threads must be >= 1")
