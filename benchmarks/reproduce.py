@@ -565,9 +565,14 @@ def summarise_denoise(plan: Plan, ablations: bool) -> dict:
             if m != "slkd":  # ablations are paired with SLKD on their own seeds
                 ss = plan.ablation_seeds if m in ABLATIONS else seeds
                 paired[data][m] = compare(plan, key, [f"slkd_s{s}" for s in ss], [f"{m}_s{s}" for s in ss], data)
+    # each revision against the runs it has to beat, paired by seed
+    revised = {data: {rev: {m: compare(plan, key, [f"{rev}_s{s}" for s in seeds], [f"{m}_s{s}" for s in seeds], data)
+                            for m in ("slkd", "scratch", "scratch_long", "output_kd")}
+                      for rev in REVISIONS}
+               for data, _ in TASKS["denoise"].tests}
     seconds = {m: [t for t in (_train_seconds(plan, key, f"{m}_s{s}") for s in seeds) if t] for m in names}
     seconds = {m: v for m, v in seconds.items() if v}
-    return {"table": table, "slkd_minus": paired, "teacher_b": _teacher_b_check(plan, key),
+    return {"table": table, "slkd_minus": paired, "revision_minus": revised, "teacher_b": _teacher_b_check(plan, key),
             "train_seconds_mean": {m: statistics.fmean(v) for m, v in seconds.items()},
             "teacher_a_seconds": _train_seconds(plan, key, "teacher_a")}
 
@@ -842,6 +847,10 @@ def markdown(summaries: dict) -> str:
             parts.append(f"**{data}** (σ = 25, RGB)\n\n" + markdown_table(
                 ["run", "PSNR mean ± std (min–max over seeds)", "SSIM", "SLKD − run: mean [per seed]; "
                  "images where SLKD is better; verdict", "train s"], body, "llllr"))
+            for rev, against in den.get("revision_minus", {}).get(data, {}).items():
+                lines = [f"- {LABELS[rev]} − {LABELS[m]}: {_diff(c)}" for m, c in against.items() if c]
+                if lines:
+                    parts.append("\n".join(lines) + "\n")
         b = den.get("teacher_b")
         if b:
             parts.append(f"Teacher B reconstruction (clean → clean) on {b['count']} {b['dataset']} images: "
