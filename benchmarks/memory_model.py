@@ -21,16 +21,13 @@ Writes ``benchmarks/results/memory_model.json``. CPU only.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import machine, write_report
+from benchmarks.common import machine, run_slkd_child, write_report
 
 from benchmarks.restore_memory import make_image
 from slkd.engine import inference
@@ -48,20 +45,12 @@ DEFAULT_CASES = (
 
 def peak_rss(model: str, weights: Path, image: Path, out: Path, threads: int | None) -> tuple[float, float]:
     """(peak RSS in bytes, seconds) of one untiled ``slkd restore --force`` child."""
-    cmd = [sys.executable, "-m", "slkd.cli.main", "restore", "--model", model, "--weights",
-           str(weights), "--device", "cpu", "--force", str(image), str(out)]
-    env = dict(os.environ)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status):
-        raise RuntimeError(f"{' '.join(cmd)} failed: {err[-2000:]}")
-    return usage.ru_maxrss * 1024.0, seconds
+    args = ["restore", "--model", model, "--weights", str(weights), "--device", "cpu", "--force",
+            str(image), str(out)]
+    run = run_slkd_child(args, threads)
+    if run.exit_code:
+        raise RuntimeError(f"slkd {' '.join(args)} failed: {run.stderr[-2000:]}")
+    return run.peak_rss_bytes, run.seconds
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,17 +15,14 @@ Writes ``benchmarks/results/restore_memory.json``.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.common import machine, write_report
+from benchmarks.common import machine, run_slkd_child, write_report
 
 from slkd.data.image_io import write_image
 from slkd.models import build_model, save_weights
@@ -53,28 +50,19 @@ def run_case(model: str, tile: str, image: Path, work: Path, threads: int | None
         torch.manual_seed(0)
         save_weights(build_model(model), weights)
     out = work / f"out-{model}-{tile}.png"
-    cmd = [sys.executable, "-m", "slkd.cli.main", "restore", "--model", model, "--weights",
-           str(weights), "--device", "cpu", str(image), str(out)]
+    args = ["restore", "--model", model, "--weights", str(weights), "--device", "cpu", str(image), str(out)]
     if tile != "none":
-        cmd += ["--tile", tile, "--overlap", "32"]
-    env = dict(os.environ)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    stderr = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    code = os.waitstatus_to_exitcode(status)
+        args += ["--tile", tile, "--overlap", "32"]
+    run = run_slkd_child(args, threads)
+    code = run.exit_code
     return {
         "model": model,
         "tile": None if tile == "none" else int(tile),
         "overlap": None if tile == "none" else 32,
         "exit_code": code,
-        "peak_rss_mib": usage.ru_maxrss / 1024.0,
-        "seconds": seconds,
-        "error": stderr.strip().splitlines()[-1] if code else None,
+        "peak_rss_mib": run.peak_rss_bytes / 2**20,
+        "seconds": run.seconds,
+        "error": run.stderr.strip().splitlines()[-1] if code else None,
     }
 
 
