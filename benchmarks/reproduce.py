@@ -231,19 +231,19 @@ def _loop(pending, running, state, parallel, threads, child_env, total) -> None:
             job.log.parent.mkdir(parents=True, exist_ok=True)
             if job.eval_out is not None:
                 job.eval_out.parent.mkdir(parents=True, exist_ok=True)
-                stdout = open(job.eval_out.with_suffix(".tmp"), "w")
-            else:
-                stdout = open(job.log, "a")
-            proc = subprocess.Popen(argv, stdout=stdout, stderr=open(job.log, "a"), env=child_env, cwd=ROOT)
-            running[job.name] = (proc, job, time.perf_counter(), stdout)
+            log = open(job.log, "a")
+            stdout = open(job.eval_out.with_suffix(".tmp"), "w") if job.eval_out is not None else log
+            proc = subprocess.Popen(argv, stdout=stdout, stderr=log, env=child_env, cwd=ROOT)
+            running[job.name] = (proc, job, time.perf_counter(), {stdout, log})
             done_count = sum(1 for s in state.values() if s == "done")
             print(f"[{done_count}/{total}] start {job.name}" + (" (resume)" if how == "resume" else ""),
                   flush=True)
         time.sleep(0.5)
-        for name, (proc, job, start, stdout) in list(running.items()):
+        for name, (proc, job, start, files) in list(running.items()):
             if proc.poll() is None:
                 continue
-            stdout.close()
+            for f in files:
+                f.close()
             del running[name]
             seconds = time.perf_counter() - start
             if proc.returncode == 0:
