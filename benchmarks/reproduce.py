@@ -24,7 +24,12 @@ launched here as subprocesses from configs this script writes to ``<out>/<study>
 
 Runs are reused: a finished run is skipped, an interrupted one resumed, and a run folder holding
 other settings is refused (nothing is deleted). Results: ``<results>/reproduce_<study>.json`` and
-PNG plots (``benchmarks/results`` by default, ``<out>/results`` with ``--quick``).
+PNG plots (``benchmarks/results`` for the default study, ``<out>/results`` for any other).
+
+A longer student schedule against the same teachers, a few methods, one seed:
+
+    python -m benchmarks.reproduce denoise --out runs/study-long --teachers-from runs/study \
+        --student-iters 2000 --seeds 0 --methods scratch slkd slkd_balanced fitnet_balanced --jobs 2
 """
 
 from __future__ import annotations
@@ -84,6 +89,10 @@ FAMILIES = {
     "uformer": ("uformer-tiny", "ufor-sl-tiny"),
     "restormer-to-nafnet": (TEACHER, "nafnet-sl-tiny"),
 }
+#: every student method the denoise study knows (``--methods`` picks some)
+DENOISE_METHODS = METHODS + tuple(REVISIONS) + tuple(BALANCED_BASELINES)
+#: runs that ``--teachers-from`` shares with another study folder
+SHARED_RUNS = ("teacher_a", "teacher_b", "input")
 LABELS = {"slkd_balanced": "SLKD, balanced λ (nc 0.01, et 0.03)", "fitnet_balanced": "FitNet, λ 0.003",
           "at_balanced": "AT, λ 0.0015", "fakd_balanced": "FAKD, λ 0.002", "scratch": "scratch", "scratch_long": "scratch-long", "output_kd": "output KD",
           "fitnet": "FitNet", "at": "AT", "fakd": "FAKD", "slkd": "SLKD",
@@ -303,17 +312,27 @@ class Plan:
     """Builds the job list of the chosen studies at one scale."""
 
     def __init__(self, out: Path, data: Path, scale: Scale, seeds: tuple[int, ...],
-                 ablation_seeds: tuple[int, ...] | None = None):
+                 ablation_seeds: tuple[int, ...] | None = None, methods: tuple[str, ...] | None = None,
+                 teachers_from: Path | None = None):
         self.out, self.data, self.scale, self.seeds = out, data, scale, seeds
         self.ablation_seeds = ablation_seeds or scale.ablation_seeds
+        #: the denoise study's student methods (default: all of them)
+        self.methods = methods or DENOISE_METHODS
+        #: where teachers, their evaluations and the inputs' evaluations live: another study's
+        #: folder lets a longer student schedule reuse that study's teachers as they are
+        self.teacher_root = teachers_from or out
         self.jobs: dict[str, Job] = {}
+
+    def root(self, run: str) -> Path:
+        """Study folder holding ``run`` (teacher runs and input evaluations may be shared)."""
+        return self.teacher_root if run in SHARED_RUNS else self.out
 
     def _add(self, job: Job) -> Job:
         self.jobs.setdefault(job.name, job)
         return self.jobs[job.name]
 
     def train(self, task: Task, run: str, config: dict, deps=()) -> Job:
-        folder = self.out / task.key
+        folder = self.root(run) / task.key
         config = {"name": run, "output_dir": str(folder), **config}
         command = "distill" if config["role"] == "distill" else "train"
         return self._add(Job(f"{task.key}/{run}", [command], list(deps), config,
@@ -328,7 +347,7 @@ class Plan:
         b = self.train(task, "teacher_b", {
             "role": "teacher_b", "seed": 0,
             "model": {"name": arch, "options": {"global_residual": False},
-                      "init_from": str(self.out / task.key / "teacher_a")},
+                      "init_from": str(self.teacher_root / task.key / "teacher_a")},
             "data": b_data, "train": _train(s.teacher_b, 5e-4), "eval": {"task": "reconstruct"}},
             deps=[a.name])
         return a, b
@@ -344,7 +363,7 @@ class Plan:
         if method == "scratch":
             return self.train(task, run, {"role": "scratch", **base})
         source = teachers_of or task
-        folder = self.out / source.key
+        folder = self.teacher_root / source.key
         distill = {"method": method}
         for key, value in (overrides or {}).items():
             node = distill
@@ -361,7 +380,7 @@ class Plan:
 
     def evaluate(self, task_key: str, model: str, run: str, data: str, eval_task: str,
                  deps=(), weights: Path | None = None) -> Job:
-        out = self.out / task_key / "eval" / f"{run}__{data}.json"
+        out = eval_path(self, task_key, run, data)
         argv = ["eval", "--model", model, "--data", str(self.data / data), "--task", eval_task, "--json",
                 "--device", "cpu"]
         if weights is not None:
@@ -421,21 +440,24 @@ def build_plan(studies: list[str], plan: Plan) -> None:
         plan.evaluate_run(den, a, TEACHER)
         plan.evaluate_inputs(den)
     if "denoise" in studies:
-        long_iters = _scratch_long_iters(plan)
+        long_iters = _scratch_long_iters(plan) if "scratch_long" in plan.methods else None
         for seed in plan.seeds:
-            for method in METHODS:
+            for method in (m for m in METHODS if m in plan.methods):
                 if method == "scratch_long":
                     job = plan.student(den, f"scratch_long_s{seed}", seed, "scratch", iters=long_iters)
                 else:
                     job = plan.student(den, f"{method}_s{seed}", seed, method)
                 plan.evaluate_run(den, job, STUDENT)
             for name, overrides in REVISIONS.items():
-                plan.evaluate_run(den, plan.student(den, f"{name}_s{seed}", seed, "slkd", overrides), STUDENT)
+                if name in plan.methods:
+                    plan.evaluate_run(den, plan.student(den, f"{name}_s{seed}", seed, "slkd", overrides), STUDENT)
     if "ablations" in studies:
         _ablations(plan, plan.ablation_seeds[:1])
     if "denoise" in studies:
         for seed in plan.seeds:
             for name, (method, overrides) in BALANCED_BASELINES.items():
+                if name not in plan.methods:
+                    continue
                 job = plan.student(den, f"{name}_s{seed}", seed, method, overrides)
                 plan.evaluate_run(den, job, STUDENT)
     for key in ("derain", "deblur"):
@@ -476,8 +498,12 @@ def build_plan(studies: list[str], plan: Plan) -> None:
 
 
 # ------------------------------------------------------------------------------ results
+def eval_path(plan: Plan, task_key: str, run: str, data: str) -> Path:
+    return plan.root(run) / task_key / "eval" / f"{run}__{data}.json"
+
+
 def _load_eval(plan: Plan, task_key: str, run: str, data: str) -> dict | None:
-    path = plan.out / task_key / "eval" / f"{run}__{data}.json"
+    path = eval_path(plan, task_key, run, data)
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -531,7 +557,7 @@ def _family(plan: Plan, task_key: str, runs: list[str], data: str) -> dict | Non
 
 
 def _train_seconds(plan: Plan, task_key: str, run: str) -> float | None:
-    done = plan.out / task_key / run / "study.json"
+    done = plan.root(run) / task_key / run / "study.json"
     return json.loads(done.read_text())["seconds"] if done.is_file() else None
 
 
@@ -541,7 +567,7 @@ def _single(plan: Plan, task_key: str, run: str, data: str) -> dict | None:
 
 
 def _teacher_b_check(plan: Plan, task_key: str) -> dict | None:
-    log = plan.out / task_key / "teacher_b" / "metrics.jsonl"
+    log = plan.teacher_root / task_key / "teacher_b" / "metrics.jsonl"
     if not log.is_file():
         return None
     vals = [json.loads(line) for line in log.read_text().splitlines() if '"val"' in line]
@@ -551,7 +577,7 @@ def _teacher_b_check(plan: Plan, task_key: str) -> dict | None:
 
 def summarise_denoise(plan: Plan, ablations: bool) -> dict:
     key, seeds = TASKS["denoise"].key, plan.seeds
-    names = list(METHODS) + list(REVISIONS) + list(BALANCED_BASELINES) + (list(ABLATIONS) if ablations else [])
+    names = list(plan.methods) + (list(ABLATIONS) if ablations else [])
     table = {}
     for data, _ in TASKS["denoise"].tests:
         rows = {"input": _single(plan, key, "input", data), "teacher_a": _single(plan, key, "teacher_a", data)}
@@ -567,8 +593,8 @@ def summarise_denoise(plan: Plan, ablations: bool) -> dict:
                 paired[data][m] = compare(plan, key, [f"slkd_s{s}" for s in ss], [f"{m}_s{s}" for s in ss], data)
     # each revision against the runs it has to beat, paired by seed
     revised = {data: {rev: {m: compare(plan, key, [f"{rev}_s{s}" for s in seeds], [f"{m}_s{s}" for s in seeds], data)
-                            for m in ("slkd", "scratch", "scratch_long", "output_kd")}
-                      for rev in REVISIONS}
+                            for m in ("slkd", "scratch", "scratch_long", "output_kd") if m in plan.methods}
+                      for rev in REVISIONS if rev in plan.methods}
                for data, _ in TASKS["denoise"].tests}
     seconds = {m: [t for t in (_train_seconds(plan, key, f"{m}_s{s}") for s in seeds) if t] for m in names}
     seconds = {m: v for m, v in seconds.items() if v}
@@ -716,12 +742,16 @@ def main(argv: list[str] | None = None) -> int:
                    "scripts end to end (≈ 10 min on 2 cores), numbers mean nothing")
     p.add_argument("--data", help="benchmark folder (default $SLKD_DATA, else ../shared/data)")
     p.add_argument("--out", help="run folder (default runs/study, runs/bench-quick with --quick)")
-    p.add_argument("--results", help="where JSON and plots go (default benchmarks/results, <out>/results "
-                   "with --quick)")
+    p.add_argument("--results", help="where JSON and plots go (default benchmarks/results for the default "
+                   "study, else <out>/results)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds of the denoise study (default 0 1 2)")
     p.add_argument("--ablation-seeds", type=int, nargs="+", help="seeds of the ablations (default 0 1)")
     p.add_argument("--student-iters", type=int, help="iterations of every student run (default 400; use "
                    "another --out for a longer study)")
+    p.add_argument("--methods", nargs="+", choices=DENOISE_METHODS, metavar="METHOD",
+                   help="student methods of the denoise study (default all: " + " ".join(DENOISE_METHODS) + ")")
+    p.add_argument("--teachers-from", help="take the teachers (and the inputs' evaluations) from this "
+                   "study folder instead of --out, e.g. to train students longer against the same teachers")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads per run "
                    "(default: cores / jobs)")
@@ -750,11 +780,20 @@ def _main(args) -> int:
     if args.jobs < 1 or (args.threads is not None and args.threads < 1):
         raise StudyError("--jobs and --threads must be >= 1")
     out = Path(args.out or ("runs/bench-quick" if args.quick else "runs/study")).resolve()
-    results = Path(args.results or (out / "results" if args.quick else ROOT / "benchmarks" / "results"))
+    # the committed results are those of the default study; another folder keeps its own
+    default_out = Path("runs/bench-quick" if args.quick else "runs/study").resolve()
+    results = Path(args.results or (ROOT / "benchmarks" / "results" if out == default_out and not args.quick
+                                    else out / "results"))
     data = _data_root(args.data)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    teachers_from = None
+    if args.teachers_from:
+        teachers_from = Path(args.teachers_from).resolve()
+        if not teachers_from.is_dir():
+            raise StudyError(f"--teachers-from: no such study folder: {teachers_from}")
     plan = Plan(out, data, scale, tuple(args.seeds) if args.seeds else scale.seeds,
-                tuple(args.ablation_seeds) if args.ablation_seeds else None)
+                tuple(args.ablation_seeds) if args.ablation_seeds else None,
+                tuple(dict.fromkeys(args.methods)) if args.methods else None, teachers_from)
     report_only = "report" in args.studies
     build_plan(studies or ["denoise", "ablations", "derain", "deblur", "realworld"], plan)
     if not report_only:

@@ -158,3 +158,49 @@ def test_missing_data_folder_is_a_plain_error(tmp_path, capsys):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+def test_longer_schedule_reuses_another_studys_teachers(tmp_path):
+    """``--methods`` picks students and ``--teachers-from`` points them at another study's
+    teachers and input evaluations, so a longer schedule is paired with the same teachers."""
+    first = tmp_path / "study"
+    plan = rp.Plan(tmp_path / "long", tmp_path / "data", replace_iters(rp.QUICK, 99), (0,),
+                   methods=("scratch", "slkd_balanced"), teachers_from=first)
+    rp.build_plan(["denoise"], plan)  # no scratch-long: no step timing, no scratch_long.json
+    assert not (plan.out / "denoise25" / "scratch_long.json").exists()
+    trains = {j.name: j for j in plan.jobs.values() if j.config is not None}
+    assert set(trains) == {"denoise25/teacher_a", "denoise25/teacher_b", "denoise25/scratch_s0",
+                           "denoise25/slkd_balanced_s0"}
+    assert trains["denoise25/teacher_a"].run_dir == first / "denoise25" / "teacher_a"
+    assert trains["denoise25/teacher_a"].config["train"]["iters"] == rp.QUICK.teacher_a
+    student = trains["denoise25/slkd_balanced_s0"]
+    assert student.run_dir == plan.out / "denoise25" / "slkd_balanced_s0"
+    assert student.config["train"]["iters"] == 99
+    assert student.config["teachers"]["b"]["weights"] == str(first / "denoise25" / "teacher_b")
+    assert student.deps == ["denoise25/teacher_a", "denoise25/teacher_b"]
+    evals = {j.name: j.eval_out for j in plan.jobs.values() if j.eval_out is not None}
+    assert evals["denoise25/eval/teacher_a/CBSD68"].parent == first / "denoise25" / "eval"
+    assert evals["denoise25/eval/scratch_s0/CBSD68"].parent == plan.out / "denoise25" / "eval"
+    # the summary reads teacher and input from the shared folder, students from its own
+    _eval(first / "denoise25" / "eval" / "teacher_a__CBSD68.json", {"i1": 30.0, "i2": 30.0})
+    _eval(plan.out / "denoise25" / "eval" / "scratch_s0__CBSD68.json", {"i1": 28.0, "i2": 28.0})
+    rows = rp.summarise_denoise(plan, ablations=False)["table"]["CBSD68"]
+    assert rows["teacher_a"]["psnr"] == 30.0 and rows["scratch"]["psnr"]["mean"] == 28.0
+    assert set(rows) == {"input", "teacher_a", "scratch", "slkd_balanced"}
+
+
+def replace_iters(scale: rp.Scale, iters: int) -> rp.Scale:
+    from dataclasses import replace
+
+    return replace(scale, student=iters)
+
+
+def test_bad_methods_and_teacher_folder_are_plain_errors(tmp_path, capsys):
+    (tmp_path / "BSDS500").mkdir()
+    (tmp_path / "CBSD68").mkdir()
+    with pytest.raises(SystemExit):
+        rp.main(["denoise", "--methods", "nonsense", "--data", str(tmp_path)])
+    assert "invalid choice: 'nonsense'" in capsys.readouterr().err
+    code = rp.main(["denoise", "--teachers-from", str(tmp_path / "missing"), "--data", str(tmp_path),
+                    "--out", str(tmp_path / "o")])
+    assert code == 2 and "--teachers-from: no such study folder" in capsys.readouterr().err
