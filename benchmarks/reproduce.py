@@ -73,6 +73,11 @@ ABLATIONS = {
 REVISIONS = {
     "slkd_balanced": {"loss_weights.nc": 0.01, "loss_weights.et": 0.03},
 }
+#: every SLKD run of the study states its λ's: the paper's 0.5/0.1/0.1 (METHOD.md §2.6) unless
+#: a revision or ablation overrides one, whatever the library's default is
+SLKD_PAPER_WEIGHTS = {"loss_weights.kl": 0.5, "loss_weights.nc": 0.1, "loss_weights.et": 0.1}
+#: student runs of the other tasks and families: scratch, SLKD and its revision
+TASK_METHODS = ("scratch", "slkd", "slkd_balanced")
 #: The feature baselines with the same treatment: at their default weight 1.0 the feature
 #: gradient is 114× (FitNet), 248× (AT) and 183× (FAKD) the pixel gradient at a trained student
 #: (benchmarks/results/loss_balance_trained_*.json); these weights bring it to about 0.4×, the
@@ -365,6 +370,8 @@ class Plan:
         source = teachers_of or task
         folder = self.teacher_root / source.key
         distill = {"method": method}
+        if method == "slkd":
+            overrides = {**SLKD_PAPER_WEIGHTS, **(overrides or {})}
         for key, value in (overrides or {}).items():
             node = distill
             *parents, leaf = key.split(".")
@@ -429,6 +436,13 @@ def _ablations(plan: Plan, seeds) -> None:
             plan.evaluate_run(den, job, STUDENT, tests=den.tests[:1])
 
 
+def _task_student(plan: Plan, task: Task, method: str, seed: int, **kw) -> Job:
+    """``method`` of TASK_METHODS: a plain method or a revision of SLKD."""
+    if method in REVISIONS:
+        return plan.student(task, f"{method}_s{seed}", seed, "slkd", REVISIONS[method], **kw)
+    return plan.student(task, f"{method}_s{seed}", seed, method, **kw)
+
+
 def build_plan(studies: list[str], plan: Plan) -> None:
     """Jobs in priority order (the runner starts them in this order as dependencies allow):
     the denoising comparison seed by seed, the first ablation seed, the other tasks and
@@ -467,20 +481,21 @@ def build_plan(studies: list[str], plan: Plan) -> None:
             plan.evaluate_run(task, a, TEACHER)
             plan.evaluate_inputs(task)
             for seed in s.task_seeds:
-                for method in ("scratch", "slkd"):
-                    plan.evaluate_run(task, plan.student(task, f"{method}_s{seed}", seed, method), STUDENT)
+                for method in TASK_METHODS:
+                    plan.evaluate_run(task, _task_student(plan, task, method, seed), STUDENT)
     if "realworld" in studies:
         real_rain = (("RealRain20", "real"),)
         der, seed = TASKS["derain"], s.task_seeds[0]
         plan.evaluate_inputs(der, real_rain)
-        for run in ("teacher_a", f"scratch_s{seed}", f"slkd_s{seed}"):
-            job = plan.jobs[f"{der.key}/{run}"]
-            plan.evaluate_run(der, job, TEACHER if run == "teacher_a" else STUDENT, real_rain)
+        plan.evaluate_run(der, plan.jobs[f"{der.key}/teacher_a"], TEACHER, real_rain)
+        for method in TASK_METHODS:
+            plan.evaluate_run(der, plan.jobs[f"{der.key}/{method}_s{seed}"], STUDENT, real_rain)
         real_noise = (("PolyU100", "denoise"), ("CC15", "denoise"))
         plan.evaluate_inputs(den, real_noise)
-        for run, method in (("teacher_a", None), (f"scratch_s{seed}", "scratch"), (f"slkd_s{seed}", "slkd")):
-            job = plan.jobs.get(f"{den.key}/{run}") or plan.student(den, run, seed, method)
-            plan.evaluate_run(den, job, TEACHER if run == "teacher_a" else STUDENT, real_noise)
+        plan.evaluate_run(den, plan.jobs[f"{den.key}/teacher_a"], TEACHER, real_noise)
+        for method in TASK_METHODS:
+            job = plan.jobs.get(f"{den.key}/{method}_s{seed}") or _task_student(plan, den, method, seed)
+            plan.evaluate_run(den, job, STUDENT, real_noise)
     if "families" in studies:
         for key, (teacher, student) in FAMILIES.items():
             task = replace(den, key=f"{den.key}-{key}")
@@ -489,9 +504,8 @@ def build_plan(studies: list[str], plan: Plan) -> None:
                 source = task
                 own_a, _ = plan.teachers(task, s.task_teacher_a, arch=teacher)
                 plan.evaluate_run(task, own_a, teacher)
-            for method in ("scratch", "slkd"):
-                job = plan.student(task, f"{method}_s0", 0, method, arch=student, teacher=teacher,
-                                   teachers_of=source)
+            for method in TASK_METHODS:
+                job = _task_student(plan, task, method, 0, arch=student, teacher=teacher, teachers_of=source)
                 plan.evaluate_run(task, job, student)
     if "ablations" in studies:
         _ablations(plan, plan.ablation_seeds[1:])
@@ -610,10 +624,11 @@ def summarise_task(plan: Plan, task_name: str) -> dict:
     for data, _ in task.tests:
         rows = {"input": _single(plan, task.key, "input", data),
                 "teacher_a": _single(plan, task.key, "teacher_a", data)}
-        for m in ("scratch", "slkd"):
+        for m in TASK_METHODS:
             rows[m] = _family(plan, task.key, [f"{m}_s{s}" for s in seeds], data)
-        rows["slkd_minus_scratch"] = compare(plan, task.key, [f"slkd_s{s}" for s in seeds],
-                                             [f"scratch_s{s}" for s in seeds], data)
+        for m in TASK_METHODS[1:]:
+            rows[f"{m}_minus_scratch"] = compare(plan, task.key, [f"{m}_s{s}" for s in seeds],
+                                                 [f"scratch_s{s}" for s in seeds], data)
         out[data] = rows
     return {"table": out, "teacher_b": _teacher_b_check(plan, task.key)}
 
@@ -621,14 +636,14 @@ def summarise_task(plan: Plan, task_name: str) -> dict:
 def summarise_realworld(plan: Plan) -> dict:
     seed = plan.scale.task_seeds[0]
     rain = {}
-    for run in ("input", "teacher_a", f"scratch_s{seed}", f"slkd_s{seed}"):
+    runs = ("input", "teacher_a", *(f"{m}_s{seed}" for m in TASK_METHODS))
+    for run in runs:
         r = _load_eval(plan, TASKS["derain"].key, run, "RealRain20")
         if r:
             rain[run] = r["mean"]["output" if run != "input" else "input"] | {"count": r["count"]}
     noise = {}
     for data in ("PolyU100", "CC15"):
-        noise[data] = {run: _single(plan, TASKS["denoise"].key, run, data)
-                       for run in ("input", "teacher_a", f"scratch_s{seed}", f"slkd_s{seed}")}
+        noise[data] = {run: _single(plan, TASKS["denoise"].key, run, data) for run in runs}
     return {"RealRain20_no_reference": rain, "real_noise": noise}
 
 
@@ -653,8 +668,7 @@ def summarise_families(plan: Plan) -> dict:
         rows = {"teacher": teacher, "student": student, "sizes": sizes}
         for data, _ in den.tests:
             rows[data] = {"teacher_a": _single(plan, teacher_folder, "teacher_a", data),
-                          "scratch": _single(plan, folder, "scratch_s0", data),
-                          "slkd": _single(plan, folder, "slkd_s0", data)}
+                          **{m: _single(plan, folder, f"{m}_s0", data) for m in TASK_METHODS}}
         rows["teacher_b"] = _teacher_b_check(plan, teacher_folder)
         out[key] = rows
     return out
@@ -902,10 +916,12 @@ def markdown(summaries: dict) -> str:
         if name in summaries:
             for data, rows in summaries[name]["table"].items():
                 body = [[LABELS.get(m, m), _pm(r), _pm(r, "ssim", 4)]
-                        for m, r in rows.items() if r and m != "slkd_minus_scratch"]
+                        for m, r in rows.items() if r and not m.endswith("_minus_scratch")]
                 if body:
+                    diffs = "".join(f"\n{LABELS[m]} − scratch: {_diff(rows.get(f'{m}_minus_scratch'))}\n"
+                                    for m in TASK_METHODS[1:] if rows.get(f"{m}_minus_scratch"))
                     parts.append(f"**{name}, {data}**\n\n" + markdown_table(["run", "PSNR", "SSIM"], body, "lll")
-                                 + f"\nSLKD − scratch: {_diff(rows.get('slkd_minus_scratch'))}\n")
+                                 + diffs)
     real = summaries.get("realworld")
     if real:
         body = [[run, f"{r['brisque']:.2f}", f"{r['piqe']:.2f}"] for run, r in real["RealRain20_no_reference"].items()]
@@ -925,9 +941,10 @@ def markdown(summaries: dict) -> str:
             for data in ("CBSD68", "Kodak24"):
                 r = rows[data]
                 body.append([f"{rows['teacher']} → {rows['student']}", data, red, _pm(r["teacher_a"]),
-                             _pm(r["scratch"]), _pm(r["slkd"])])
+                             *(_pm(r.get(m)) for m in TASK_METHODS)])
         parts.append("**Other architectures** (σ = 25, one seed)\n\n" + markdown_table(
-            ["teacher → student", "set", "fewer params / MACs", "Teacher A", "scratch", "SLKD"], body, "llllll"))
+            ["teacher → student", "set", "fewer params / MACs", "Teacher A", "scratch", "SLKD",
+             "SLKD, balanced λ"], body, "lllllll"))
     comp = summaries.get("compression")
     if comp:
         body = []

@@ -34,9 +34,9 @@ def test_every_study_config_is_a_valid_training_config(tmp_path):
         assert cfg.name == job.run_dir.name
         assert Path(cfg.output_dir) == job.run_dir.parent
     names = {j.name for j in trains}
-    # 2 seeds × (7 methods + 1 revision + 3 balanced baselines + 5 ablations) students, teachers A/B of 3 tasks, scratch+SLKD
-    # of 2 tasks; families: teachers A/B of 2 architectures, scratch+SLKD of 3 pairs
-    assert len(names) == 2 * (7 + 1 + 3 + 5) + 3 * 2 + 2 * 2 + 2 * 2 + 3 * 2
+    # 2 seeds × (7 methods + 1 revision + 3 balanced baselines + 5 ablations) students, teachers A/B of 3 tasks,
+    # scratch + SLKD + balanced SLKD of 2 tasks; families: teachers A/B of 2 architectures, the same 3 of 3 pairs
+    assert len(names) == 2 * (7 + 1 + 3 + 5) + 3 * 2 + 2 * 3 + 2 * 2 + 3 * 3
     by_name = {j.run_dir.name: j.config for j in trains if j.run_dir.parent.name == "denoise25"}
     assert by_name["scratch_long_s1"]["train"]["iters"] == 42
     assert by_name["scratch_s1"]["train"]["iters"] == rp.QUICK.student
@@ -45,7 +45,14 @@ def test_every_study_config_is_a_valid_training_config(tmp_path):
     for run in ("fitnet_s1", "no_drl_s1", "teacher_b_is_a_s1"):
         a, b = by_name[run], by_name["slkd_s1"]
         assert a["data"] == b["data"] and a["train"] == b["train"] and a["seed"] == b["seed"] == 1
-    assert by_name["no_drl_s0"]["distill"] == {"method": "slkd", "drl": False, "loss_weights": {"kl": 0.0}}
+    # every SLKD run states its λ's (the paper's unless overridden), whatever the library default
+    assert by_name["no_drl_s0"]["distill"] == {"method": "slkd", "drl": False,
+                                               "loss_weights": {"kl": 0.0, "nc": 0.1, "et": 0.1}}
+    assert by_name["slkd_s0"]["distill"]["loss_weights"] == {"kl": 0.5, "nc": 0.1, "et": 0.1}
+    assert by_name["slkd_balanced_s0"]["distill"]["loss_weights"] == {"kl": 0.5, "nc": 0.01, "et": 0.03}
+    assert by_name["fitnet_s0"]["distill"] == {"method": "fitnet"}
+    derain = {j.run_dir.name: j.config for j in trains if j.run_dir.parent.name == "derain"}
+    assert derain["slkd_balanced_s0"]["distill"]["loss_weights"] == {"kl": 0.5, "nc": 0.01, "et": 0.03}
     assert by_name["teacher_b"]["model"]["options"] == {"global_residual": False}
     # cross-architecture: the Restormer teachers of the denoise study distil a NAFNet student
     cross = next(j for j in trains if j.name == "denoise25-restormer-to-nafnet/slkd_s0")
