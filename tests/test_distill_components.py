@@ -375,11 +375,11 @@ def test_pixel_l1():
 
 def test_total_loss_weighting():
     w = SLKDLossWeights()
-    assert (w.lambda_kl, w.lambda_nc, w.lambda_et, w.lambda_img, w.lambda_pix) == (0.5, 0.1, 0.1, 0, 1)
+    assert (w.lambda_kl, w.lambda_nc, w.lambda_et, w.lambda_img, w.lambda_pix) == (0.5, 0.01, 0.03, 0, 1)
     assert (w.gamma_stat, w.temperature) == (1.0, 1.0)
     terms = {k: torch.tensor(v) for k, v in dict(pix=1.0, kl=2.0, nc=3.0, et=4.0, img=5.0).items()}
-    assert total_loss(terms, w).item() == pytest.approx(1 + 0.5 * 2 + 0.1 * 3 + 0.1 * 4)
-    w2 = SLKDLossWeights(lambda_img=1.0, lambda_nc=0.0)
+    assert total_loss(terms, w).item() == pytest.approx(1 + 0.5 * 2 + 0.01 * 3 + 0.03 * 4)
+    w2 = SLKDLossWeights(lambda_img=1.0, lambda_nc=0.0, lambda_et=0.1)
     terms["nc"] = torch.tensor(float("nan"))  # zero weight: skipped, no NaN leak
     assert total_loss(terms, w2).item() == pytest.approx(1 + 1 + 0.4 + 5)
     assert total_loss({"pix": torch.tensor(2.0)}, w).item() == 2.0

@@ -25,7 +25,7 @@ from slkd.models import FeatureTaps, build_model
 
 METHODS = ["scratch", "output_kd", "fitnet", "at", "fakd", "slkd"]
 
-#: term keys with the default DistillConfig weights (pix 1, kl 0.5, nc 0.1, et 0.1, img 0, feature 1)
+#: term keys with the default DistillConfig weights (pix 1, kl 0.5, nc 0.01, et 0.03, img 0, feature 1)
 EXPECTED_TERMS = {
     "scratch": {"loss_pix"},
     "output_kd": {"loss_pix", "loss_kl"},
