@@ -46,11 +46,28 @@ def _models(pair: tuple[str, str], seed: int = 0):
     return teacher_a, teacher_b
 
 
-def _distiller(method: str, pair, teacher_a, teacher_b):
+def _distiller(method: str, pair, teacher_a, teacher_b, **options):
     torch.manual_seed(1)
     student = build_model(pair[1])
-    d = build_distiller(DistillConfig(method=method), student, teacher_a, teacher_b)
+    d = build_distiller(DistillConfig(method=method, **options), student, teacher_a, teacher_b)
     return d.train()
+
+
+def compiled_check(pair, teacher_a, teacher_b, data) -> tuple[dict, "torch.nn.Module"]:
+    """SLKD with ``compile_losses``: compilation seconds (first step) and how far its terms and
+    gradients are from the eager distiller's on the same batch and initial weights."""
+    grads, terms = {}, {}
+    for flag in (False, True):
+        d = _distiller("slkd", pair, teacher_a, teacher_b, compile_losses=flag)
+        start = time.perf_counter()
+        loss, terms[flag] = d(data)
+        loss.backward()
+        seconds = time.perf_counter() - start
+        grads[flag] = torch.cat([p.grad.flatten() for p in d.parameters() if p.grad is not None])
+        d.zero_grad(set_to_none=True)
+    return {"first_step_s": seconds,
+            "max_abs_term_diff": max(float((terms[True][k] - terms[False][k]).abs()) for k in terms[False]),
+            "grad_rel_diff": float((grads[True] - grads[False]).norm() / grads[False].norm())}, d
 
 
 def _batch(batch: int, patch: int) -> dict[str, torch.Tensor]:
@@ -65,13 +82,17 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def step_times(pair, batch: int, patch: int, runs: int, methods=METHODS) -> dict:
-    """Median seconds per step of every method and of the floor's parts, interleaved."""
+def step_times(pair, batch: int, patch: int, runs: int, methods=METHODS, compile_losses: bool = False) -> dict:
+    """Median seconds per step of every method and of the floor's parts, interleaved; with
+    ``compile_losses`` also SLKD with its feature terms compiled (``step_slkd_compiled``)."""
     teacher_a, teacher_b = _models(pair)
     data = _batch(batch, patch)
     fns = {}
-    for method in methods:
-        d = _distiller(method, pair, teacher_a, teacher_b)
+    distillers = {m: _distiller(m, pair, teacher_a, teacher_b) for m in methods}
+    compiled = None
+    if compile_losses:
+        compiled, distillers["slkd_compiled"] = compiled_check(pair, teacher_a, teacher_b, data)
+    for method, d in distillers.items():
         opt = torch.optim.AdamW(d.parameters(), lr=1e-4)
 
         def step(d=d, opt=opt):
@@ -110,6 +131,9 @@ def step_times(pair, batch: int, patch: int, runs: int, methods=METHODS) -> dict
     out = {"median_s": med, "floor_s": floor}
     if "step_slkd" in med:
         out["slkd_over_floor"] = med["step_slkd"] / floor
+    if compiled:
+        out["compile_losses"] = {**compiled, "slkd_compiled_over_floor": med["step_slkd_compiled"] / floor,
+                                 "speedup_over_eager_slkd": med["step_slkd"] / med["step_slkd_compiled"]}
     out["patches_per_s"] = {m: batch / med[f"step_{m}"] for m in methods}
     return out
 
@@ -161,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     p.add_argument("--quick", action="store_true", help="batch 2, patch 32, 2 runs, size 64")
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--compile", action="store_true", help="also SLKD with distill.compile_losses (adds the "
+                   "Inductor compilation, minutes on 2 cores, before the timed rounds)")
     p.add_argument("--json", default="benchmarks/results/speed.json")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -179,12 +205,17 @@ def main(argv: list[str] | None = None) -> int:
         "pair": list(pair), "batch": args.batch, "patch": args.patch, "runs": args.runs,
     }
     print(f"step times: {pair[0]} → {pair[1]}, batch {args.batch}, patch {args.patch}, {args.runs} rounds")
-    result["step"] = step_times(pair, args.batch, args.patch, args.runs)
+    result["step"] = step_times(pair, args.batch, args.patch, args.runs, compile_losses=args.compile)
     s = result["step"]
     for name, v in s["median_s"].items():
         print(f"  {name:<26}{1000 * v:9.1f} ms")
     print(f"  floor (student step + both teacher forwards) {1000 * s['floor_s']:.1f} ms; "
           f"SLKD / floor = {s['slkd_over_floor']:.2f}")
+    if "compile_losses" in s:
+        c = s["compile_losses"]
+        print(f"  compiled feature terms: SLKD / floor = {c['slkd_compiled_over_floor']:.2f}, "
+              f"{c['speedup_over_eager_slkd']:.2f}× the eager step; first step {c['first_step_s']:.0f} s; "
+              f"|Δterm| ≤ {c['max_abs_term_diff']:.1e}, ‖Δgrad‖/‖grad‖ = {c['grad_rel_diff']:.1e}")
     print("  patches/s: " + ", ".join(f"{m} {v:.1f}" for m, v in s["patches_per_s"].items()))
     print(f"inference latency {pair[0]} vs {pair[1]}")
     result["inference"] = inference(pair, args.sizes, max(3, args.runs))

@@ -399,3 +399,47 @@ def test_distiller_is_a_module_and_listed():
     d = build_distiller(replace(DistillConfig(), method="fakd", fakd_pool=2), *_nets()[:2])
     assert d.pool == 2
     assert "not registered" in repr(d)
+
+
+# ------------------------------------------------------------------------ compiled feature terms
+
+
+def test_compile_losses_wraps_only_the_feature_terms_and_keeps_the_numbers(monkeypatch):
+    """``compile_losses`` hands the SCM + extractor + loss functions (not the models) to
+    ``torch.compile`` with static shapes; the terms are those of the eager distiller. (A real
+    Inductor compilation takes minutes on 2 cores: benchmarks/speed.py --compile measures it and
+    checks the compiled terms and gradients against eager.)"""
+    calls = []
+
+    def fake_compile(fn, **kwargs):
+        calls.append((fn.__name__, kwargs))
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    batch = _batch()
+    terms = {}
+    for flag in (False, True):
+        student, teacher_a, teacher_b = _nets()
+        d = build_distiller(DistillConfig(compile_losses=flag), student, teacher_a, teacher_b).train()
+        _, terms[flag] = d(batch)
+    assert calls == [("_nc_term", {"dynamic": False}), ("_et_term", {"dynamic": False})]
+    assert terms[True].keys() == terms[False].keys()
+    for k in terms[False]:
+        torch.testing.assert_close(terms[True][k], terms[False][k], rtol=0, atol=0)
+
+
+def test_compile_failure_is_a_plain_error(monkeypatch):
+    class InductorError(RuntimeError):
+        pass
+
+    InductorError.__module__ = "torch._inductor.exc"
+
+    def broken(*_args, **_kwargs):
+        raise InductorError("CppCompileError: C++ compile error\nmore lines")
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: broken)
+    student, teacher_a, teacher_b = _nets()
+    d = build_distiller(DistillConfig(compile_losses=True), student, teacher_a, teacher_b).train()
+    with pytest.raises(SlkdError, match=r"distill.compile_losses: torch.compile failed \(InductorError: "
+                                        r"CppCompileError: C\+\+ compile error\).*compile_losses: false"):
+        d(_batch())

@@ -115,6 +115,7 @@ def build_distiller(
             gamma_stat=cfg.gamma_stat, temperature=cfg.temperature, scm_standardize=cfg.scm_standardize,
             brisque_scales=cfg.brisque_scales, mscn_c=cfg.mscn_c, piqe_block=cfg.piqe_block,
             piqe_tau=cfg.piqe_tau, piqe_temperature=cfg.piqe_temperature,
+            compile_losses=cfg.compile_losses,
         )
     except ValueError as exc:  # parameter checks of the extractors, SCMs and loss weights
         raise SlkdError(f"distill ({method}): {exc}") from exc

@@ -48,6 +48,10 @@ class SLKDDistiller(Distiller):
         teacher_b_mode ("separate"/"same_as_a"), encoder_taps, decoder_taps, gamma_stat,
         temperature, scm_standardize, brisque_scales, mscn_c, piqe_block, piqe_tau,
         piqe_temperature: see :class:`slkd.engine.config.DistillConfig`.
+        compile_losses: run the feature terms (SCMs, extractors, L_NC, L_ET) through
+            ``torch.compile`` (Inductor, one graph per input shape); student and teachers stay
+            eager. The same numbers to float rounding, about twice as fast on CPU
+            (BENCHMARKS.md §8); the first step pays the compilation.
     """
 
     method = "slkd"
@@ -74,6 +78,7 @@ class SLKDDistiller(Distiller):
         piqe_block: int = 8,
         piqe_tau: float = 0.1,
         piqe_temperature: float = 0.02,
+        compile_losses: bool = False,
     ) -> None:
         if extractor_nc not in ("brisque", "identity"):
             raise SlkdError(f"extractor_nc must be 'brisque' or 'identity', got {extractor_nc!r}")
@@ -119,6 +124,15 @@ class SLKDDistiller(Distiller):
         with self.closing_on_error():
             self._build_adapters(extractor_nc, extractor_et, scm_standardize, brisque_scales, mscn_c,
                                  piqe_block, piqe_tau, piqe_temperature)
+        self.compile_losses = bool(compile_losses)
+        self._nc_fn, self._et_fn = self._nc_term, self._et_term
+        if self.compile_losses:
+            import torch
+
+            # dynamic=False: one specialised graph per patch size (training uses one); the
+            # dynamic-shape path of Inductor 2.13 fails on the block reshapes of PIQE
+            self._nc_fn = torch.compile(self._nc_term, dynamic=False)
+            self._et_fn = torch.compile(self._et_term, dynamic=False)
 
     def _build_adapters(self, extractor_nc, extractor_et, scm_standardize, brisque_scales, mscn_c,
                         piqe_block, piqe_tau, piqe_temperature) -> None:
@@ -154,17 +168,38 @@ class SLKDDistiller(Distiller):
             if w["kl"] > 0:
                 terms["kl"] = kl_loss(out, a_out, self.loss_weights.temperature)
             if self.drl:
-                s, t = self.adapters["encoder"]([s_feats[n] for n in self.encoder_taps],
-                                                [a_feats[n] for n in self.encoder_taps])
-                terms["nc"] = nc_loss(s, t, self.extractor_nc, self.loss_weights.gamma_stat)
+                terms["nc"] = self._feature_term(self._nc_fn, [s_feats[n] for n in self.encoder_taps],
+                                                 [a_feats[n] for n in self.encoder_taps])
         if self.irl:
             _, t_feats = self.run_teacher(self.irl_role, y, self.decoder_taps)
-            s, t = self.adapters["decoder"]([s_feats[n] for n in self.decoder_taps],
-                                            [t_feats[n] for n in self.decoder_taps])
-            terms["et"] = et_loss(s, t, self.extractors_et)
+            terms["et"] = self._feature_term(self._et_fn, [s_feats[n] for n in self.decoder_taps],
+                                             [t_feats[n] for n in self.decoder_taps])
         if w["img"] > 0:
             terms["img"] = image_l1(out, a_out)
         return terms
+
+    def _nc_term(self, student: list[Tensor], teacher: list[Tensor]) -> Tensor:
+        s, t = self.adapters["encoder"](student, teacher)
+        return nc_loss(s, t, self.extractor_nc, self.loss_weights.gamma_stat)
+
+    def _et_term(self, student: list[Tensor], teacher: list[Tensor]) -> Tensor:
+        s, t = self.adapters["decoder"](student, teacher)
+        return et_loss(s, t, self.extractors_et)
+
+    def _feature_term(self, fn, student: list[Tensor], teacher: list[Tensor]) -> Tensor:
+        if not self.compile_losses:
+            return fn(student, teacher)
+        try:
+            return fn(student, teacher)
+        except SlkdError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Dynamo/Inductor failures have many types
+            if type(exc).__module__.startswith("torch._"):
+                raise SlkdError(f"distill.compile_losses: torch.compile failed ({type(exc).__name__}: "
+                                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); on CPU "
+                                "Inductor needs a working C++ compiler. Set distill.compile_losses: "
+                                "false to train eagerly") from exc
+            raise
 
     def combine(self, terms: Mapping[str, Tensor]) -> Tensor:
         return total_loss(terms, self.loss_weights)

@@ -388,6 +388,8 @@ class DistillConfig:
     piqe_temperature: float = 0.02
     #: FAKD pools features to this size before the HW×HW affinity
     fakd_pool: int = 8
+    #: SLKD: torch.compile the feature terms (SCMs, extractors, L_NC, L_ET); models stay eager
+    compile_losses: bool = False
 
     def validate(self, path: str) -> None:
         known = {"pix", "kl", "nc", "et", "img", "feature"}
