@@ -42,7 +42,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from slkd.models import restormer
-from slkd.models.restormer import Downsample, OverlapPatchEmbed, Upsample
 
 __all__ = ["DRSformer", "MEFC_OPERATIONS"]
 
@@ -234,19 +233,12 @@ class MEFC(nn.Module):
 # ------------------------------------------------------------------------------------ network
 
 
-def _stage(n: int, dim: int, heads: int, ffn: float, bias: bool, ln: str) -> nn.Sequential:
-    return nn.Sequential(*[TransformerBlock(dim, heads, ffn, bias, ln) for _ in range(n)])
-
-
-class DRSformer(nn.Module):
+class DRSformer(restormer.TransformerUNet):
     """DRSformer with the official constructor keywords (plus ``mefc`` and ``global_residual``).
 
     Module names as Restormer's (``encoder_level1..3``, ``latent``, ``decoder_level3..1``,
     ``refinement``), plus ``encoder_level0``; so Restormer's feature taps apply unchanged.
     """
-
-    #: input sizes must be divisible by this (three 2× down-samplings)
-    size_multiple = 8
 
     def __init__(
         self,
@@ -263,67 +255,30 @@ class DRSformer(nn.Module):
     ) -> None:
         super().__init__()
         num_blocks, heads = list(num_blocks), list(heads)
-        if len(num_blocks) != 4 or len(heads) != 4:
-            raise ValueError("num_blocks and heads need one entry per level (4 levels)")
-        if any(n < 0 for n in num_blocks):
-            raise ValueError("block counts must be >= 0")
-        if dim < 2 or dim % 2:
-            raise ValueError(f"dim must be an even number >= 2, got {dim}")
-        if global_residual and inp_channels != out_channels:
-            raise ValueError(
-                f"the global residual adds the input to the output, so inp_channels ({inp_channels}) "
-                f"must equal out_channels ({out_channels}); pass global_residual=False"
-            )
+        self._check_config(inp_channels, out_channels, dim, num_blocks, heads, global_residual,
+                           "pass global_residual=False")
         self.inp_channels, self.out_channels = inp_channels, out_channels
         self.global_residual = global_residual
         self.mefc = mefc
+        self._dim = dim
         args = (ffn_expansion_factor, bias, LayerNorm_type)
 
-        self.patch_embed = OverlapPatchEmbed(inp_channels, dim)
-        if mefc:
-            self.encoder_level0 = MEFC(dim)
-        self.encoder_level1 = _stage(num_blocks[0], dim, heads[0], *args)
-        self.down1_2 = Downsample(dim)
-        self.encoder_level2 = _stage(num_blocks[1], dim * 2, heads[1], *args)
-        self.down2_3 = Downsample(dim * 2)
-        self.encoder_level3 = _stage(num_blocks[2], dim * 4, heads[2], *args)
-        self.down3_4 = Downsample(dim * 4)
-        self.latent = _stage(num_blocks[3], dim * 8, heads[3], *args)
-
-        self.up4_3 = Upsample(dim * 8)
-        self.reduce_chan_level3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
-        self.decoder_level3 = _stage(num_blocks[2], dim * 4, heads[2], *args)
-        self.up3_2 = Upsample(dim * 4)
-        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, kernel_size=1, bias=bias)
-        self.decoder_level2 = _stage(num_blocks[1], dim * 2, heads[1], *args)
-        self.up2_1 = Upsample(dim * 2)
-        self.decoder_level1 = _stage(num_blocks[0], dim * 2, heads[0], *args)
+        self._build_encoder(TransformerBlock, inp_channels, dim, num_blocks, heads, args)
+        self._build_decoder(TransformerBlock, dim, num_blocks, heads, args, bias)
         if mefc:
             self.refinement = MEFC(dim * 2)
         self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
 
+    def _pre_encoder(self) -> None:
+        if self.mefc:
+            self.encoder_level0 = MEFC(self._dim)
+
     def forward(self, inp_img: torch.Tensor) -> torch.Tensor:
-        if inp_img.dim() != 4 or inp_img.shape[1] != self.inp_channels:
-            raise ValueError(
-                f"expected an N×{self.inp_channels}×H×W tensor, got shape {tuple(inp_img.shape)}"
-            )
-        h, w = inp_img.shape[-2:]
-        if h % self.size_multiple or w % self.size_multiple:
-            raise ValueError(
-                f"DRSformer needs height and width divisible by {self.size_multiple}, got {h}×{w}; "
-                "pad the input (slkd.engine.restore does this for you)"
-            )
+        self._check_input(inp_img)
         x = self.patch_embed(inp_img)
         if self.mefc:
             x = self.encoder_level0(x)
-        enc1 = self.encoder_level1(x)
-        enc2 = self.encoder_level2(self.down1_2(enc1))
-        enc3 = self.encoder_level3(self.down2_3(enc2))
-        latent = self.latent(self.down3_4(enc3))
-
-        dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], dim=1)))
-        dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], dim=1)))
-        out = self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], dim=1))
+        out = self._unet(x)
         if self.mefc:
             out = self.refinement(out)
         out = self.output(out)

@@ -184,19 +184,91 @@ class Upsample(nn.Module):
         return self.body(x)
 
 
-def _stage(n: int, dim: int, heads: int, ffn: float, bias: bool, ln: str) -> nn.Sequential:
-    return nn.Sequential(*[TransformerBlock(dim, heads, ffn, bias, ln) for _ in range(n)])
+def _stage(block: type[nn.Module], n: int, dim: int, heads: int, ffn: float, bias: bool,
+           ln: str) -> nn.Sequential:
+    return nn.Sequential(*[block(dim, heads, ffn, bias, ln) for _ in range(n)])
 
 
-class Restormer(nn.Module):
+class TransformerUNet(nn.Module):
+    """Restormer's four-level encoder–decoder, shared with DRSformer: patch embedding, stages
+    ``encoder_level1..3``, ``latent``, ``decoder_level3..1`` of ``block``, pixel (un)shuffle
+    resampling, skip concatenations and the channel reductions of levels 3 and 2 (level 1 keeps
+    2·dim, the official design). Subclasses add what comes before ``encoder_level1`` and after
+    ``decoder_level1`` (refinement, output, residual)."""
+
+    #: input sizes must be divisible by this (three 2× down-samplings)
+    size_multiple = 8
+
+    def _check_config(self, inp_channels: int, out_channels: int, dim: int, num_blocks: list[int],
+                      heads: list[int], residual: bool, fix: str) -> None:
+        if len(num_blocks) != 4 or len(heads) != 4:
+            raise ValueError("num_blocks and heads need one entry per level (4 levels)")
+        if any(n < 0 for n in num_blocks):
+            raise ValueError("block counts must be >= 0")
+        if dim < 2 or dim % 2:
+            raise ValueError(f"dim must be an even number >= 2, got {dim}")
+        if residual and inp_channels != out_channels:
+            raise ValueError(
+                f"the global residual adds the input to the output, so inp_channels "
+                f"({inp_channels}) must equal out_channels ({out_channels}); {fix}"
+            )
+
+    def _build_encoder(self, block, inp_channels: int, dim: int, num_blocks: list[int],
+                       heads: list[int], args: tuple) -> None:
+        self.patch_embed = OverlapPatchEmbed(inp_channels, dim)
+        self._pre_encoder()
+        self.encoder_level1 = _stage(block, num_blocks[0], dim, heads[0], *args)
+        self.down1_2 = Downsample(dim)
+        self.encoder_level2 = _stage(block, num_blocks[1], dim * 2, heads[1], *args)
+        self.down2_3 = Downsample(dim * 2)
+        self.encoder_level3 = _stage(block, num_blocks[2], dim * 4, heads[2], *args)
+        self.down3_4 = Downsample(dim * 4)
+        self.latent = _stage(block, num_blocks[3], dim * 8, heads[3], *args)
+
+    def _pre_encoder(self) -> None:
+        """Hook for modules registered between ``patch_embed`` and ``encoder_level1``."""
+
+    def _build_decoder(self, block, dim: int, num_blocks: list[int], heads: list[int], args: tuple,
+                       bias: bool) -> None:
+        self.up4_3 = Upsample(dim * 8)
+        self.reduce_chan_level3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
+        self.decoder_level3 = _stage(block, num_blocks[2], dim * 4, heads[2], *args)
+        self.up3_2 = Upsample(dim * 4)
+        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, kernel_size=1, bias=bias)
+        self.decoder_level2 = _stage(block, num_blocks[1], dim * 2, heads[1], *args)
+        self.up2_1 = Upsample(dim * 2)  # no channel reduction at level 1 (official design)
+        self.decoder_level1 = _stage(block, num_blocks[0], dim * 2, heads[0], *args)
+
+    def _check_input(self, inp_img: torch.Tensor) -> None:
+        if inp_img.dim() != 4 or inp_img.shape[1] != self.inp_channels:
+            raise ValueError(
+                f"expected an N×{self.inp_channels}×H×W tensor, got shape {tuple(inp_img.shape)}"
+            )
+        h, w = inp_img.shape[-2:]
+        if h % self.size_multiple or w % self.size_multiple:
+            raise ValueError(
+                f"{type(self).__name__} needs height and width divisible by {self.size_multiple}, "
+                f"got {h}×{w}; pad the input (slkd.engine.restore does this for you)"
+            )
+
+    def _unet(self, x: torch.Tensor) -> torch.Tensor:
+        """Embedded features → output of ``decoder_level1`` (2·dim channels, full size)."""
+        enc1 = self.encoder_level1(x)
+        enc2 = self.encoder_level2(self.down1_2(enc1))
+        enc3 = self.encoder_level3(self.down2_3(enc2))
+        latent = self.latent(self.down3_4(enc3))
+
+        dec3 = self.decoder_level3(self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], dim=1)))
+        dec2 = self.decoder_level2(self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], dim=1)))
+        return self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], dim=1))
+
+
+class Restormer(TransformerUNet):
     """Restormer with the official constructor keywords (plus ``global_residual``).
 
     Encoder taps for distillation: ``encoder_level1..3`` and ``latent``; decoder taps:
     ``decoder_level3..1`` and ``refinement``.
     """
-
-    #: input sizes must be divisible by this (three 2× down-samplings)
-    size_multiple = 8
 
     def __init__(
         self,
@@ -215,72 +287,29 @@ class Restormer(nn.Module):
         super().__init__()
         num_blocks = list(num_blocks)
         heads = list(heads)
-        if len(num_blocks) != 4 or len(heads) != 4:
-            raise ValueError("num_blocks and heads need one entry per level (4 levels)")
-        if any(n < 0 for n in num_blocks) or num_refinement_blocks < 0:
+        if num_refinement_blocks < 0:
             raise ValueError("block counts must be >= 0")
-        if dim < 2 or dim % 2:
-            raise ValueError(f"dim must be an even number >= 2, got {dim}")
-        residual = global_residual and not dual_pixel_task
-        if residual and inp_channels != out_channels:
-            raise ValueError(
-                f"the global residual adds the input to the output, so inp_channels "
-                f"({inp_channels}) must equal out_channels ({out_channels}); "
-                "pass global_residual=False or dual_pixel_task=True"
-            )
+        self._check_config(inp_channels, out_channels, dim, num_blocks, heads,
+                           global_residual and not dual_pixel_task,
+                           "pass global_residual=False or dual_pixel_task=True")
         self.inp_channels = inp_channels
         self.out_channels = out_channels
         self.dual_pixel_task = dual_pixel_task
         self.global_residual = global_residual
         args = (ffn_expansion_factor, bias, LayerNorm_type)
 
-        self.patch_embed = OverlapPatchEmbed(inp_channels, dim)
-        self.encoder_level1 = _stage(num_blocks[0], dim, heads[0], *args)
-        self.down1_2 = Downsample(dim)
-        self.encoder_level2 = _stage(num_blocks[1], dim * 2, heads[1], *args)
-        self.down2_3 = Downsample(dim * 2)
-        self.encoder_level3 = _stage(num_blocks[2], dim * 4, heads[2], *args)
-        self.down3_4 = Downsample(dim * 4)
-        self.latent = _stage(num_blocks[3], dim * 8, heads[3], *args)
-
-        self.up4_3 = Upsample(dim * 8)
-        self.reduce_chan_level3 = nn.Conv2d(dim * 8, dim * 4, kernel_size=1, bias=bias)
-        self.decoder_level3 = _stage(num_blocks[2], dim * 4, heads[2], *args)
-        self.up3_2 = Upsample(dim * 4)
-        self.reduce_chan_level2 = nn.Conv2d(dim * 4, dim * 2, kernel_size=1, bias=bias)
-        self.decoder_level2 = _stage(num_blocks[1], dim * 2, heads[1], *args)
-        self.up2_1 = Upsample(dim * 2)  # no channel reduction at level 1 (official design)
-        self.decoder_level1 = _stage(num_blocks[0], dim * 2, heads[0], *args)
-        self.refinement = _stage(num_refinement_blocks, dim * 2, heads[0], *args)
+        self._build_encoder(TransformerBlock, inp_channels, dim, num_blocks, heads, args)
+        self._build_decoder(TransformerBlock, dim, num_blocks, heads, args, bias)
+        self.refinement = _stage(TransformerBlock, num_refinement_blocks, dim * 2, heads[0], *args)
 
         if dual_pixel_task:
             self.skip_conv = nn.Conv2d(dim, dim * 2, kernel_size=1, bias=bias)
         self.output = nn.Conv2d(dim * 2, out_channels, kernel_size=3, padding=1, bias=bias)
 
     def forward(self, inp_img: torch.Tensor) -> torch.Tensor:
-        if inp_img.dim() != 4 or inp_img.shape[1] != self.inp_channels:
-            raise ValueError(
-                f"expected an N×{self.inp_channels}×H×W tensor, got shape {tuple(inp_img.shape)}"
-            )
-        h, w = inp_img.shape[-2:]
-        if h % self.size_multiple or w % self.size_multiple:
-            raise ValueError(
-                f"Restormer needs height and width divisible by {self.size_multiple}, got {h}×{w}; "
-                "pad the input (slkd.engine.restore does this for you)"
-            )
+        self._check_input(inp_img)
         x1 = self.patch_embed(inp_img)
-        enc1 = self.encoder_level1(x1)
-        enc2 = self.encoder_level2(self.down1_2(enc1))
-        enc3 = self.encoder_level3(self.down2_3(enc2))
-        latent = self.latent(self.down3_4(enc3))
-
-        dec3 = self.reduce_chan_level3(torch.cat([self.up4_3(latent), enc3], dim=1))
-        dec3 = self.decoder_level3(dec3)
-        dec2 = self.reduce_chan_level2(torch.cat([self.up3_2(dec3), enc2], dim=1))
-        dec2 = self.decoder_level2(dec2)
-        dec1 = self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], dim=1))
-        out = self.refinement(dec1)
-
+        out = self.refinement(self._unet(x1))
         if self.dual_pixel_task:
             return self.output(out + self.skip_conv(x1))
         out = self.output(out)
