@@ -11,7 +11,8 @@
 
     python -m benchmarks.speed                       # tiny pair, batch 8, patch 64
     python -m benchmarks.speed --quick               # smoke run (seconds)
-    python -m benchmarks.speed --pair restormer res-sl --batch 2 --patch 128 --sizes 256
+    python -m benchmarks.speed --pair restormer res-sl --batch 2 --patch 96 --methods scratch slkd \
+        --compile --parts step                   # the paper's pair; --compile adds compiled losses
 
 Writes ``benchmarks/results/speed.json`` (or ``--json``). Rounds go A, B, C, A, B, C, … so that
 machine noise falls on all variants alike; report ratios, not absolute times.
@@ -185,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     p.add_argument("--quick", action="store_true", help="batch 2, patch 32, 2 runs, size 64")
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                   help="distillation methods whose step is timed (default all)")
+    p.add_argument("--parts", nargs="+", choices=("step", "inference", "memory"),
+                   default=["step", "inference", "memory"], help="what to measure (default all)")
     p.add_argument("--compile", action="store_true", help="also SLKD with distill.compile_losses (adds the "
                    "Inductor compilation, minutes on 2 cores, before the timed rounds)")
     p.add_argument("--json", default="benchmarks/results/speed.json")
@@ -204,25 +209,15 @@ def main(argv: list[str] | None = None) -> int:
                     "threads": torch.get_num_threads(), "torch": torch.__version__},
         "pair": list(pair), "batch": args.batch, "patch": args.patch, "runs": args.runs,
     }
-    print(f"step times: {pair[0]} → {pair[1]}, batch {args.batch}, patch {args.patch}, {args.runs} rounds")
-    result["step"] = step_times(pair, args.batch, args.patch, args.runs, compile_losses=args.compile)
-    s = result["step"]
-    for name, v in s["median_s"].items():
-        print(f"  {name:<26}{1000 * v:9.1f} ms")
-    print(f"  floor (student step + both teacher forwards) {1000 * s['floor_s']:.1f} ms; "
-          f"SLKD / floor = {s['slkd_over_floor']:.2f}")
-    if "compile_losses" in s:
-        c = s["compile_losses"]
-        print(f"  compiled feature terms: SLKD / floor = {c['slkd_compiled_over_floor']:.2f}, "
-              f"{c['speedup_over_eager_slkd']:.2f}× the eager step; first step {c['first_step_s']:.0f} s; "
-              f"|Δterm| ≤ {c['max_abs_term_diff']:.1e}, ‖Δgrad‖/‖grad‖ = {c['grad_rel_diff']:.1e}")
-    print("  patches/s: " + ", ".join(f"{m} {v:.1f}" for m, v in s["patches_per_s"].items()))
-    print(f"inference latency {pair[0]} vs {pair[1]}")
-    result["inference"] = inference(pair, args.sizes, max(3, args.runs))
-    for size, r in result["inference"].items():
-        print(f"  {size}²: {r['teacher_ms']:.1f} vs {r['student_ms']:.1f} ms → {r['speedup']:.2f}× "
-              f"(MACs ratio {r['macs_ratio']:.2f}×, {100 * r['speedup_over_macs_ratio']:.0f}% of it)")
-    if not args.no_memory:
+    if "step" in args.parts:
+        _report_steps(result, pair, args)
+    if "inference" in args.parts:
+        print(f"inference latency {pair[0]} vs {pair[1]}, {torch.get_num_threads()} thread(s)")
+        result["inference"] = inference(pair, args.sizes, max(3, args.runs))
+        for size, r in result["inference"].items():
+            print(f"  {size}²: {r['teacher_ms']:.1f} vs {r['student_ms']:.1f} ms → {r['speedup']:.2f}× "
+                  f"(MACs ratio {r['macs_ratio']:.2f}×, {100 * r['speedup_over_macs_ratio']:.0f}% of it)")
+    if "memory" in args.parts and not args.no_memory:
         common = ["--pair", *pair, "--batch", str(args.batch), "--patch", str(args.patch)]
         if args.threads:
             common += ["--threads", str(args.threads)]
@@ -235,6 +230,23 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.json).write_text(json.dumps(result, indent=2))
     print(f"written {args.json} ({result['seconds']:.0f} s)")
     return 0
+
+
+def _report_steps(result: dict, pair, args) -> None:
+    print(f"step times: {pair[0]} → {pair[1]}, batch {args.batch}, patch {args.patch}, {args.runs} rounds")
+    result["step"] = step_times(pair, args.batch, args.patch, args.runs, tuple(args.methods),
+                                compile_losses=args.compile and "slkd" in args.methods)
+    s = result["step"]
+    for name, v in s["median_s"].items():
+        print(f"  {name:<26}{1000 * v:9.1f} ms")
+    print(f"  floor (student step + both teacher forwards) {1000 * s['floor_s']:.1f} ms"
+          + (f"; SLKD / floor = {s['slkd_over_floor']:.2f}" if "slkd_over_floor" in s else ""))
+    if "compile_losses" in s:
+        c = s["compile_losses"]
+        print(f"  compiled feature terms: SLKD / floor = {c['slkd_compiled_over_floor']:.2f}, "
+              f"{c['speedup_over_eager_slkd']:.2f}× the eager step; first step {c['first_step_s']:.0f} s; "
+              f"|Δterm| ≤ {c['max_abs_term_diff']:.1e}, ‖Δgrad‖/‖grad‖ = {c['grad_rel_diff']:.1e}")
+    print("  patches/s: " + ", ".join(f"{m} {v:.1f}" for m, v in s["patches_per_s"].items()))
 
 
 if __name__ == "__main__":
