@@ -83,9 +83,11 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def step_times(pair, batch: int, patch: int, runs: int, methods=METHODS, compile_losses: bool = False) -> dict:
+def step_times(pair, batch: int, patch: int, runs: int, methods=METHODS, compile_losses: bool = False,
+               bf16: bool = False) -> dict:
     """Median seconds per step of every method and of the floor's parts, interleaved; with
-    ``compile_losses`` also SLKD with its feature terms compiled (``step_slkd_compiled``)."""
+    ``compile_losses`` also SLKD with its feature terms compiled (``step_slkd_compiled``), with
+    ``bf16`` every method under bf16 autocast as ``train.bf16`` runs it (``step_<m>_bf16``)."""
     teacher_a, teacher_b = _models(pair)
     data = _batch(batch, patch)
     fns = {}
@@ -93,11 +95,15 @@ def step_times(pair, batch: int, patch: int, runs: int, methods=METHODS, compile
     compiled = None
     if compile_losses:
         compiled, distillers["slkd_compiled"] = compiled_check(pair, teacher_a, teacher_b, data)
-    for method, d in distillers.items():
+    variants = [(m, d, False) for m, d in distillers.items()]
+    if bf16:
+        variants += [(f"{m}_bf16", _distiller(m, pair, teacher_a, teacher_b), True) for m in methods]
+    for method, d, autocast in variants:
         opt = torch.optim.AdamW(d.parameters(), lr=1e-4)
 
-        def step(d=d, opt=opt):
-            loss, _ = d(data)
+        def step(d=d, opt=opt, autocast=autocast):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss, _ = d(data)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -136,6 +142,8 @@ def step_times(pair, batch: int, patch: int, runs: int, methods=METHODS, compile
         out["compile_losses"] = {**compiled, "slkd_compiled_over_floor": med["step_slkd_compiled"] / floor,
                                  "speedup_over_eager_slkd": med["step_slkd"] / med["step_slkd_compiled"]}
     out["patches_per_s"] = {m: batch / med[f"step_{m}"] for m in methods}
+    if bf16:
+        out["bf16_speedup"] = {m: med[f"step_{m}"] / med[f"step_{m}_bf16"] for m in methods}
     return out
 
 
@@ -190,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="distillation methods whose step is timed (default all)")
     p.add_argument("--parts", nargs="+", choices=("step", "inference", "memory"),
                    default=["step", "inference", "memory"], help="what to measure (default all)")
+    p.add_argument("--bf16", action="store_true", help="also every method under bf16 autocast (train.bf16)")
     p.add_argument("--compile", action="store_true", help="also SLKD with distill.compile_losses (adds the "
                    "Inductor compilation, minutes on 2 cores, before the timed rounds)")
     p.add_argument("--json", default="benchmarks/results/speed.json")
@@ -235,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 def _report_steps(result: dict, pair, args) -> None:
     print(f"step times: {pair[0]} → {pair[1]}, batch {args.batch}, patch {args.patch}, {args.runs} rounds")
     result["step"] = step_times(pair, args.batch, args.patch, args.runs, tuple(args.methods),
-                                compile_losses=args.compile and "slkd" in args.methods)
+                                compile_losses=args.compile and "slkd" in args.methods, bf16=args.bf16)
     s = result["step"]
     for name, v in s["median_s"].items():
         print(f"  {name:<26}{1000 * v:9.1f} ms")
@@ -247,6 +256,8 @@ def _report_steps(result: dict, pair, args) -> None:
               f"{c['speedup_over_eager_slkd']:.2f}× the eager step; first step {c['first_step_s']:.0f} s; "
               f"|Δterm| ≤ {c['max_abs_term_diff']:.1e}, ‖Δgrad‖/‖grad‖ = {c['grad_rel_diff']:.1e}")
     print("  patches/s: " + ", ".join(f"{m} {v:.1f}" for m, v in s["patches_per_s"].items()))
+    if "bf16_speedup" in s:
+        print("  bf16 autocast, step speed-up: " + ", ".join(f"{m} {v:.2f}×" for m, v in s["bf16_speedup"].items()))
 
 
 if __name__ == "__main__":
