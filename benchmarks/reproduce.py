@@ -74,8 +74,10 @@ REVISIONS = {
     "slkd_balanced": {"loss_weights.nc": 0.01, "loss_weights.et": 0.03},
 }
 #: every SLKD run of the study states its λ's: the paper's 0.5/0.1/0.1 (METHOD.md §2.6) unless
-#: a revision or ablation overrides one, whatever the library's default is
+#: a revision or ablation overrides one, whatever the library's default is; likewise the feature
+#: baselines state their weight (1.0, the textbook form, unless a balanced run overrides it)
 SLKD_PAPER_WEIGHTS = {"loss_weights.kl": 0.5, "loss_weights.nc": 0.1, "loss_weights.et": 0.1}
+FEATURE_BASELINE_WEIGHT = {"loss_weights.feature": 1.0}
 #: student runs of the other tasks and families: scratch, SLKD and its revision
 TASK_METHODS = ("scratch", "slkd", "slkd_balanced")
 #: The feature baselines with the same treatment: at their default weight 1.0 the feature
@@ -372,6 +374,8 @@ class Plan:
         distill = {"method": method}
         if method == "slkd":
             overrides = {**SLKD_PAPER_WEIGHTS, **(overrides or {})}
+        elif method in ("fitnet", "at", "fakd"):
+            overrides = {**FEATURE_BASELINE_WEIGHT, **(overrides or {})}
         for key, value in (overrides or {}).items():
             node = distill
             *parents, leaf = key.split(".")

@@ -25,7 +25,7 @@ from slkd.models import FeatureTaps, build_model
 
 METHODS = ["scratch", "output_kd", "fitnet", "at", "fakd", "slkd"]
 
-#: term keys with the default DistillConfig weights (pix 1, kl 0.5, nc 0.01, et 0.03, img 0, feature 1)
+#: term keys with the default DistillConfig weights (pix 1, kl 0.5, nc 0.01, et 0.03, img 0; feature per method)
 EXPECTED_TERMS = {
     "scratch": {"loss_pix"},
     "output_kd": {"loss_pix", "loss_kl"},
@@ -443,3 +443,15 @@ def test_compile_failure_is_a_plain_error(monkeypatch):
     with pytest.raises(SlkdError, match=r"distill.compile_losses: torch.compile failed \(InductorError: "
                                         r"CppCompileError: C\+\+ compile error\).*compile_losses: false"):
         d(_batch())
+
+
+def test_feature_baselines_default_to_their_measured_weights():
+    """FitNet / AT / FAKD get their own feature weight unless the config names one; every
+    other weight is the common default."""
+    for method, weight in (("fitnet", 0.003), ("at", 0.0015), ("fakd", 0.002)):
+        w = resolve_loss_weights(DistillConfig(method=method))
+        assert w == {**DistillConfig().loss_weights, "feature": weight}
+        assert resolve_loss_weights(DistillConfig(method=method, loss_weights={"feature": 1.0}))["feature"] == 1.0
+    assert resolve_loss_weights(DistillConfig(method="slkd"))["feature"] == 1.0  # unused there
+    with pytest.raises(SlkdError, match="unknown term.*bogus.*known: pix, kl, nc, et, img, feature"):
+        resolve_loss_weights(DistillConfig(method="fitnet", loss_weights={"bogus": 1.0}))

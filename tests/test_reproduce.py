@@ -50,7 +50,8 @@ def test_every_study_config_is_a_valid_training_config(tmp_path):
                                                "loss_weights": {"kl": 0.0, "nc": 0.1, "et": 0.1}}
     assert by_name["slkd_s0"]["distill"]["loss_weights"] == {"kl": 0.5, "nc": 0.1, "et": 0.1}
     assert by_name["slkd_balanced_s0"]["distill"]["loss_weights"] == {"kl": 0.5, "nc": 0.01, "et": 0.03}
-    assert by_name["fitnet_s0"]["distill"] == {"method": "fitnet"}
+    assert by_name["fitnet_s0"]["distill"] == {"method": "fitnet", "loss_weights": {"feature": 1.0}}
+    assert by_name["fitnet_balanced_s0"]["distill"] == {"method": "fitnet", "loss_weights": {"feature": 0.003}}
     derain = {j.run_dir.name: j.config for j in trains if j.run_dir.parent.name == "derain"}
     assert derain["slkd_balanced_s0"]["distill"]["loss_weights"] == {"kl": 0.5, "nc": 0.01, "et": 0.03}
     assert by_name["teacher_b"]["model"]["options"] == {"global_residual": False}

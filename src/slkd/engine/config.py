@@ -375,9 +375,10 @@ class DistillConfig:
     decoder_taps: list[str] = field(default_factory=lambda: ["decoder_level3", "decoder_level2", "decoder_level1", "refinement"])
     #: loss weights: L = pix·L_pix + kl·L_KL + nc·L_NC + et·L_ET + img·L_img (+ feature for baselines).
     #: nc/et are the measured revision of the paper's 0.1/0.1 (docs/method.md); the paper's
-    #: weights are {kl: 0.5, nc: 0.1, et: 0.1}
+    #: weights are {kl: 0.5, nc: 0.1, et: 0.1}. ``feature`` (FitNet, AT, FAKD) defaults per
+    #: method, see :data:`slkd.distill.methods.FEATURE_WEIGHTS`.
     loss_weights: dict[str, float] = field(default_factory=lambda: {
-        "pix": 1.0, "kl": 0.5, "nc": 0.01, "et": 0.03, "img": 0.0, "feature": 1.0})
+        "pix": 1.0, "kl": 0.5, "nc": 0.01, "et": 0.03, "img": 0.0})
     gamma_stat: float = 1.0
     temperature: float = 1.0
     scm_standardize: bool = True
