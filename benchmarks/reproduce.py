@@ -887,6 +887,14 @@ def _diff(c: dict | None) -> str:
     return f"{c['psnr_diff_mean']:+.2f} [{seeds}]; {c['images_better']}/{c['images']} images; {c['verdict']}"
 
 
+def _run_label(run: str) -> str:
+    """``slkd_balanced_s0`` → "SLKD, balanced λ (…) (seed 0)"; plain names through LABELS."""
+    name, _, seed = run.rpartition("_s")
+    if name and seed.isdigit():
+        return f"{LABELS.get(name, name)} (seed {seed})"
+    return LABELS.get(run, run)
+
+
 def markdown(summaries: dict) -> str:
     """The tables of BENCHMARKS.md §9 from the summaries (PSNR in dB)."""
     from slkd.engine.report import markdown_table
@@ -928,12 +936,13 @@ def markdown(summaries: dict) -> str:
                                  + diffs)
     real = summaries.get("realworld")
     if real:
-        body = [[run, f"{r['brisque']:.2f}", f"{r['piqe']:.2f}"] for run, r in real["RealRain20_no_reference"].items()]
+        body = [[_run_label(run), f"{r['brisque']:.2f}", f"{r['piqe']:.2f}"]
+                for run, r in real["RealRain20_no_reference"].items()]
         if body:
             parts.append("**RealRain20** (no reference; lower is better)\n\n"
                          + markdown_table(["images", "BRISQUE", "PIQE"], body))
         for data, rows in real["real_noise"].items():
-            body = [[run, _pm(r), _pm(r, "ssim", 4)] for run, r in rows.items() if r]
+            body = [[_run_label(run), _pm(r), _pm(r, "ssim", 4)] for run, r in rows.items() if r]
             if body:
                 parts.append(f"**{data}** (real noise, RGB)\n\n" + markdown_table(["run", "PSNR", "SSIM"], body, "lll"))
     fam = summaries.get("families")
