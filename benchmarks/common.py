@@ -39,17 +39,47 @@ class ChildRun:
     stderr: str
 
 
-def run_slkd_child(args: list[str], threads: int | None = None) -> ChildRun:
-    """Run ``python -m slkd.cli.main ARGS`` in a fresh process (``OMP_NUM_THREADS=threads`` if
-    given) and measure it; its own peak RSS comes from ``wait4`` (Linux reports KiB)."""
+#: Runs a module as ``__main__`` and, at exit, writes the process's own peak RSS (``VmHWM`` of
+#: /proc/self/status, KiB) to the file named by $SLKD_PEAK_FILE. ``wait4``'s ``ru_maxrss`` is not
+#: used: Linux carries the pre-exec address space's high-water mark across ``exec``, and with
+#: ``vfork`` that is the *parent's* peak, so a large benchmark process inflates every child.
+_PEAK_WRAPPER = """
+import atexit, os, runpy, sys
+def _peak():
+    with open('/proc/self/status') as f:
+        kib = next((l.split()[1] for l in f if l.startswith('VmHWM:')), '')
+    with open(os.environ['SLKD_PEAK_FILE'], 'w') as f:
+        f.write(kib)
+atexit.register(_peak)
+module = sys.argv.pop(1)
+sys.argv[0] = module
+runpy.run_module(module, run_name='__main__', alter_sys=True)
+"""
+
+
+def run_measured_child(module: str, args: list[str], threads: int | None = None,
+                       stdout=subprocess.DEVNULL) -> ChildRun:
+    """Run ``python -m MODULE ARGS`` in a fresh process (``OMP_NUM_THREADS=threads`` if given)
+    and measure its wall-clock and its own peak resident set size."""
+    import tempfile
+
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "slkd.cli.main", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    stderr = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    return ChildRun(os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024.0, seconds, stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        peak_file = Path(tmp) / "peak"
+        env["SLKD_PEAK_FILE"] = str(peak_file)
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-c", _PEAK_WRAPPER, module, *args], env=env,
+                                stdout=stdout, stderr=subprocess.PIPE)
+        _, stderr = proc.communicate()
+        seconds = time.perf_counter() - start
+        kib = peak_file.read_text().strip() if peak_file.is_file() else ""
+    peak = float(kib) * 1024.0 if kib else float("nan")  # no /proc (not Linux): unknown
+    return ChildRun(proc.returncode, peak, seconds, stderr.decode(errors="replace"))
+
+
+def run_slkd_child(args: list[str], threads: int | None = None) -> ChildRun:
+    """Run ``python -m slkd.cli.main ARGS`` in a fresh process and measure it
+    (:func:`run_measured_child`)."""
+    return run_measured_child("slkd.cli.main", args, threads)

@@ -1,7 +1,7 @@
 """Calibrate and check the memory estimate of ``slkd restore`` against measured peak memory.
 
 For each model and image size, ``slkd restore --force`` (untiled) runs in a fresh child process
-and the child's peak resident set size is read from the kernel (``os.wait4`` → ``ru_maxrss``);
+and the child's own peak resident set size is read (``VmHWM``, see benchmarks/common.py);
 each case runs ``--repeat`` times and the largest peak is kept.
 The same command on a 16×16 image gives the baseline (Python, torch, the model), so
 ``measured = peak − baseline`` is what restoring the image added. Next to it:

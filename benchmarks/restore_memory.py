@@ -1,7 +1,7 @@
 """Peak memory (and wall time) of ``slkd restore`` on a large image, tiled and untiled.
 
 Each case runs the real command line in a fresh child process and reads the child's peak
-resident set size from the kernel (``os.wait4`` → ``ru_maxrss``), so the number includes Python,
+resident set size (``VmHWM``, :func:`benchmarks.common.run_measured_child`), so the number includes Python,
 torch, the decoded image, the output canvases and the model's activations — what a user's
 machine must hold.
 

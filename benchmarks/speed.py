@@ -7,7 +7,8 @@
 2. **Inference: student vs teacher.** Latency at 256×256 and 1024×1024 (interleaved medians)
    against the MACs ratio; target: speed-up ≥ 80 % of the MACs ratio.
 3. **Peak memory of a training step** (SLKD and scratch), each in a fresh child process
-   (``ru_maxrss``). Tiled inference memory is in ``benchmarks/restore_memory.py``.
+   (``VmHWM``, see :func:`benchmarks.common.run_measured_child`). Tiled inference memory is in
+   ``benchmarks/restore_memory.py``.
 
     python -m benchmarks.speed                       # tiny pair, batch 8, patch 64
     python -m benchmarks.speed --quick               # smoke run (seconds)
@@ -25,13 +26,12 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.common import run_measured_child
 from slkd.distill import build_distiller
 from slkd.engine.config import DistillConfig
 from slkd.models import build_model
@@ -164,12 +164,11 @@ def inference(pair, sizes, runs: int) -> dict:
 
 
 def _child_peak(args: list[str]) -> float:
-    """Run this module's ``--memory-child`` mode in a fresh process; peak RSS in MiB."""
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.speed", *args])
-    _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        raise RuntimeError(f"memory child {args} failed with status {status}")
-    return usage.ru_maxrss / 1024  # Linux: KiB
+    """Run this module's ``--memory-child`` mode in a fresh process; its own peak RSS in MiB."""
+    run = run_measured_child("benchmarks.speed", args)
+    if run.exit_code != 0:
+        raise RuntimeError(f"memory child {args} failed with exit code {run.exit_code}:\n{run.stderr[-2000:]}")
+    return run.peak_rss_bytes / 2**20
 
 
 def memory_child(method: str, pair, batch: int, patch: int) -> None:
