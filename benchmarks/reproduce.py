@@ -614,6 +614,12 @@ def summarise_denoise(plan: Plan, ablations: bool) -> dict:
                             for m in ("slkd", "scratch", "scratch_long", "output_kd") if m in plan.methods}
                       for rev in REVISIONS if rev in plan.methods}
                for data, _ in TASKS["denoise"].tests}
+    # the balanced baselines against scratch (does any distillation beat plain training?)
+    for data, _ in TASKS["denoise"].tests:
+        for name in BALANCED_BASELINES:
+            if name in plan.methods and "scratch" in plan.methods:
+                revised[data][name] = {"scratch": compare(plan, key, [f"{name}_s{s}" for s in seeds],
+                                                          [f"scratch_s{s}" for s in seeds], data)}
     seconds = {m: [t for t in (_train_seconds(plan, key, f"{m}_s{s}") for s in seeds) if t] for m in names}
     seconds = {m: v for m, v in seconds.items() if v}
     return {"table": table, "slkd_minus": paired, "revision_minus": revised, "teacher_b": _teacher_b_check(plan, key),
