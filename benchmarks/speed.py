@@ -147,19 +147,29 @@ def step_times(pair, batch: int, patch: int, runs: int, methods=METHODS, compile
     return out
 
 
-def inference(pair, sizes, runs: int) -> dict:
+def inference(pair, sizes, runs: int, channels_last: bool = False) -> dict:
+    """Teacher vs student latency (interleaved medians) against the MACs ratio; with
+    ``channels_last`` both models are also timed in that memory format in the same rounds."""
     teacher, student = (build_model(n).eval() for n in pair)
+    models = {pair[0]: teacher, pair[1]: student}
+    if channels_last:
+        for name, model in list(models.items()):
+            cl = build_model(name).eval().to(memory_format=torch.channels_last)
+            cl.load_state_dict(model.state_dict())
+            models[f"{name} (channels_last)"] = cl
     rows = {}
     for size in sizes:
         shape = (1, 3, size, size)
         with torch.device("meta"):
             macs = {n: count_macs(build_model(n), shape, device="meta").total for n in pair}
-        t = compare_latency({pair[0]: teacher, pair[1]: student}, shape, runs=runs, warmup=1)
+        t = compare_latency(models, shape, runs=runs, warmup=1)
         speedup = t[pair[0]].median_ms / t[pair[1]].median_ms
         macs_ratio = macs[pair[0]] / macs[pair[1]]
         rows[str(size)] = {"teacher_ms": t[pair[0]].median_ms, "student_ms": t[pair[1]].median_ms,
                            "speedup": speedup, "macs_ratio": macs_ratio,
                            "speedup_over_macs_ratio": speedup / macs_ratio}
+        if channels_last:
+            rows[str(size)]["channels_last_ms"] = {n: t[f"{n} (channels_last)"].median_ms for n in pair}
     return rows
 
 
@@ -197,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="distillation methods whose step is timed (default all)")
     p.add_argument("--parts", nargs="+", choices=("step", "inference", "memory"),
                    default=["step", "inference", "memory"], help="what to measure (default all)")
+    p.add_argument("--channels-last", action="store_true", help="also time inference in channels_last")
     p.add_argument("--bf16", action="store_true", help="also every method under bf16 autocast (train.bf16)")
     p.add_argument("--compile", action="store_true", help="also SLKD with distill.compile_losses (adds the "
                    "Inductor compilation, minutes on 2 cores, before the timed rounds)")
@@ -221,10 +232,12 @@ def main(argv: list[str] | None = None) -> int:
         _report_steps(result, pair, args)
     if "inference" in args.parts:
         print(f"inference latency {pair[0]} vs {pair[1]}, {torch.get_num_threads()} thread(s)")
-        result["inference"] = inference(pair, args.sizes, max(3, args.runs))
+        result["inference"] = inference(pair, args.sizes, max(3, args.runs), args.channels_last)
         for size, r in result["inference"].items():
             print(f"  {size}²: {r['teacher_ms']:.1f} vs {r['student_ms']:.1f} ms → {r['speedup']:.2f}× "
                   f"(MACs ratio {r['macs_ratio']:.2f}×, {100 * r['speedup_over_macs_ratio']:.0f}% of it)")
+            if "channels_last_ms" in r:
+                print("    channels_last: " + ", ".join(f"{n} {v:.1f} ms" for n, v in r["channels_last_ms"].items()))
     if "memory" in args.parts and not args.no_memory:
         common = ["--pair", *pair, "--batch", str(args.batch), "--patch", str(args.patch)]
         if args.threads:
