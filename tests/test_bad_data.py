@@ -10,7 +10,6 @@ the patch are covered in test_datasets.py; random inputs in test_fuzz.py.)
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from pathlib import Path
 

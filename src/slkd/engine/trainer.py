@@ -260,7 +260,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- loop
     def _loader(self) -> DataLoader:
-        t, d = self.cfg.train, self.cfg.data
+        d = self.cfg.data
         sampler = TrainSampler(len(self.train_set), d.batch_size, self.cfg.seed, rank=self.dist.rank,
                                world_size=self.dist.world_size, start_step=self.step)
         return DataLoader(self.train_set, batch_size=d.batch_size, sampler=sampler,
