@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,12 +58,9 @@ runpy.run_module(module, run_name='__main__', alter_sys=True)
 """
 
 
-def run_measured_child(module: str, args: list[str], threads: int | None = None,
-                       stdout=subprocess.DEVNULL) -> ChildRun:
+def run_measured_child(module: str, args: list[str], threads: int | None = None) -> ChildRun:
     """Run ``python -m MODULE ARGS`` in a fresh process (``OMP_NUM_THREADS=threads`` if given)
     and measure its wall-clock and its own peak resident set size."""
-    import tempfile
-
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -71,7 +69,7 @@ def run_measured_child(module: str, args: list[str], threads: int | None = None,
         env["SLKD_PEAK_FILE"] = str(peak_file)
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-c", _PEAK_WRAPPER, module, *args], env=env,
-                                stdout=stdout, stderr=subprocess.PIPE)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _, stderr = proc.communicate()
         seconds = time.perf_counter() - start
         kib = peak_file.read_text().strip() if peak_file.is_file() else ""

@@ -29,7 +29,7 @@ PNG plots (``benchmarks/results`` for the default study, ``<out>/results`` for a
 A longer student schedule against the same teachers, a few methods, one seed:
 
     python -m benchmarks.reproduce denoise --out runs/study-long --teachers-from runs/study \
-        --student-iters 2000 --seeds 0 --methods scratch slkd slkd_balanced fitnet_balanced --jobs 2
+        --student-iters 2000 --seeds 0 --methods scratch slkd_balanced fitnet_balanced --jobs 2 --threads 1
 """
 
 from __future__ import annotations
@@ -98,6 +98,8 @@ FAMILIES = {
 }
 #: every student method the denoise study knows (``--methods`` picks some)
 DENOISE_METHODS = METHODS + tuple(REVISIONS) + tuple(BALANCED_BASELINES)
+#: named variants: run name → (method, distill overrides)
+VARIANTS = {**{name: ("slkd", o) for name, o in REVISIONS.items()}, **BALANCED_BASELINES}
 #: runs that ``--teachers-from`` shares with another study folder
 SHARED_RUNS = ("teacher_a", "teacher_b", "input")
 LABELS = {"slkd_balanced": "SLKD, balanced λ (nc 0.01, et 0.03)", "fitnet_balanced": "FitNet, λ 0.003",
@@ -440,11 +442,10 @@ def _ablations(plan: Plan, seeds) -> None:
             plan.evaluate_run(den, job, STUDENT, tests=den.tests[:1])
 
 
-def _task_student(plan: Plan, task: Task, method: str, seed: int, **kw) -> Job:
-    """``method`` of TASK_METHODS: a plain method or a revision of SLKD."""
-    if method in REVISIONS:
-        return plan.student(task, f"{method}_s{seed}", seed, "slkd", REVISIONS[method], **kw)
-    return plan.student(task, f"{method}_s{seed}", seed, method, **kw)
+def _task_student(plan: Plan, task: Task, name: str, seed: int, **kw) -> Job:
+    """Run ``<name>_s<seed>``: a plain method, a revision of SLKD or a balanced baseline."""
+    method, overrides = VARIANTS.get(name, (name, None))
+    return plan.student(task, f"{name}_s{seed}", seed, method, overrides, **kw)
 
 
 def build_plan(studies: list[str], plan: Plan) -> None:
@@ -466,18 +467,16 @@ def build_plan(studies: list[str], plan: Plan) -> None:
                 else:
                     job = plan.student(den, f"{method}_s{seed}", seed, method)
                 plan.evaluate_run(den, job, STUDENT)
-            for name, overrides in REVISIONS.items():
+            for name in REVISIONS:
                 if name in plan.methods:
-                    plan.evaluate_run(den, plan.student(den, f"{name}_s{seed}", seed, "slkd", overrides), STUDENT)
+                    plan.evaluate_run(den, _task_student(plan, den, name, seed), STUDENT)
     if "ablations" in studies:
         _ablations(plan, plan.ablation_seeds[:1])
     if "denoise" in studies:
         for seed in plan.seeds:
-            for name, (method, overrides) in BALANCED_BASELINES.items():
-                if name not in plan.methods:
-                    continue
-                job = plan.student(den, f"{name}_s{seed}", seed, method, overrides)
-                plan.evaluate_run(den, job, STUDENT)
+            for name in BALANCED_BASELINES:
+                if name in plan.methods:
+                    plan.evaluate_run(den, _task_student(plan, den, name, seed), STUDENT)
     for key in ("derain", "deblur"):
         if key in studies or (key == "derain" and "realworld" in studies):
             task = TASKS[key]
@@ -724,8 +723,7 @@ def plot_denoise(summary: dict, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     rows = summary["table"].get("CBSD68", {})
-    names = [m for m in list(METHODS) + list(REVISIONS) + list(BALANCED_BASELINES) + list(ABLATIONS)
-             if rows.get(m)]
+    names = [m for m in DENOISE_METHODS + tuple(ABLATIONS) if rows.get(m)]
     if not names:
         return None
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(names)), 4))

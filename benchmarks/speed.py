@@ -54,12 +54,13 @@ def _distiller(method: str, pair, teacher_a, teacher_b, **options):
     return d.train()
 
 
-def compiled_check(pair, teacher_a, teacher_b, data) -> tuple[dict, "torch.nn.Module"]:
+def compiled_check(pair, teacher_a, teacher_b, data, eager) -> tuple[dict, "torch.nn.Module"]:
     """SLKD with ``compile_losses``: compilation seconds (first step) and how far its terms and
-    gradients are from the eager distiller's on the same batch and initial weights."""
+    gradients are from those of ``eager`` (the eager SLKD distiller, same initial weights) on
+    the same batch; returns them and the compiled distiller."""
     grads, terms = {}, {}
     for flag in (False, True):
-        d = _distiller("slkd", pair, teacher_a, teacher_b, compile_losses=flag)
+        d = _distiller("slkd", pair, teacher_a, teacher_b, compile_losses=True) if flag else eager
         start = time.perf_counter()
         loss, terms[flag] = d(data)
         loss.backward()
@@ -94,7 +95,8 @@ def step_times(pair, batch: int, patch: int, runs: int, methods=METHODS, compile
     distillers = {m: _distiller(m, pair, teacher_a, teacher_b) for m in methods}
     compiled = None
     if compile_losses:
-        compiled, distillers["slkd_compiled"] = compiled_check(pair, teacher_a, teacher_b, data)
+        compiled, distillers["slkd_compiled"] = compiled_check(pair, teacher_a, teacher_b, data,
+                                                               distillers["slkd"])
     variants = [(m, d, False) for m, d in distillers.items()]
     if bf16:
         variants += [(f"{m}_bf16", _distiller(m, pair, teacher_a, teacher_b), True) for m in methods]
