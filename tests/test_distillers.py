@@ -455,3 +455,36 @@ def test_feature_baselines_default_to_their_measured_weights():
     assert resolve_loss_weights(DistillConfig(method="slkd"))["feature"] == 1.0  # unused there
     with pytest.raises(SlkdError, match="unknown term.*bogus.*known: pix, kl, nc, et, img, feature"):
         resolve_loss_weights(DistillConfig(method="fitnet", loss_weights={"bogus": 1.0}))
+
+
+@pytest.mark.parametrize("method", ["fitnet", "at", "fakd", "slkd"])
+def test_feature_losses_run_in_float32_under_bf16_autocast(method):
+    """``train.bf16`` puts the networks under bf16 autocast, so the tapped features are
+    bfloat16; the adapters, extractors and feature losses must still see float32 with autocast
+    off (MSCN variances and moment ratios in bf16 moved L_NC by 0.75 % at this size), and the
+    terms stay within bf16's effect on the networks of their float32 values."""
+    student, teacher_a, teacher_b = _nets()
+    d = build_distiller(DistillConfig(method=method), student, teacher_a, teacher_b).train()
+    seen = []
+    names = ["_nc_fn", "_et_fn"] if method == "slkd" else ["feature_loss"]
+    for name in names:
+        fn = getattr(d, name)
+
+        def spy(s, t, fn=fn):
+            seen.append(({x.dtype for x in s + t}, torch.is_autocast_enabled("cpu")))
+            return fn(s, t)
+
+        setattr(d, name, spy)
+    batch = _batch(32)
+    _, fp32 = d(batch)
+    seen.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, feats = d.run_student(batch["lq"])
+        assert {f.dtype for f in feats.values()} == {torch.bfloat16}  # autocast is really on
+        loss, bf16 = d(batch)
+    assert len(seen) == len(names) and all(s == ({torch.float32}, False) for s in seen), seen
+    assert loss.dtype == torch.float32
+    for k in ("loss_nc", "loss_et", "loss_feature"):
+        if k in fp32:
+            assert bf16[k].dtype == torch.float32
+            torch.testing.assert_close(bf16[k], fp32[k], rtol=5e-3, atol=1e-6)

@@ -305,6 +305,22 @@ class Distiller(nn.Module):
     def pixel_term(self, out: Tensor, y: Tensor) -> Tensor:
         return pixel_l1(out, y)
 
+    @staticmethod
+    def feature_loss_fp32(fn, student: Sequence[Tensor], teacher: Sequence[Tensor]) -> Tensor:
+        """``fn(student, teacher)`` in float32 with autocast off.
+
+        Under ``train.bf16`` the tapped features come out of autocast's convolutions and
+        matmuls in bfloat16; the adapters and the feature losses (MSCN variances, moment
+        ratios, block statistics) are computed in float32 from them, as mixed precision keeps
+        losses in full precision. Without autocast the features are float32 already and this is
+        a plain call."""
+        s = [f.float() for f in student]
+        t = [f.float() for f in teacher]
+        if not torch.is_autocast_enabled(s[0].device.type):
+            return fn(s, t)
+        with torch.autocast(s[0].device.type, enabled=False):
+            return fn(s, t)
+
     def combine(self, terms: Mapping[str, Tensor]) -> Tensor:
         """Σ weight·term over the terms with a non-zero weight."""
         total = None

@@ -159,8 +159,8 @@ class FeatureDistiller(Distiller):
         out, s_feats = self.run_student(x)
         terms = {"pix": self.pixel_term(out, y)}
         _, t_feats = self.run_teacher("a", x, self.levels)
-        terms["feature"] = self.feature_loss([s_feats[n] for n in self.levels],
-                                             [t_feats[n] for n in self.levels])
+        terms["feature"] = self.feature_loss_fp32(self.feature_loss, [s_feats[n] for n in self.levels],
+                                                  [t_feats[n] for n in self.levels])
         return terms
 
 

@@ -188,7 +188,7 @@ class SLKDDistiller(Distiller):
 
     def _feature_term(self, fn, student: list[Tensor], teacher: list[Tensor]) -> Tensor:
         try:
-            return fn(student, teacher)
+            return self.feature_loss_fp32(fn, student, teacher)
         except Exception as exc:  # noqa: BLE001 - Dynamo/Inductor failures have many types
             if self.compile_losses and type(exc).__module__.startswith("torch._"):
                 raise SlkdError(f"distill.compile_losses: torch.compile failed ({type(exc).__name__}: "
