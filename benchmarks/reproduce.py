@@ -15,6 +15,8 @@ launched here as subprocesses from configs this script writes to ``<out>/<study>
                    PSNR/SSIM on the real-noise pairs PolyU100 and CC15 (denoising models).
 * ``families``     the other architectures on the ``denoise`` setting, one seed: NAFNet and Uformer
                    tiny pairs (own teachers) and Restormer teachers → NAFNet student.
+* ``precision``    ``train.bf16`` (bf16 autocast) against float32: scratch and balanced SLKD on
+                   the ``denoise`` setting, the ablations' seeds, CBSD68, paired by seed.
 * ``compression``  blocks/widths per level, parameters, MACs and CPU latency at 256×256 of each
                    teacher–student pair (latencies interleaved in one run), PSNR from ``denoise``.
 
@@ -53,7 +55,7 @@ from benchmarks.common import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER, STUDENT = "restormer-tiny", "res-sl-tiny"
-STUDIES = ("denoise", "ablations", "derain", "deblur", "realworld", "families", "compression")
+STUDIES = ("denoise", "ablations", "derain", "deblur", "realworld", "families", "precision", "compression")
 BASELINES = ("scratch", "scratch_long", "output_kd", "fitnet", "at", "fakd")
 METHODS = BASELINES + ("slkd",)
 #: SLKD ablations (METHOD.md §2.7): name → distill overrides. In this implementation IRL has
@@ -100,6 +102,9 @@ FAMILIES = {
 DENOISE_METHODS = METHODS + tuple(REVISIONS) + tuple(BALANCED_BASELINES)
 #: named variants: run name → (method, distill overrides)
 VARIANTS = {**{name: ("slkd", o) for name, o in REVISIONS.items()}, **BALANCED_BASELINES}
+#: ``train.bf16`` (bf16 autocast) against float32 on the denoise setting, on the ablations'
+#: seeds: bf16 run → the float32 run it is paired with (same seed, data, schedule and loss)
+PRECISION = {"scratch_bf16": "scratch", "slkd_balanced_bf16": "slkd_balanced"}
 #: runs that ``--teachers-from`` shares with another study folder
 SHARED_RUNS = ("teacher_a", "teacher_b", "input")
 LABELS = {"slkd_balanced": "SLKD, balanced λ (nc 0.01, et 0.03)", "fitnet_balanced": "FitNet, λ 0.003",
@@ -108,7 +113,8 @@ LABELS = {"slkd_balanced": "SLKD, balanced λ (nc 0.01, et 0.03)", "fitnet_balan
           "no_drl": "SLKD w/o DRL", "no_nc": "SLKD w/o L_NC", "no_irl": "SLKD w/o IRL (= w/o L_ET)",
           "identity_extractors": "SLKD, identity extractors",
           "teacher_b_is_a": "SLKD, Teacher A on clean as Teacher B",
-          "teacher_a": "Teacher A", "input": "input"}
+          "teacher_a": "Teacher A", "input": "input",
+          "scratch_bf16": "scratch, bf16", "slkd_balanced_bf16": "SLKD balanced λ, bf16"}
 
 
 @dataclass(frozen=True)
@@ -363,12 +369,15 @@ class Plan:
 
     def student(self, task: Task, run: str, seed: int, method: str, overrides: dict | None = None,
                 iters: int | None = None, arch: str = STUDENT, teacher: str = TEACHER,
-                teachers_of: Task | None = None) -> Job:
+                teachers_of: Task | None = None, bf16: bool = False) -> Job:
         """A student run in ``task``'s folder; its teachers are those of ``teachers_of``
-        (default: the same task), of architecture ``teacher``."""
+        (default: the same task), of architecture ``teacher``; ``bf16`` trains under bf16
+        autocast (``train.bf16``)."""
         s = self.scale
         base = {"seed": seed, "model": {"name": arch}, "data": _data(task.degradation, s),
                 "train": _train(iters or s.student, 2e-3)}
+        if bf16:
+            base["train"]["bf16"] = True
         if method == "scratch":
             return self.train(task, run, {"role": "scratch", **base})
         source = teachers_of or task
@@ -443,9 +452,11 @@ def _ablations(plan: Plan, seeds) -> None:
 
 
 def _task_student(plan: Plan, task: Task, name: str, seed: int, **kw) -> Job:
-    """Run ``<name>_s<seed>``: a plain method, a revision of SLKD or a balanced baseline."""
-    method, overrides = VARIANTS.get(name, (name, None))
-    return plan.student(task, f"{name}_s{seed}", seed, method, overrides, **kw)
+    """Run ``<name>_s<seed>``: a plain method, a revision of SLKD, a balanced baseline, or
+    the bf16 twin of one of them (:data:`PRECISION`)."""
+    variant = PRECISION.get(name, name)
+    method, overrides = VARIANTS.get(variant, (variant, None))
+    return plan.student(task, f"{name}_s{seed}", seed, method, overrides, bf16=name in PRECISION, **kw)
 
 
 def build_plan(studies: list[str], plan: Plan) -> None:
@@ -454,7 +465,7 @@ def build_plan(studies: list[str], plan: Plan) -> None:
     real-world sets, the other architectures, then the remaining ablation seeds."""
     s = plan.scale
     den = TASKS["denoise"]
-    if {"denoise", "ablations", "realworld", "families", "compression"} & set(studies):
+    if {"denoise", "ablations", "realworld", "families", "precision", "compression"} & set(studies):
         a, _ = plan.teachers(den, s.teacher_a)
         plan.evaluate_run(den, a, TEACHER)
         plan.evaluate_inputs(den)
@@ -510,6 +521,12 @@ def build_plan(studies: list[str], plan: Plan) -> None:
             for method in TASK_METHODS:
                 job = _task_student(plan, task, method, 0, arch=student, teacher=teacher, teachers_of=source)
                 plan.evaluate_run(task, job, student)
+    if "precision" in studies:
+        for seed in plan.ablation_seeds:
+            for bf16, fp32 in PRECISION.items():
+                for name in (fp32, bf16):
+                    job = plan.jobs.get(f"{den.key}/{name}_s{seed}") or _task_student(plan, den, name, seed)
+                    plan.evaluate_run(den, job, STUDENT, tests=den.tests[:1])
     if "ablations" in studies:
         _ablations(plan, plan.ablation_seeds[1:])
 
@@ -640,6 +657,18 @@ def summarise_task(plan: Plan, task_name: str) -> dict:
                                                  [f"scratch_s{s}" for s in seeds], data)
         out[data] = rows
     return {"table": out, "teacher_b": _teacher_b_check(plan, task.key)}
+
+
+def summarise_precision(plan: Plan) -> dict:
+    """Each bf16 run family against its float32 twin on CBSD68, paired by seed and image."""
+    key, seeds, data = TASKS["denoise"].key, plan.ablation_seeds, TASKS["denoise"].tests[0][0]
+    out = {}
+    for bf16, fp32 in PRECISION.items():
+        runs = {name: [f"{name}_s{s}" for s in seeds] for name in (bf16, fp32)}
+        out[bf16] = {"data": data, "float32": _family(plan, key, runs[fp32], data),
+                     "bf16": _family(plan, key, runs[bf16], data),
+                     "bf16_minus_float32": compare(plan, key, runs[bf16], runs[fp32], data)}
+    return out
 
 
 def summarise_realworld(plan: Plan) -> dict:
@@ -840,6 +869,8 @@ def _main(args) -> int:
             summaries[name] = summarise_task(plan, name)
     if "realworld" in studies or (report_only and (out / "derain").is_dir()):
         summaries["realworld"] = summarise_realworld(plan)
+    if "precision" in studies or (report_only and (out / TASKS["denoise"].key / "scratch_bf16_s0").is_dir()):
+        summaries["precision"] = summarise_precision(plan)
     if "families" in studies or (report_only and any((out / f"denoise25-{k}").is_dir() for k in FAMILIES)):
         summaries["families"] = summarise_families(plan)
     if "compression" in studies:
@@ -962,6 +993,14 @@ def markdown(summaries: dict) -> str:
         parts.append("**Other architectures** (σ = 25, one seed)\n\n" + markdown_table(
             ["teacher → student", "set", "fewer params / MACs", "Teacher A", "scratch", "SLKD",
              "SLKD, balanced λ"], body, "lllllll"))
+    prec = summaries.get("precision")
+    if prec:
+        body = [[LABELS[PRECISION[name]], r["data"], _pm(r["float32"]), _pm(r["bf16"]), _diff(r["bf16_minus_float32"])]
+                for name, r in prec.items() if r["float32"] or r["bf16"]]
+        if body:
+            parts.append("**Precision: `train.bf16` against float32** (σ = 25)\n\n" + markdown_table(
+                ["run", "set", "float32", "bf16", "bf16 − float32: mean [per seed]; images where bf16 is "
+                 "better; verdict"], body, "lllll"))
     comp = summaries.get("compression")
     if comp:
         body = []

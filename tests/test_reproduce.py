@@ -35,8 +35,9 @@ def test_every_study_config_is_a_valid_training_config(tmp_path):
         assert Path(cfg.output_dir) == job.run_dir.parent
     names = {j.name for j in trains}
     # 2 seeds × (7 methods + 1 revision + 3 balanced baselines + 5 ablations) students, teachers A/B of 3 tasks,
-    # scratch + SLKD + balanced SLKD of 2 tasks; families: teachers A/B of 2 architectures, the same 3 of 3 pairs
-    assert len(names) == 2 * (7 + 1 + 3 + 5) + 3 * 2 + 2 * 3 + 2 * 2 + 3 * 3
+    # scratch + SLKD + balanced SLKD of 2 tasks; families: teachers A/B of 2 architectures, the same 3 of 3 pairs;
+    # precision: the bf16 twins of scratch and balanced SLKD on 2 seeds
+    assert len(names) == 2 * (7 + 1 + 3 + 5) + 3 * 2 + 2 * 3 + 2 * 2 + 3 * 3 + 2 * 2
     by_name = {j.run_dir.name: j.config for j in trains if j.run_dir.parent.name == "denoise25"}
     assert by_name["scratch_long_s1"]["train"]["iters"] == 42
     assert by_name["scratch_s1"]["train"]["iters"] == rp.QUICK.student
@@ -63,9 +64,15 @@ def test_every_study_config_is_a_valid_training_config(tmp_path):
     assert cross.deps == ["denoise25/teacher_a", "denoise25/teacher_b"]
     naf_b = next(j for j in trains if j.name == "denoise25-nafnet/teacher_b")
     assert naf_b.config["model"]["name"] == "nafnet-tiny" and naf_b.deps == ["denoise25-nafnet/teacher_a"]
+    # a bf16 twin differs from its float32 run in train.bf16 only
+    for bf16, fp32 in (("scratch_bf16_s1", "scratch_s1"), ("slkd_balanced_bf16_s0", "slkd_balanced_s0")):
+        twin = dict(by_name[bf16], name=fp32, train={**by_name[bf16]["train"]})
+        assert twin["train"].pop("bf16") is True and "bf16" not in by_name[fp32]["train"]
+        assert twin == by_name[fp32]
     # ablations are evaluated on CBSD68 only; main methods on CBSD68 and Kodak24
     evals = {j.name for j in plan.jobs.values() if j.eval_out is not None}
     assert "denoise25/eval/no_nc_s0/Kodak24" not in evals
+    assert "denoise25/eval/scratch_bf16_s0/CBSD68" in evals and "denoise25/eval/scratch_bf16_s0/Kodak24" not in evals
     assert {"denoise25/eval/slkd_s1/Kodak24", "derain/eval/slkd_s0/RealRain20",
             "denoise25/eval/teacher_a/PolyU100", "deblur/eval/input/Levin"} <= evals
 
@@ -156,6 +163,14 @@ def test_tables_from_a_partial_study(tmp_path):
     assert "| scratch | 27.35 ± 0.07 (27.30–27.40)" in text
     assert "-0.30 [-0.40, -0.20]; 0/2 images; worse, beyond seed noise" in text
     assert "| SLKD w/o L_NC | 27.20 (1 seed)" in text and "FitNet" not in text
+    # precision: the bf16 twin paired with its float32 run on the ablations' seed
+    _eval(ev / "scratch_bf16_s0__CBSD68.json", {"i1": 27.5, "i2": 27.3})
+    prec = rp.summarise_precision(plan)
+    assert prec["slkd_balanced_bf16"] == {"data": "CBSD68", "float32": None, "bf16": None, "bf16_minus_float32": None}
+    assert prec["scratch_bf16"]["bf16_minus_float32"]["psnr_diff_per_seed"] == pytest.approx([0.0])
+    text = rp.markdown({"precision": prec})
+    assert "| scratch | CBSD68 | 27.40 (1 seed) | 27.40 (1 seed) | +0.00 [+0.00]; 1/2 images; one seed" in text
+    assert "SLKD balanced" not in text
 
 
 def test_missing_data_folder_is_a_plain_error(tmp_path, capsys):

@@ -38,6 +38,11 @@ __all__ = ["Distiller", "ProbeResult", "RecordingTaps"]
 PROBE_SIZE = 32
 
 
+def _full_precision(t: Tensor) -> Tensor:
+    """bfloat16 / float16 → float32; float32 and float64 as they are."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 class RecordingTaps(FeatureTaps):
     """:class:`FeatureTaps` that record only inside :meth:`recording`.
 
@@ -307,15 +312,15 @@ class Distiller(nn.Module):
 
     @staticmethod
     def feature_loss_fp32(fn, student: Sequence[Tensor], teacher: Sequence[Tensor]) -> Tensor:
-        """``fn(student, teacher)`` in float32 with autocast off.
+        """``fn(student, teacher)`` in float32 (or the features' own wider type) with autocast off.
 
         Under ``train.bf16`` the tapped features come out of autocast's convolutions and
         matmuls in bfloat16; the adapters and the feature losses (MSCN variances, moment
         ratios, block statistics) are computed in float32 from them, as mixed precision keeps
         losses in full precision. Without autocast the features are float32 already and this is
         a plain call."""
-        s = [f.float() for f in student]
-        t = [f.float() for f in teacher]
+        s = [_full_precision(f) for f in student]
+        t = [_full_precision(f) for f in teacher]
         if not torch.is_autocast_enabled(s[0].device.type):
             return fn(s, t)
         with torch.autocast(s[0].device.type, enabled=False):
