@@ -14,11 +14,16 @@ from pathlib import Path
 
 import torch
 
+from slkd.engine.allocator import allocator_status, tune_allocator
+
+# what `slkd` does at start-up (every benchmark measures the library as users run it)
+tune_allocator()
 
 def machine(**extra) -> dict:
     """CPU count, platform, torch and Python versions (plus ``extra`` keys)."""
     return {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "torch": torch.__version__, "python": platform.python_version(), **extra}
+            "torch": torch.__version__, "python": platform.python_version(),
+            "allocator": allocator_status(), **extra}
 
 
 def write_report(path: str | Path, report: dict) -> Path:

@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmarks.common import machine
 from slkd.models import build_model, compare_latency
 from slkd.models.export import export_onnx
 
@@ -150,9 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         "onnxruntime_options": {"intra_op_num_threads": args.threads, "inter_op_num_threads": 1,
                                 "execution_mode": "sequential", "allow_spinning": False,
                                 "graph_optimization_level": "default (all)"},
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-                    "onnx": onnx.__version__, "python": platform.python_version(),
+        "machine": {**machine(), "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
                     "loadavg_before": [round(v, 2) for v in load_before],
                     "loadavg_after": [round(v, 2) for v in os.getloadavg()]},
         "exports": exports,

@@ -7,6 +7,7 @@ import sys
 
 from slkd import __version__
 from slkd.cli import demo, distill, evaluate, export, profile, restore, train
+from slkd.engine.allocator import tune_allocator
 from slkd.errors import SlkdError
 from slkd.models import get_preset, list_models
 
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_allocator()  # before the first tensor: freed activations stay in the heap for reuse
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -27,6 +27,7 @@ import torch
 import yaml
 
 import slkd
+from slkd.engine.allocator import allocator_status
 from slkd.fileio import atomic_write_bytes
 
 
@@ -54,6 +55,7 @@ def environment(world_size: int) -> dict[str, Any]:
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "cpu_threads": torch.get_num_threads(),
+        "allocator": allocator_status(),
         "world_size": world_size,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
