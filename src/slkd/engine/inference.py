@@ -335,8 +335,9 @@ def restore(
 #: ``benchmarks/memory_model.py`` (``benchmarks/results/memory_model.json``): untiled
 #: ``slkd restore`` of res-sl-tiny, restormer-tiny, res-sl and restormer at 9 image sizes from
 #: 256×256 to 2000×1500, the largest of three runs each (the peak RSS of one case varied by up
-#: to 144 MiB between runs); with these values the estimate was 1.06–1.36× the measured growth
-#: of the peak RSS in every case and every run, never below. CUDA has not been calibrated: its values only allow
+#: to 207 MiB between runs); with these values the estimate was 1.03–1.15× the measured growth
+#: of the peak RSS in every case and every run (glibc's allocator tuned as ``slkd`` does), never
+#: below. CUDA has not been calibrated: its values only allow
 #: for cuDNN workspaces and are a guess.
 ACTIVATION_OVERHEAD = {"cpu": 1.5, "cuda": 1.25}
 #: Fixed bytes a restoration adds whatever the image size (kernel caches, allocator arenas).
