@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import run_measured_child
+from benchmarks.common import allocator_status, run_measured_child
 from slkd.distill import build_distiller
 from slkd.engine.config import DistillConfig
 from slkd.models import build_model
@@ -227,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     result = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "threads": torch.get_num_threads(), "torch": torch.__version__},
+                    "threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "allocator": allocator_status()},
         "pair": list(pair), "batch": args.batch, "patch": args.patch, "runs": args.runs,
     }
     if "step" in args.parts:

@@ -51,9 +51,9 @@ class SLKDDistiller(Distiller):
         piqe_temperature: see :class:`slkd.engine.config.DistillConfig`.
         compile_losses: run the feature terms (SCMs, extractors, L_NC, L_ET) through
             ``torch.compile`` (Inductor, one graph per input shape); student and teachers stay
-            eager. The same numbers to float rounding; the step 1.26× faster on CPU at the tiny
-            pair, 1.15× at the paper's pair (BENCHMARKS.md §8); the first step pays the
-            compilation (~100 s on 2 cores).
+            eager. The same numbers to float rounding; with the allocator tuned as ``slkd``
+            tunes it, the step is 1.13× faster on CPU at the tiny pair and 1.03× at the paper's
+            pair (BENCHMARKS.md §8); the first step pays the compilation (50–100 s on 2 cores).
     """
 
     method = "slkd"
