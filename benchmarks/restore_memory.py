@@ -31,6 +31,7 @@ from slkd.models import build_model, save_weights
 DEFAULT_CASES = (
     "res-sl-tiny:512", "res-sl-tiny:256", "res-sl:256",
     "res-sl-tiny:none@750x1000", "res-sl-tiny:none@1500x2000",
+    "res-sl-tiny:256@750x1000", "res-sl-tiny:256@1500x2000",
 )
 
 
