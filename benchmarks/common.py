@@ -19,6 +19,7 @@ from slkd.engine.allocator import allocator_status, tune_allocator
 # what `slkd` does at start-up (every benchmark measures the library as users run it)
 tune_allocator()
 
+
 def machine(**extra) -> dict:
     """CPU count, platform, torch and Python versions (plus ``extra`` keys)."""
     return {"cpu_count": os.cpu_count(), "platform": platform.platform(),

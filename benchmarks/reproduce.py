@@ -796,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", help="where JSON and plots go (default benchmarks/results for the default "
                    "study, else <out>/results)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds of the denoise study (default 0 1 2)")
-    p.add_argument("--ablation-seeds", type=int, nargs="+", help="seeds of the ablations (default 0 1)")
+    p.add_argument("--ablation-seeds", type=int, nargs="+", help="seeds of the ablations and of the precision study (default 0 1)")
     p.add_argument("--student-iters", type=int, help="iterations of every student run (default 400; use "
                    "another --out for a longer study)")
     p.add_argument("--methods", nargs="+", choices=DENOISE_METHODS, metavar="METHOD",

@@ -304,7 +304,7 @@ class TrainConfig:
     #: EMA decay of the weights (e.g. 0.999); null = no EMA
     ema: float | None = None
     #: bf16 autocast of the networks' forward passes (adapters and feature losses stay float32).
-    #: Measured on CPU with AVX512-BF16 (BENCHMARKS.md §8, §9.6): step 1.3-1.4x faster, PSNR
+    #: Measured on CPU with AVX512-BF16 (BENCHMARKS.md §8, §9.6): step 1.16-1.24x faster, PSNR
     #: within 0.02 dB of float32 on 2 seeds. Off by default: without native bf16 (older CPUs,
     #: pre-Ampere GPUs) it is emulated and slower, and results then depend on the machine.
     bf16: bool = False
