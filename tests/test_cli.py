@@ -216,6 +216,24 @@ def test_restore_tiled(cli, tmp_path, tiny_weights):
     np.testing.assert_array_equal(got, expected)
 
 
+def test_restore_channels_last_gives_the_same_image(cli, tmp_path, tiny_weights):
+    """--channels-last lays the weights out NHWC (BENCHMARKS.md §8: faster on CPU); the restored
+    image is the library's NCHW result to float rounding (at most one 8-bit level here)."""
+    from slkd.cli.common import load_model
+
+    model = load_model("res-sl-tiny", tiny_weights, torch.device("cpu"), channels_last=True)
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    src = write_image(tmp_path / "cl.png", _rand(3, 40, 56, seed=9))
+    dest = tmp_path / "cl_out.png"
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU, "--channels-last",
+            "--tile", 32, "--overlap", 8, src, dest)
+    assert r.code == 0, r.err
+    expected = _levels(restore(_model(tiny_weights), read_image(src).tensor[None], tile=32, overlap=8)[0])
+    diff = np.abs(_read_rgb_levels(dest).astype(int) - expected.astype(int))
+    assert diff.max() <= 1 and diff.mean() < 0.01
+
+
 @pytest.mark.parametrize("tile, overlap", [(20, 4), (16, 16), (0, 0)])
 def test_restore_bad_tile_is_a_user_error(cli, tmp_path, tiny_weights, tile, overlap):
     src = write_image(tmp_path / "a.png", _rand(3, 40, 40, seed=9))
@@ -358,6 +376,12 @@ def test_eval_denoise_clean_only_with_model(cli, tmp_path, tiny_weights):
         out = restore(model, add_test_noise(clean, 25.0, seed=0)[None])[0]
         assert row["psnr"] == pytest.approx(float(psnr(out, clean)), abs=1e-9)
         assert row["ssim"] == pytest.approx(float(ssim(out, clean)), abs=1e-9)
+    # channels-last: the same scores to float rounding
+    r = cli("eval", "--model", "res-sl-tiny", "--weights", tiny_weights, "--data", root,
+            "--task", "denoise", "--sigma", 25, "--json", "--channels-last", *CPU)
+    assert r.code == 0, r.err
+    for row, cl in zip(result["images"], json.loads(r.out)["images"]):
+        assert cl["psnr"] == pytest.approx(row["psnr"], abs=1e-3)
 
 
 def test_eval_denoise_input_uses_seeded_noise(cli, tmp_path):

@@ -173,7 +173,8 @@ def evaluate(args) -> dict:
         )
     items = folder.items[: args.limit] if args.limit else folder.items
     device = resolve_device(args.device)
-    model = None if args.model == INPUT_MODEL else load_model(args.model, args.weights, device)
+    model = (None if args.model == INPUT_MODEL
+             else load_model(args.model, args.weights, device, channels_last=args.channels_last))
     scores = (_no_reference if no_reference else _full_reference)(args, folder, items, model, device)
     return {
         "model": args.model,

@@ -108,7 +108,7 @@ def run(args) -> int:
     check_tiling(args)
     plan = _plan(Path(args.input), Path(args.output))
     device = resolve_device(args.device)
-    model = load_model(args.model, args.weights, device)
+    model = load_model(args.model, args.weights, device, channels_last=args.channels_last)
     failed = []
     for i, (src, dest) in enumerate(plan, 1):
         start = time.perf_counter()
