@@ -147,7 +147,7 @@ def test_slkd_under_two_cpu_ranks_matches_one_process(setup, capsys):
     assert diff < 0.2
     env_two = json.loads((setup / "two" / "ddp" / "environment.json").read_text())
     assert env_two["world_size"] == 2
-    # every torchrun rank runs `slkd`, which tunes glibc's allocator before the first tensor
+    # a torchrun run goes through `slkd`'s main(), which tunes glibc's allocator first
     assert env_two["allocator"].startswith("glibc ") or "glibc" not in platform.libc_ver()[0]
     ckpt = torch.load(setup / "two" / "ddp" / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 3 and ckpt["world_size"] == 2
