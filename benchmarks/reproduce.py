@@ -524,9 +524,8 @@ def build_plan(studies: list[str], plan: Plan) -> None:
     if "precision" in studies:
         for seed in plan.ablation_seeds:
             for bf16, fp32 in PRECISION.items():
-                for name in (fp32, bf16):
-                    job = plan.jobs.get(f"{den.key}/{name}_s{seed}") or _task_student(plan, den, name, seed)
-                    plan.evaluate_run(den, job, STUDENT, tests=den.tests[:1])
+                for name in (fp32, bf16):  # a run the denoise study already planned is reused
+                    plan.evaluate_run(den, _task_student(plan, den, name, seed), STUDENT, tests=den.tests[:1])
     if "ablations" in studies:
         _ablations(plan, plan.ablation_seeds[1:])
 

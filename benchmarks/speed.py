@@ -22,8 +22,8 @@ machine noise falls on all variants alike; report ratios, not absolute times.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
-import os
 import platform
 import statistics
 import time
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import allocator_status, run_measured_child
+from benchmarks.common import machine, run_measured_child
 from slkd.distill import build_distiller
 from slkd.engine.config import DistillConfig
 from slkd.models import build_model
@@ -156,9 +156,7 @@ def inference(pair, sizes, runs: int, channels_last: bool = False) -> dict:
     models = {pair[0]: teacher, pair[1]: student}
     if channels_last:
         for name, model in list(models.items()):
-            cl = build_model(name).eval().to(memory_format=torch.channels_last)
-            cl.load_state_dict(model.state_dict())
-            models[f"{name} (channels_last)"] = cl
+            models[f"{name} (channels_last)"] = copy.deepcopy(model).to(memory_format=torch.channels_last)
     rows = {}
     for size in sizes:
         shape = (1, 3, size, size)
@@ -226,9 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         args.batch, args.patch, args.runs, args.sizes = 2, 32, 2, [64]
     t0 = time.perf_counter()
     result = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "allocator": allocator_status()},
+        "machine": machine(cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads()),
         "pair": list(pair), "batch": args.batch, "patch": args.patch, "runs": args.runs,
     }
     if "step" in args.parts:
