@@ -154,3 +154,75 @@ def test_files_named_in_a_config_are_reported_with_their_key(tmp_path):
     spec = TeacherConfig(name="restormer-huge", weights=str(tmp_path / "other.pth"))
     with pytest.raises(ConfigError, match="^teachers.a.name: unknown model 'restormer-huge'"):
         build_teacher(spec, "teachers.a")
+
+
+# --------------------------------------------------------------------------------------------
+# issue 17: names that leave output_dir, non-finite numbers, exponent floats, binary configs
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["/some/other/dir", "../escape", "a/../../b", "..", ".", "a/b",
+                                  "a\\b", "", "~"])
+def test_run_name_cannot_leave_output_dir(name):
+    """A run writes only into output_dir/name: an absolute name, '..' or a separator would
+    replace files of another folder (issue 17, item 2)."""
+    data = minimal()
+    data["name"] = name
+    with pytest.raises(ConfigError, match="^name: "):
+        from_dict(TrainRunConfig, data)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.optimizer.lr=.inf", "train.optimizer.lr"),
+    ("train.optimizer.lr=.nan", "train.optimizer.lr"),
+    ("train.optimizer.lr=-.inf", "train.optimizer.lr"),
+    ("train.optimizer.betas=[0.9, .nan]", r"train.optimizer.betas\[1\]"),
+    ("train.grad_clip=.inf", "train.grad_clip"),
+    ("train.scheduler.min_lr=.nan", "train.scheduler.min_lr"),
+    ("data.train.degradation.params.sigma=.nan", "data.train.degradation.params.sigma"),
+    ("model.options.scale=.inf", "model.options.scale"),
+])
+def test_non_finite_numbers_are_refused_with_their_key(override, key):
+    """NaN and infinity are never a valid setting; before, lr=.inf trained all-NaN weights and
+    lr=.nan ended in a traceback (issue 17, items 6 and 9)."""
+    with pytest.raises(ConfigError, match=f"^{key}: expected a finite number"):
+        from_dict(TrainRunConfig, apply_overrides(minimal(), [override]))
+
+
+def test_non_finite_distill_weights_are_refused():
+    data = minimal(role="distill")
+    data["teachers"] = {"a": {"name": "restormer-tiny", "weights": "a.pth"}}
+    data["distill"] = {"method": "slkd", "irl": False, "loss_weights": {"kl": float("nan")}}
+    with pytest.raises(ConfigError, match=r"^distill.loss_weights.kl: expected a finite number"):
+        from_dict(TrainRunConfig, data)
+
+
+@pytest.mark.parametrize("text, value", [("1e-4", 1e-4), ("1E-4", 1e-4), ("2e3", 2000.0), ("1E+3", 1000.0),
+                                         (".5e3", 500.0), ("-3e-2", -0.03), ("+1.5e-3", 1.5e-3),
+                                         ("5.0e-4", 5e-4)])
+def test_exponent_floats_are_numbers_in_files_and_overrides(tmp_path, text, value):
+    """``lr: 1e-4`` is how everyone writes a learning rate; YAML 1.1 read it as a string
+    (issue 17, item 7). The file and the command line go through the same loader."""
+    data = minimal()
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data) + f"seed: 0\n")
+    text_cfg = path.read_text().replace("iters: 10", f"iters: 10\n  optimizer:\n    weight_decay: {text.lstrip('-')}")
+    path.write_text(text_cfg)
+    assert load_config(path).train.optimizer.weight_decay == pytest.approx(abs(value))
+    assert apply_overrides({}, [f"x={text}"]) == {"x": pytest.approx(value)}
+    if value > 0:
+        cfg = load_config(path, [f"train.optimizer.lr={text}", "train.scheduler.min_lr=0"])
+        assert cfg.train.optimizer.lr == pytest.approx(value)
+    # what is not a number stays a string, and integers stay integers
+    assert apply_overrides({}, ["a=1e", "b=e5", "c=1_000", "d=12", "e=1.5"]) == \
+        {"a": "1e", "b": "e5", "c": 1000, "d": 12, "e": 1.5}
+
+
+def test_binary_or_undecodable_config_is_a_config_error(tmp_path):
+    path = tmp_path / "weights.yaml"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ConfigError, match="weights.yaml.*not a text"):
+        load_config(path)
+    path.write_bytes(b"name: t\x00\x01\n")
+    with pytest.raises(ConfigError, match="weights.yaml"):
+        load_config(path)

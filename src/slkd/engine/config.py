@@ -1,15 +1,22 @@
 """Typed YAML configuration: validated at start-up, with dotted command-line overrides.
 
-A config file is plain data (``yaml.safe_load``: no tags, no code). It is checked against
+A config file is plain data (a safe YAML loader: no tags, no code). It is checked against
 dataclasses before any work starts, so that a typo, a wrong type or a missing file is reported
 with the key's full path (``train.optimizer.lr: expected a number, got 'fast'``) instead of
 failing hours later. Overrides such as ``train.iters=500`` or ``model.options.dim=16`` are
 parsed as YAML scalars and applied before validation.
+
+Files and overrides are read by one loader, :class:`ConfigLoader`: PyYAML's safe loader with
+YAML 1.2's floats, so that ``lr: 1e-4`` is a number (YAML 1.1 wants ``1.0e-4`` and reads
+``1e-4`` as a string). Every number must be finite: ``.nan`` and ``.inf`` are refused with
+their key, also inside free-form mappings such as ``model.options``.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
@@ -23,6 +30,59 @@ from slkd.errors import SlkdError
 
 class ConfigError(SlkdError):
     """A configuration file or override is invalid; the message names the key."""
+
+
+# --------------------------------------------------------------------------------------------
+# Reading YAML
+# --------------------------------------------------------------------------------------------
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+#: YAML 1.2 floats (an exponent needs no dot and no sign: 1e-4, 2E3, .5e3), plus YAML 1.1's
+#: sexagesimal form, infinities and NaN, which the safe loader's constructor understands
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (plain data only: tags that build objects are refused) whose floats
+    follow YAML 1.2, so ``1e-4`` is the number 0.0001 and not the string ``'1e-4'``."""
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _FLOAT_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigLoader.add_implicit_resolver(_FLOAT_TAG, _FLOAT, list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """Plain data of one YAML document, read with :class:`ConfigLoader`."""
+    loader = ConfigLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _one_line(exc: Exception) -> str:
+    """A parser's multi-line message as one line (the command line prints errors as one)."""
+    return " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+
+
+def _check_finite(value: Any, path: str) -> None:
+    """Refuse NaN and infinities anywhere in free-form data (``model.options``, ``params``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, _join(path, k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{path}[{i}]")
 
 
 # --------------------------------------------------------------------------------------------
@@ -48,6 +108,7 @@ def _type_name(tp: Any) -> str:
 def _convert(value: Any, tp: Any, path: str) -> Any:
     origin = get_origin(tp)
     if tp is Any:
+        _check_finite(value, path)
         return value
     if origin in (Union, types.UnionType):
         options = get_args(tp)
@@ -91,6 +152,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -149,9 +212,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key.path=value")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = parse_yaml(raw) if raw != "" else ""
         except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: cannot parse value ({exc})") from None
+            raise ConfigError(f"override {item!r}: cannot parse value ({_one_line(exc)})") from None
         node: Any = data
         parts = key.split(".")
         for i, part in enumerate(parts):
@@ -181,9 +244,15 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text (UTF-8 YAML) file; is it a config?") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{path} is not valid YAML: {_one_line(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -428,6 +497,14 @@ class TrainRunConfig:
     distill: DistillConfig | None = None
 
     def validate(self, path: str) -> None:
+        # the run folder is output_dir/name and a run writes nowhere else: a name that is a
+        # path could replace the files of another folder
+        name = self.name
+        if (not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("~")
+                or Path(name).is_absolute() or Path(name).name != name):
+            raise ConfigError(f"name: {name!r} is not a plain folder name; the run folder is "
+                              f"output_dir/name, so name must not be empty, '.', '..', absolute, "
+                              "start with '~' or contain '/' or '\\'")
         if self.role == "distill":
             if self.teachers is None or self.distill is None:
                 raise ConfigError("teachers: role 'distill' needs a teachers section (and distill)")
