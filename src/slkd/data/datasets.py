@@ -44,6 +44,7 @@ decoding, before the degradation.
 from __future__ import annotations
 
 import os
+import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -66,6 +67,7 @@ __all__ = [
     "PairedImageDataset",
     "collect_images",
     "exclude_stems",
+    "holdout_split",
     "probe_image",
     "to_channels",
 ]
@@ -309,10 +311,25 @@ def _names_list(items: Sequence[str], limit: int = 5) -> str:
     return ", ".join(items[:limit]) + (f" … ({len(items)} in all)" if len(items) > limit else "")
 
 
+def holdout_split(groups: Sequence[str], count: int, seed: int = 0) -> set[str]:
+    """The ``count`` groups (file stems; for pairs, the clean image's stem) held out for
+    validation: a seeded sample of the sorted distinct groups, so the split is a function of the
+    file names and the seed alone — the same on every machine, whatever the listing order, and
+    the same for a degraded set and its clean images. Pairs that share a clean image (SOTS
+    ``1400_1`` … ``1400_10``) always fall on the same side."""
+    distinct = sorted(set(groups))
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 < count < len(distinct):
+        raise DatasetError(f"holdout.count: must be between 1 and {len(distinct) - 1} "
+                           f"(there are {len(distinct)} distinct images), got {count!r}")
+    return set(random.Random(int(seed)).sample(distinct, count))
+
+
 def _select(keys: list[tuple[str, ...]], names: Iterable[str] | None, exclude: Any,
-            limit: int | None, where: str) -> list[int]:
-    """Indices of the items kept by ``names`` / ``exclude`` / ``limit``. ``keys[i]`` holds the
-    stems by which item i may be named."""
+            limit: int | None, where: str, holdout: tuple[int, int, str] | None = None) -> list[int]:
+    """Indices of the items kept by ``names`` / ``exclude`` / ``holdout`` / ``limit``.
+    ``keys[i]`` holds the stems by which item i may be named, its clean image's stem last.
+    ``holdout = (count, seed, take)`` carves a validation split out of what names/exclude kept
+    (:func:`holdout_split`): ``take="held"`` keeps the held-out items, ``"rest"`` the others."""
     keep = list(range(len(keys)))
     if names is not None:
         if isinstance(names, (str, os.PathLike)):
@@ -327,6 +344,12 @@ def _select(keys: list[tuple[str, ...]], names: Iterable[str] | None, exclude: A
     drop = exclude_stems(exclude)
     if drop:
         keep = [i for i in keep if not drop.intersection(keys[i])]
+    if holdout is not None:
+        count, seed, take = holdout
+        if take not in ("held", "rest"):
+            raise DatasetError(f"holdout.take: 'held' or 'rest', got {take!r}")
+        held = holdout_split([keys[i][-1] for i in keep], count, seed)
+        keep = [i for i in keep if (keys[i][-1] in held) == (take == "held")]
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise DatasetError(f"limit: must be a positive integer, got {limit!r}")
@@ -485,8 +508,10 @@ class PairedImageDataset(_RestorationDataset):
         exclude: stems (list), or a folder whose image stems, are left out.
         cache: "auto", "memory" or "none" (see the module doc).
         channels: 1 or 3.
-        limit: keep only the first N pairs (after names/exclude).
+        limit: keep only the first N pairs (after names/exclude/holdout).
         cache_limit: byte threshold of ``cache="auto"``.
+        holdout: ``(count, seed, take)``: a validation split carved out by :func:`holdout_split`
+            over the clean images' stems; ``take`` "held" keeps it, "rest" keeps the others.
 
     Each item is named after its degraded file's stem. A clean file may serve several degraded
     ones (SOTS ``1400_1`` … ``1400_10`` → ``1400``); it is decoded once.
@@ -509,6 +534,7 @@ class PairedImageDataset(_RestorationDataset):
         channels: int = 3,
         limit: int | None = None,
         cache_limit: int = DEFAULT_CACHE_LIMIT,
+        holdout: tuple[int, int, str] | None = None,
     ) -> None:
         _check_options(patch_size, channels, cache)
         super().__init__(patch_size, augment, channels)
@@ -539,7 +565,7 @@ class PairedImageDataset(_RestorationDataset):
             raise DatasetError(f"{self.degraded_dir} ↔ {self.clean_dir}: {exc}") from None
 
         keys = [(d.stem, c.stem) for d, c in pairs]
-        keep = _select(keys, names, exclude, limit, str(root))
+        keep = _select(keys, names, exclude, limit, str(root), holdout)
         pairs = [pairs[i] for i in keep]
 
         files = sorted({p for pair in pairs for p in pair})
@@ -590,7 +616,7 @@ class DegradedImageDataset(_RestorationDataset):
             (built with its default parameters). It may define ``margin`` (context pixels it
             needs around a patch) and ``evaluate(clean, seed, index)`` (its validation form);
             plain callables are evaluated with a generator seeded from (``eval_seed``, index).
-        patch_size, augment, names, exclude, cache, channels, limit, cache_limit: as for
+        patch_size, augment, names, exclude, cache, channels, limit, cache_limit, holdout: as for
             :class:`PairedImageDataset` (names/exclude match the file stem).
         recursive: also take the images of all sub-folders (BSDS500's ``train/``, ``val/``,
             ``test/``).
@@ -617,6 +643,7 @@ class DegradedImageDataset(_RestorationDataset):
         channels: int = 3,
         limit: int | None = None,
         cache_limit: int = DEFAULT_CACHE_LIMIT,
+        holdout: tuple[int, int, str] | None = None,
     ) -> None:
         _check_options(patch_size, channels, cache)
         super().__init__(patch_size, augment, channels)
@@ -635,7 +662,7 @@ class DegradedImageDataset(_RestorationDataset):
             raise DatasetError(
                 f"no images in {where}" + ("" if recursive else " (recursive=True to include sub-folders)")
             )
-        keep = _select([(p.stem,) for p in files], names, exclude, limit, where)
+        keep = _select([(p.stem,) for p in files], names, exclude, limit, where, holdout)
         files = [files[i] for i in keep]
 
         self.image_cache = ImageCache(files, cache, cache_limit)

@@ -99,7 +99,8 @@ def build_dataset(spec: DatasetConfig, root: Path, *, train: bool, where: str):
         if not exclude.is_dir():
             raise ConfigError(f"{where}.exclude: folder not found: {exclude}")
     common = dict(patch_size=spec.patch_size, augment=spec.augment and train, names=spec.names,
-                  exclude=exclude, channels=spec.channels, cache=spec.cache, limit=spec.limit)
+                  exclude=exclude, channels=spec.channels, cache=spec.cache, limit=spec.limit,
+                  holdout=None if spec.holdout is None else (spec.holdout.count, spec.holdout.seed, spec.holdout.take))
     try:
         if spec.type == "paired":
             return PairedImageDataset(folders[0], **common)

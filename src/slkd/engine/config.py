@@ -281,6 +281,22 @@ class DegradationConfig:
 
 
 @dataclass
+class HoldoutConfig:
+    """A validation split carved out of a training folder: ``count`` images (for pairs, clean
+    images) drawn by ``seed`` from the sorted file stems that ``names``/``exclude`` kept. The
+    training set takes ``take: rest`` and the validation set the same block with ``take: held``,
+    so the two never overlap (slkd.data.datasets.holdout_split)."""
+
+    count: int
+    take: Literal["held", "rest"]
+    seed: int = 0
+
+    def validate(self, path: str) -> None:
+        if self.count < 1:
+            raise ConfigError(f"{_join(path, 'count')}: must be >= 1")
+
+
+@dataclass
 class DatasetConfig:
     #: "degraded": clean images degraded on the fly; "paired": degraded/clean folders
     type: Literal["degraded", "paired"]
@@ -299,6 +315,8 @@ class DatasetConfig:
     cache: Literal["auto", "memory", "none"] = "auto"
     #: first N images only (validation sets)
     limit: int | None = None
+    #: a validation split carved out of the folder (see HoldoutConfig)
+    holdout: HoldoutConfig | None = None
 
     def validate(self, path: str) -> None:
         if not self.roots:
@@ -536,6 +554,7 @@ __all__ = [
     "DegradationConfig",
     "DistillConfig",
     "EvalConfig",
+    "HoldoutConfig",
     "ModelConfig",
     "OptimizerConfig",
     "SchedulerConfig",
