@@ -38,32 +38,34 @@ from slkd.models import build_model
 from slkd.models.complexity import compare_latency, count_macs
 
 METHODS = ("scratch", "output_kd", "fitnet", "at", "fakd", "slkd")
+CPU = torch.device("cpu")
 
 
-def _models(pair: tuple[str, str], seed: int = 0):
+def _models(pair: tuple[str, str], seed: int = 0, device: torch.device = CPU):
     torch.manual_seed(seed)
-    teacher_a = build_model(pair[0]).eval()
-    teacher_b = build_model(pair[0], global_residual=False).eval()
+    teacher_a = build_model(pair[0]).eval().to(device)
+    teacher_b = build_model(pair[0], global_residual=False).eval().to(device)
     return teacher_a, teacher_b
 
 
-def _distiller(method: str, pair, teacher_a, teacher_b, **options):
+def _distiller(method: str, pair, teacher_a, teacher_b, device: torch.device = CPU, **options):
     torch.manual_seed(1)
     student = build_model(pair[1])
     d = build_distiller(DistillConfig(method=method, **options), student, teacher_a, teacher_b)
-    return d.train()
+    return d.to(device).train()
 
 
-def compiled_check(pair, teacher_a, teacher_b, data, eager) -> tuple[dict, "torch.nn.Module"]:
+def compiled_check(pair, teacher_a, teacher_b, data, eager, device: torch.device = CPU) -> tuple[dict, "torch.nn.Module"]:
     """SLKD with ``compile_losses``: compilation seconds (first step) and how far its terms and
     gradients are from those of ``eager`` (the eager SLKD distiller, same initial weights) on
     the same batch; returns them and the compiled distiller."""
     grads, terms = {}, {}
     for flag in (False, True):
-        d = _distiller("slkd", pair, teacher_a, teacher_b, compile_losses=True) if flag else eager
+        d = _distiller("slkd", pair, teacher_a, teacher_b, device, compile_losses=True) if flag else eager
         start = time.perf_counter()
         loss, terms[flag] = d(data)
         loss.backward()
+        _sync(device)
         seconds = time.perf_counter() - start
         grads[flag] = torch.cat([p.grad.flatten() for p in d.parameters() if p.grad is not None])
         d.zero_grad(set_to_none=True)
@@ -72,39 +74,48 @@ def compiled_check(pair, teacher_a, teacher_b, data, eager) -> tuple[dict, "torc
             "grad_rel_diff": float((grads[True] - grads[False]).norm() / grads[False].norm())}, d
 
 
-def _batch(batch: int, patch: int) -> dict[str, torch.Tensor]:
+def _batch(batch: int, patch: int, device: torch.device = CPU) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     gt = torch.rand(batch, 3, patch, patch, generator=g)
-    return {"lq": gt + 0.1 * torch.randn(gt.shape, generator=g), "gt": gt}
+    return {"lq": (gt + 0.1 * torch.randn(gt.shape, generator=g)).to(device), "gt": gt.to(device)}
 
 
-def _timed(fn) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device: torch.device = CPU) -> float:
+    """Wall-clock seconds of ``fn()``; on a GPU the queued kernels are waited for on both sides."""
+    _sync(device)
     start = time.perf_counter()
     fn()
+    _sync(device)
     return time.perf_counter() - start
 
 
 def step_times(pair, batch: int, patch: int, runs: int, methods=METHODS, compile_losses: bool = False,
-               bf16: bool = False) -> dict:
+               bf16: bool = False, device: torch.device = CPU) -> dict:
     """Median seconds per step of every method and of the floor's parts, interleaved; with
     ``compile_losses`` also SLKD with its feature terms compiled (``step_slkd_compiled``), with
     ``bf16`` every method under bf16 autocast as ``train.bf16`` runs it (``step_<m>_bf16``)."""
-    teacher_a, teacher_b = _models(pair)
-    data = _batch(batch, patch)
+    teacher_a, teacher_b = _models(pair, device=device)
+    data = _batch(batch, patch, device)
+    fused = {"fused": True} if device.type == "cuda" else {}  # as the trainer builds AdamW
     fns = {}
-    distillers = {m: _distiller(m, pair, teacher_a, teacher_b) for m in methods}
+    distillers = {m: _distiller(m, pair, teacher_a, teacher_b, device) for m in methods}
     compiled = None
     if compile_losses:
         compiled, distillers["slkd_compiled"] = compiled_check(pair, teacher_a, teacher_b, data,
-                                                               distillers["slkd"])
+                                                               distillers["slkd"], device)
     variants = [(m, d, False) for m, d in distillers.items()]
     if bf16:
-        variants += [(f"{m}_bf16", _distiller(m, pair, teacher_a, teacher_b), True) for m in methods]
+        variants += [(f"{m}_bf16", _distiller(m, pair, teacher_a, teacher_b, device), True) for m in methods]
     for method, d, autocast in variants:
-        opt = torch.optim.AdamW(d.parameters(), lr=1e-4)
+        opt = torch.optim.AdamW(d.parameters(), lr=1e-4, **fused)
 
         def step(d=d, opt=opt, autocast=autocast):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 loss, _ = d(data)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -113,8 +124,8 @@ def step_times(pair, batch: int, patch: int, runs: int, methods=METHODS, compile
         fns[f"step_{method}"] = step
     # the floor's parts, each alone: the student's own step and each teacher's forward
     torch.manual_seed(1)
-    student = build_model(pair[1]).train()
-    sopt = torch.optim.AdamW(student.parameters(), lr=1e-4)
+    student = build_model(pair[1]).train().to(device)
+    sopt = torch.optim.AdamW(student.parameters(), lr=1e-4, **fused)
 
     def student_step():
         loss = (student(data["lq"]) - data["gt"]).abs().mean()
@@ -129,12 +140,12 @@ def step_times(pair, batch: int, patch: int, runs: int, methods=METHODS, compile
     fns["floor_student_step"] = student_step
     fns["floor_teacher_a_forward"] = lambda: forward(teacher_a, data["lq"])
     fns["floor_teacher_b_forward"] = lambda: forward(teacher_b, data["gt"])
-    for fn in fns.values():  # warm-up (allocator, oneDNN primitive caches)
+    for fn in fns.values():  # warm-up (allocator, oneDNN primitive caches, cuDNN autotuning)
         fn()
     times = {name: [] for name in fns}
     for _ in range(runs):
         for name, fn in fns.items():
-            times[name].append(_timed(fn))
+            times[name].append(_timed(fn, device))
     med = {name: statistics.median(t) for name, t in times.items()}
     floor = med["floor_student_step"] + med["floor_teacher_a_forward"] + med["floor_teacher_b_forward"]
     out = {"median_s": med, "floor_s": floor}
@@ -149,27 +160,34 @@ def step_times(pair, batch: int, patch: int, runs: int, methods=METHODS, compile
     return out
 
 
-def inference(pair, sizes, runs: int, channels_last: bool = False) -> dict:
+def inference(pair, sizes, runs: int, channels_last: bool = False, device: torch.device = CPU,
+              compiled: bool = False) -> dict:
     """Teacher vs student latency (interleaved medians) against the MACs ratio; with
-    ``channels_last`` both models are also timed in that memory format in the same rounds."""
-    teacher, student = (build_model(n).eval() for n in pair)
+    ``channels_last`` both models are also timed in that memory format in the same rounds, with
+    ``compiled`` also ``torch.compile``d (the compilation happens in the warm-up round)."""
+    teacher, student = (build_model(n).eval().to(device) for n in pair)
     models = {pair[0]: teacher, pair[1]: student}
+    variants = {}
     if channels_last:
-        for name, model in list(models.items()):
-            models[f"{name} (channels_last)"] = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        variants["channels_last"] = lambda m: copy.deepcopy(m).to(memory_format=torch.channels_last)
+    if compiled:
+        variants["compiled"] = torch.compile
+    for tag, make in variants.items():
+        for name in pair:
+            models[f"{name} ({tag})"] = make(models[name])
     rows = {}
     for size in sizes:
         shape = (1, 3, size, size)
         with torch.device("meta"):
             macs = {n: count_macs(build_model(n), shape, device="meta").total for n in pair}
-        t = compare_latency(models, shape, runs=runs, warmup=1)
+        t = compare_latency(models, shape, runs=runs, warmup=1, device=device)
         speedup = t[pair[0]].median_ms / t[pair[1]].median_ms
         macs_ratio = macs[pair[0]] / macs[pair[1]]
         rows[str(size)] = {"teacher_ms": t[pair[0]].median_ms, "student_ms": t[pair[1]].median_ms,
                            "speedup": speedup, "macs_ratio": macs_ratio,
                            "speedup_over_macs_ratio": speedup / macs_ratio}
-        if channels_last:
-            rows[str(size)]["channels_last_ms"] = {n: t[f"{n} (channels_last)"].median_ms for n in pair}
+        for tag in variants:
+            rows[str(size)][f"{tag}_ms"] = {n: t[f"{n} ({tag})"].median_ms for n in pair}
     return rows
 
 

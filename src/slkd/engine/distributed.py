@@ -20,6 +20,9 @@ class DistInfo:
     world_size: int
     local_rank: int
     device: torch.device
+    #: launched by torchrun: a process group exists even for one rank (so a 1-GPU machine
+    #: still runs DistributedDataParallel over NCCL, as a many-GPU one would)
+    launched: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -27,7 +30,7 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.launched or self.world_size > 1
 
 
 def init_distributed(device: str = "auto") -> DistInfo:
@@ -45,9 +48,10 @@ def init_distributed(device: str = "auto") -> DistInfo:
         dev = torch.device("cuda", local)
     else:
         dev = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
+    launched = "TORCHELASTIC_RUN_ID" in os.environ  # set by torchrun for every rank
+    if (world > 1 or launched) and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
+    return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev, launched=launched)
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
