@@ -128,7 +128,7 @@ class _Payload:
 def test_malicious_pickle_is_refused_without_side_effect(tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"params": tiny().state_dict(), "hook": _Payload(marker)}, tmp_path / "evil.pth")
-    with pytest.raises(CheckpointError, match="refusing to load .*evil.pth.*could run code"):
+    with pytest.raises(CheckpointError, match="refusing to load .*evil.pth.*would run code"):
         load_weights(tiny(), tmp_path / "evil.pth")
     assert not marker.exists()
 
@@ -157,3 +157,46 @@ def test_every_load_in_the_package_refuses_code():
             elif name in ("np.load", "numpy.load") and kwargs.get("allow_pickle") not in (None, "False"):
                 problems.append(f"{where}: np.load with allow_pickle")
     assert loads >= 1 and not problems, problems
+
+
+def test_refusal_of_code_says_plainly_that_nothing_was_loaded(tmp_path):
+    """The refusal must not quote torch's hint to retry with weights_only=False, the unsafe fix
+    (issue 17, item 8): it says the file would run code and was not loaded."""
+    marker = tmp_path / "pwned"
+    torch.save({"params": tiny().state_dict(), "hook": _Payload(marker)}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError) as info:
+        load_weights(tiny(), tmp_path / "evil.pth")
+    message = str(info.value)
+    assert "evil.pth" in message and "would run code" in message and "was not loaded" in message
+    assert "weights_only" not in message and "False" not in message and "torch.load" not in message
+    assert "\n" not in message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("name", ["w.pth", "w.safetensors"])
+def test_non_finite_weights_are_refused_naming_the_file_and_tensor(tmp_path, bad, name):
+    """NaN weights gave black images with exit code 0 (issue 17, item 6)."""
+    state = tiny().state_dict()
+    key = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 4)
+    state[key] = state[key].clone()
+    state[key].view(-1)[3] = bad
+    path = save_weights(state, tmp_path / name)
+    with pytest.raises(CheckpointError, match=rf"{name}.*{key}.*not finite"):
+        read_state_dict(path)
+    model = tiny(seed=7)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match="not finite"):
+        load_weights(model, path)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.uint8, torch.bool])
+def test_integer_weights_are_refused(tmp_path, dtype):
+    """An int32 copy of a float tensor was loaded (cast silently) (issue 17, item 10)."""
+    state = tiny().state_dict()
+    key = next(k for k, v in state.items() if v.is_floating_point() and v.ndim == 4)
+    state[key] = (state[key] * 100).to(dtype)
+    torch.save({"params": state}, tmp_path / "int.pth")
+    with pytest.raises(CheckpointError, match=rf"int.pth.*{key}.*{str(dtype).removeprefix('torch.')}.*floating"):
+        load_weights(tiny(), tmp_path / "int.pth")

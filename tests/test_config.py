@@ -145,7 +145,7 @@ def test_files_named_in_a_config_are_reported_with_their_key(tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"params": build_model("restormer-tiny").state_dict(), "x": _Payload(marker)}, tmp_path / "evil.pth")
     spec = TeacherConfig(name="restormer-tiny", weights=str(tmp_path / "evil.pth"))
-    with pytest.raises(ConfigError, match="^teachers.a.weights: refusing to load .*evil.pth.*could run code"):
+    with pytest.raises(ConfigError, match="^teachers.a.weights: refusing to load .*evil.pth.*would run code"):
         build_teacher(spec, "teachers.a")
     assert not marker.exists()
     spec = TeacherConfig(name="restormer-tiny", weights=str(tmp_path / "other.pth"), options={"dim": 8})

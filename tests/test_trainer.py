@@ -246,7 +246,7 @@ def test_resume_refuses_unsafe_or_foreign_checkpoints_without_side_effect(data_r
     marker = tmp_path / "pwned"
     torch.save({**good, "hook": _Payload(marker)}, run / CHECKPOINT)
     before = _snapshot(run)
-    with pytest.raises(SlkdError, match=r"cannot resume: refusing to load .*checkpoint.pt.*could run code"):
+    with pytest.raises(SlkdError, match=r"cannot resume: refusing to load .*checkpoint.pt.*would run code"):
         make_trainer(data_root, tmp_path, resume=True, **{"train.iters": 6})
     assert not marker.exists()
     assert _snapshot(run) == before  # no log line, no config rewritten, nothing deleted

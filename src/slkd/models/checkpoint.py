@@ -84,11 +84,14 @@ def _read_file(path: Path) -> Any:
             raise CheckpointError(
                 f"cannot read {path}: not a valid PyTorch weights file ({detail_text})"
             ) from None
+        # torch's own text goes on to suggest weights_only=False, which would run the code:
+        # only the name of the object the file asks for is passed on
+        named = re.search(r"Unsupported global: GLOBAL ([\w.]+)", detail_text)
+        what = f" ({named.group(1)})" if named else ""
         raise CheckpointError(
-            f"refusing to load {path}: it contains Python objects other than tensors and plain "
-            f"containers, which could run code when unpickled (loaded with weights_only=True). "
-            f"Only load such a file if you trust its source, and re-save its state dict. "
-            f"Detail: {detail_text.split('. Please use')[0]}"
+            f"refusing to load {path}: besides tensors it holds a pickled Python object{what} "
+            "that would run code when loaded, so the file was not loaded. A weights file needs "
+            "tensors only: ask for a plain state dict or a .safetensors file"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(
@@ -113,7 +116,21 @@ def extract_state_dict(obj: Any, path: Path | str = "<memory>") -> tuple[dict[st
             f"{path} is not a model state dict ({what}); expected a bare state dict or one "
             f"under {', '.join(repr(k) for k in STATE_DICT_KEYS)}"
         )
+    check_finite(state, path)
     return state, source
+
+
+def check_finite(state: Mapping[str, torch.Tensor], path: Path | str) -> None:
+    """Refuse weights holding NaN or infinities: they restore every image to NaN (black)."""
+    for key, value in state.items():
+        if value.is_floating_point() or value.is_complex():
+            bad = value.numel() - int(torch.isfinite(value).sum())
+            if bad:
+                raise CheckpointError(
+                    f"{path}: tensor {key} holds {bad} value(s) that are not finite (NaN or "
+                    "infinity); these weights would turn every image into NaN. Was the training "
+                    "diverging? Use an earlier checkpoint"
+                )
 
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
@@ -154,6 +171,14 @@ def check_compatible(model: nn.Module, state: Mapping[str, torch.Tensor], path: 
         raise CheckpointError(
             f"{path} does not fit this model: {len(mismatched)} tensor(s) have other shapes "
             f"(different width, channels or heads?): {_preview(mismatched, 3)}"
+        )
+    integer = [f"{k} is {str(v.dtype).removeprefix('torch.')}" for k, v in state.items()
+               if k in expected and expected[k].is_floating_point() and not v.is_floating_point()]
+    if integer:
+        raise CheckpointError(
+            f"{path} does not fit this model: {len(integer)} tensor(s) hold integers "
+            f"({_preview(integer, 3)}) where the model needs floating-point values (a quantised "
+            "or damaged file?)"
         )
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
