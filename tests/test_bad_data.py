@@ -178,3 +178,19 @@ def test_restore_writer_warnings_become_notes_naming_the_file(cli, tmp_path, tin
     assert r.code == 0, r.err
     assert "warning:" in r.err and "cannot store 16-bit samples" in r.err and "alpha dropped" in r.err
     assert "UserWarning" not in r.err
+
+
+@pytest.mark.parametrize("cache", ["memory", "none"])
+def test_dangling_links_and_gifs_among_training_images_are_named(tmp_path, cache):
+    """A link whose target was deleted used to vanish from the data set without a word, and a
+    GIF renamed .png trained on its first frame (issue 17, item 10)."""
+    folder = tmp_path / "train"
+    write_image(folder / "good.png", torch.rand(3, 24, 24))
+    (folder / "gone.png").symlink_to(tmp_path / "deleted.png")
+    frames = [Image.fromarray(np.full((24, 24, 3), 40 * i, np.uint8)) for i in range(2)]
+    frames[0].save(folder / "anim.png", format="GIF", save_all=True, append_images=frames[1:])
+    with pytest.raises(DatasetError) as info:
+        DegradedImageDataset(folder, GaussianNoise(25), patch_size=16, cache=cache)
+    message = str(info.value)
+    assert "2 unreadable" in message and "gone.png" in message and "deleted.png" in message
+    assert "anim.png" in message and "GIF" in message

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +71,9 @@ class LoadedImage:
 def _read_bytes(path: Path) -> bytes:
     """Read the whole file, turning every OS-level problem into an ImageReadError."""
     if not path.exists():
+        if path.is_symlink():
+            raise ImageReadError(f"cannot read image {path}: it is a link to {os.readlink(path)}, "
+                                 "which does not exist (a dangling link)")
         raise ImageReadError(f"cannot read image {path}: file does not exist")
     if path.is_dir():
         raise ImageReadError(f"cannot read image {path}: it is a directory, not a file")
@@ -85,6 +90,14 @@ def _read_bytes(path: Path) -> bytes:
 
 def _is_jpeg(data: bytes) -> bool:
     return data[:3] == b"\xff\xd8\xff"
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_png_grey_alpha(data: bytes) -> bool:
+    """A PNG whose IHDR says grey + alpha (colour type 4); OpenCV decodes those as BGRA."""
+    return data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) > 25 and data[25] == 4
 
 
 def _exif_orientation(data: bytes) -> int:
@@ -147,6 +160,11 @@ def read_image(path: str | os.PathLike[str], *, warn_alpha: bool = True) -> Load
     """
     path = Path(path)
     data = _read_bytes(path)
+    if data[:4] == b"GIF8":  # OpenCV would return the first frame of an animation only
+        raise ImageReadError(
+            f"cannot read image {path}: GIF is not supported (an animated GIF would lose every "
+            "frame but the first); convert it to PNG, one file per frame"
+        )
 
     try:
         arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
@@ -182,6 +200,8 @@ def read_image(path: str | os.PathLike[str], *, warn_alpha: bool = True) -> Load
         pixels = arr[:, :, None]
     elif arr.ndim == 3 and arr.shape[2] == 2:  # grey + alpha (OpenCV usually expands this)
         pixels, alpha = arr[:, :, :1], arr[:, :, 1]
+    elif arr.ndim == 3 and arr.shape[2] == 4 and _is_png_grey_alpha(data):
+        pixels, alpha = arr[:, :, :1], arr[:, :, 3]  # expanded to BGRA by OpenCV: B = G = R
     elif arr.ndim == 3 and arr.shape[2] == 3:
         pixels = arr[:, :, ::-1]  # BGR -> RGB
     elif arr.ndim == 3 and arr.shape[2] == 4:
@@ -260,9 +280,9 @@ def write_image(
     Values are clamped and rounded to 8 or 16 bits. 16-bit output and alpha are only possible
     for PNG and TIFF; for other formats the image is written as 8 bits (with a warning when 16
     was asked for) and alpha is dropped (with a warning). JPEG is written at quality 95. A grey
-    image with alpha is stored as RGBA because the encoders cannot write grey + alpha. Parent
-    folders are created and the write is atomic, so an interrupted run never leaves a
-    half-written image behind.
+    image with alpha is written as a grey + alpha PNG (OpenCV cannot encode two channels, so
+    this module does); as TIFF it is stored as RGBA, with a warning. Parent folders are created
+    and the write is atomic, so an interrupted run never leaves a half-written image behind.
 
     Raises:
         SlkdError: unknown extension, or the image cannot be encoded or written.
@@ -296,31 +316,56 @@ def write_image(
     arr = _to_hwc_array(tensor, bit_depth)
     if arr.shape[2] == 3:
         arr = arr[:, :, ::-1]  # RGB -> BGR
+    encoded: bytes | None = None
     if alpha is not None:
         a = _alpha_to_depth(alpha, bit_depth, arr.shape[:2])
-        if arr.shape[2] == 1:
-            arr = np.repeat(arr, 3, axis=2)
-        arr = np.concatenate([arr, a[:, :, None]], axis=2)
+        if arr.shape[2] == 1 and ext == ".png":
+            encoded = _encode_png_grey_alpha(arr[:, :, 0], a)
+        else:
+            if arr.shape[2] == 1:
+                warnings.warn(f"{path}: TIFF output of a grey image with alpha is written as RGBA",
+                              UserWarning, stacklevel=2)
+                arr = np.repeat(arr, 3, axis=2)
+            arr = np.concatenate([arr, a[:, :, None]], axis=2)
     elif arr.shape[2] == 1:
         arr = arr[:, :, 0]
     arr = np.ascontiguousarray(arr)
 
-    params: list[int] = []
-    if ext in _JPEG_EXTENSIONS:
-        params = [cv2.IMWRITE_JPEG_QUALITY, 95]
-    try:
-        ok, buf = cv2.imencode(ext, arr, params)
-    except cv2.error as exc:
-        raise SlkdError(f"cannot write image {path}: encoding failed ({str(exc).strip()})") from exc
-    if not ok:
-        raise SlkdError(f"cannot write image {path}: the {ext} encoder refused the image")
+    if encoded is None:
+        params: list[int] = []
+        if ext in _JPEG_EXTENSIONS:
+            params = [cv2.IMWRITE_JPEG_QUALITY, 95]
+        try:
+            ok, buf = cv2.imencode(ext, arr, params)
+        except cv2.error as exc:
+            raise SlkdError(f"cannot write image {path}: encoding failed ({str(exc).strip()})") from exc
+        if not ok:
+            raise SlkdError(f"cannot write image {path}: the {ext} encoder refused the image")
+        encoded = buf.tobytes()
 
     try:
-        atomic_write_bytes(path, buf.tobytes())
+        atomic_write_bytes(path, encoded)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise SlkdError(f"cannot write image {path}: {reason}") from exc
     return path
+
+
+def _encode_png_grey_alpha(grey: np.ndarray, alpha: np.ndarray) -> bytes:
+    """A grey + alpha PNG (colour type 4, 8 or 16 bits, no filtering) of two H×W planes of one
+    dtype. OpenCV's encoders take 1, 3 or 4 channels only."""
+    depth = 16 if grey.dtype == np.uint16 else 8
+    h, w = grey.shape
+    samples = np.stack([grey, alpha.astype(grey.dtype)], axis=-1).astype(">u2" if depth == 16 else "u1")
+    rows = np.concatenate([np.zeros((h, 1), np.uint8),  # filter type 0 before each row
+                           samples.reshape(h, -1).view(np.uint8)], axis=1)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", w, h, depth, 4, 0, 0, 0)
+    return (_PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+            + chunk(b"IEND", b""))
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,7 +377,8 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     """Image files directly inside ``folder``, sorted by file name.
 
     Not recursive; hidden files (name starting with '.') are skipped, which also skips the
-    temporary files of an interrupted :func:`write_image`.
+    temporary files of an interrupted :func:`write_image`. A link whose target is gone is
+    listed, so that reading it names it instead of the folder losing an image without a word.
 
     Raises:
         DatasetError: ``folder`` does not exist or is not a directory.
@@ -344,6 +390,7 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     found = [
         p
         for p in folder.iterdir()
-        if not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        if not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+        and (p.is_file() or (p.is_symlink() and not p.exists()))
     ]
     return sorted(found, key=lambda p: p.name)
