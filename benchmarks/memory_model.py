@@ -46,7 +46,7 @@ DEFAULT_CASES = (
 def peak_rss(model: str, weights: Path, image: Path, out: Path, threads: int | None) -> tuple[float, float]:
     """(peak RSS in bytes, seconds) of one untiled ``slkd restore --force`` child."""
     args = ["restore", "--model", model, "--weights", str(weights), "--device", "cpu", "--force",
-            str(image), str(out)]
+            "--overwrite", str(image), str(out)]
     run = run_slkd_child(args, threads)
     if run.exit_code:
         raise RuntimeError(f"slkd {' '.join(args)} failed: {run.stderr[-2000:]}")

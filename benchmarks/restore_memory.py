@@ -51,7 +51,8 @@ def run_case(model: str, tile: str, image: Path, work: Path, threads: int | None
         torch.manual_seed(0)
         save_weights(build_model(model), weights)
     out = work / f"out-{model}-{tile}.png"
-    args = ["restore", "--model", model, "--weights", str(weights), "--device", "cpu", str(image), str(out)]
+    args = ["restore", "--model", model, "--weights", str(weights), "--device", "cpu", "--overwrite",
+            str(image), str(out)]
     if tile != "none":
         args += ["--tile", tile, "--overlap", "32"]
     run = run_slkd_child(args, threads)

@@ -140,9 +140,10 @@ def test_profile_unknown_model_lists_known(cli):
         assert name in r.err
 
 
-def test_profile_bad_threads_is_a_user_error(cli):
-    r = cli("profile", "--model", "res-sl-tiny", "--size", 32, 32, "--runs", 1, "--threads", 0)
-    assert r.code == 2 and "--threads" in r.err
+def test_profile_bad_threads_is_a_user_error(cli, capsys):
+    with pytest.raises(SystemExit) as exc:  # refused while parsing (number() in cli/common.py)
+        cli("profile", "--model", "res-sl-tiny", "--size", 32, 32, "--runs", 1, "--threads", 0)
+    assert exc.value.code == 2 and "argument --threads: must be >= 1" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,12 +236,16 @@ def test_restore_channels_last_gives_the_same_image(cli, tmp_path, tiny_weights)
 
 
 @pytest.mark.parametrize("tile, overlap", [(20, 4), (16, 16), (0, 0)])
-def test_restore_bad_tile_is_a_user_error(cli, tmp_path, tiny_weights, tile, overlap):
+def test_restore_bad_tile_is_a_user_error(cli, tmp_path, tiny_weights, capsys, tile, overlap):
     src = write_image(tmp_path / "a.png", _rand(3, 40, 40, seed=9))
-    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU,
-            "--tile", tile, "--overlap", overlap, src, tmp_path / "o.png")
-    assert r.code == 2
-    assert "--tile" in r.err or "--overlap" in r.err
+    try:
+        r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU,
+                "--tile", tile, "--overlap", overlap, src, tmp_path / "o.png")
+        code, err = r.code, r.err
+    except SystemExit as exc:  # a tile below 8 is refused while parsing
+        code, err = exc.code, capsys.readouterr().err
+    assert code == 2
+    assert "--tile" in err or "--overlap" in err
     assert not (tmp_path / "o.png").exists()
 
 
@@ -449,11 +454,235 @@ def test_eval_real_without_ground_truth_scores_inputs_and_outputs(cli, tmp_path,
 
 
 @pytest.mark.parametrize("limit", [0, -1])
-def test_eval_bad_limit(cli, derain_folder, limit):
-    r = cli("eval", "--model", "input", "--data", derain_folder, "--task", "derain", "--limit", limit, *CPU)
-    assert r.code == 2 and "--limit" in r.err
+def test_eval_bad_limit(cli, derain_folder, capsys, limit):
+    with pytest.raises(SystemExit) as exc:  # refused while parsing
+        cli("eval", "--model", "input", "--data", derain_folder, "--task", "derain", "--limit", limit, *CPU)
+    assert exc.value.code == 2 and "argument --limit: must be >= 1" in capsys.readouterr().err
 
 
 def test_eval_limit(cli, derain_folder):
     r = cli("eval", "--model", "input", "--data", derain_folder, "--task", "derain", "--limit", 2, "--json", *CPU)
     assert [row["name"] for row in json.loads(r.out)["images"]] == ["1", "2"]
+
+
+# --------------------------------------------------------------------------------------------
+# issue 17: numbers, devices, what eval and restore may write, odd inputs
+# --------------------------------------------------------------------------------------------
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _argparse_error(cli, capsys, *argv) -> str:
+    """The one ``error:`` line of a refused command line (argparse exits with 2)."""
+    with pytest.raises(SystemExit) as exc:
+        cli(*argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+EVAL = ("eval", "--model", "input", "--data", "nowhere", "--task", "denoise")
+RESTORE = ("restore", "--model", "res-sl-tiny", "--weights", "w.pth", "a.png", "b.png")
+DEMO = ("demo", "--quick")
+PROFILE = ("profile", "--model", "res-sl-tiny")
+
+
+@pytest.mark.parametrize("argv, option, fragment", [
+    (EVAL + ("--sigma", "nan"), "--sigma", "finite"),
+    (EVAL + ("--sigma", "inf"), "--sigma", "finite"),
+    (EVAL + ("--sigma", "-5"), "--sigma", ">= 0"),
+    (EVAL + ("--sigma", "300"), "--sigma", "<= 255"),
+    (EVAL + ("--sigma", "x"), "--sigma", "a number"),
+    (EVAL + ("--noise-seed", "-1"), "--noise-seed", ">= 0"),
+    (EVAL + ("--noise-seed", str(2**32)), "--noise-seed", "<= 4294967295"),
+    (EVAL + ("--noise-seed", "1.5"), "--noise-seed", "an integer"),
+    (EVAL + ("--crop-border", "-1"), "--crop-border", ">= 0"),
+    (EVAL + ("--limit", "0"), "--limit", ">= 1"),
+    (EVAL + ("--tile", "-8"), "--tile", ">= 8"),
+    (RESTORE + ("--tile", "0"), "--tile", ">= 8"),
+    (RESTORE + ("--overlap", "-1"), "--overlap", ">= 0"),
+    (DEMO + ("--iters-scale", "nan"), "--iters-scale", "finite"),
+    (DEMO + ("--iters-scale", "inf"), "--iters-scale", "finite"),
+    (DEMO + ("--iters-scale", "0"), "--iters-scale", "> 0"),
+    (DEMO + ("--eval-images", "0"), "--eval-images", ">= 1"),
+    (DEMO + ("--seed", "-1"), "--seed", ">= 0"),
+    (PROFILE + ("--runs", "0"), "--runs", ">= 1"),
+    (PROFILE + ("--warmup", "-1"), "--warmup", ">= 0"),
+    (PROFILE + ("--threads", "0"), "--threads", ">= 1"),
+    (PROFILE + ("--size", "0", "32"), "--size", ">= 8"),
+    (("export", "--model", "res-sl-tiny", "--onnx", "o.onnx", "--opset", "99"), "--opset", "<= 20"),
+])
+def test_numeric_options_refuse_non_finite_and_out_of_range_values(cli, capsys, monkeypatch, tmp_path,
+                                                                   argv, option, fragment):
+    """Every numeric option goes through one parser: finite, in range, or one clear line
+    (issue 17, items 6 and 9: --sigma nan printed NaN dB, --sigma -5 and --noise-seed -1 and
+    --iters-scale nan ended in tracebacks)."""
+    monkeypatch.chdir(tmp_path)  # a command that ran anyway would write here, not in the checkout
+    line = _argparse_error(cli, capsys, *argv)
+    assert f"argument {option}" in line and fragment in line, line
+
+
+@pytest.mark.parametrize("command", [RESTORE, EVAL, PROFILE, DEMO,
+                                     ("train", "--config", "c.yaml"), ("distill", "--config", "c.yaml")])
+@pytest.mark.parametrize("device", ["mps", "tpu", "cuda:x", "gpu"])
+def test_unknown_devices_are_refused_in_one_line(cli, capsys, monkeypatch, tmp_path, command, device):
+    """--device mps passed torch.device() and failed in the model's .to() with a traceback; under
+    `slkd train` it quietly ran on the CPU (issue 17, item 9)."""
+    monkeypatch.chdir(tmp_path)
+    line = _argparse_error(cli, capsys, *command, "--device", device)
+    assert "argument --device" in line and repr(device) in line and "cpu" in line
+
+
+def test_eval_save_never_writes_into_the_benchmark(cli, derain_folder, tmp_path):
+    """--save DIR used to overwrite the benchmark's own images when DIR was the data folder or
+    one of its sub-folders (issue 17, item 1)."""
+    before = _snapshot(derain_folder)
+    for save in (derain_folder, derain_folder / "target", derain_folder / "input",
+                 derain_folder / "input" / ".." / "target", derain_folder / "new"):
+        r = cli("eval", "--model", "input", "--data", derain_folder, "--task", "derain", "--save", save, *CPU)
+        assert r.code == 2, (save, r.err)
+        assert "--save" in r.err and "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1
+    assert _snapshot(derain_folder) == before
+    # through a link to the target folder too
+    link = tmp_path / "link"
+    link.symlink_to(derain_folder / "target")
+    r = cli("eval", "--model", "input", "--data", derain_folder, "--task", "derain", "--save", link, *CPU)
+    assert r.code == 2 and _snapshot(derain_folder) == before
+    # elsewhere: written; a second run refuses to overwrite without --overwrite
+    save = tmp_path / "saved"
+    assert cli("eval", "--model", "input", "--data", derain_folder, "--task", "derain", "--save", save, *CPU).code == 0
+    assert sorted(p.name for p in save.iterdir()) == ["1.png", "2.png", "3.png"]
+    (save / "1.png").write_bytes(b"mine")
+    r = cli("eval", "--model", "input", "--data", derain_folder, "--task", "derain", "--save", save, *CPU)
+    assert r.code == 2 and "1.png" in r.err and "--overwrite" in r.err
+    assert (save / "1.png").read_bytes() == b"mine"
+    r = cli("eval", "--model", "input", "--data", derain_folder, "--task", "derain", "--save", save,
+            "--overwrite", *CPU)
+    assert r.code == 0 and (save / "1.png").read_bytes() != b"mine"
+
+
+def test_eval_save_refuses_two_images_of_one_name(cli, tmp_path):
+    """a.png and a.jpg would both be saved as a.png, the second replacing the first."""
+    write_image(tmp_path / "clean" / "a.png", _smooth(3, 24, 32, seed=60))
+    write_image(tmp_path / "clean" / "a.jpg", _smooth(3, 24, 32, seed=61))
+    r = cli("eval", "--model", "input", "--data", tmp_path / "clean", "--task", "denoise",
+            "--save", tmp_path / "out", *CPU)
+    assert r.code == 2 and "a.jpg" in r.err and "a.png" in r.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_noise_options_on_paired_data_are_an_error(cli, derain_folder):
+    """--sigma was ignored silently on a paired folder (issue 17, item 10)."""
+    for option in (("--sigma", "50"), ("--noise-seed", "3")):
+        r = cli("eval", "--model", "input", "--data", derain_folder, "--task", "derain", *option, *CPU)
+        assert r.code == 2 and option[0] in r.err and "paired" in r.err and "Traceback" not in r.err
+        assert r.out == ""
+    assert cli("eval", "--model", "input", "--data", derain_folder, "--task", "derain", *CPU).code == 0
+
+
+def test_restore_refuses_to_overwrite_existing_outputs(cli, tmp_path, tiny_weights):
+    """Existing outputs were replaced silently (issue 17, item 10)."""
+    src = write_image(tmp_path / "a.png", _rand(3, 16, 16, seed=70))
+    dest = tmp_path / "o.png"
+    dest.write_bytes(b"precious")
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU, src, dest)
+    assert r.code == 2 and "o.png" in r.err and "--overwrite" in r.err and "Traceback" not in r.err
+    assert dest.read_bytes() == b"precious"
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU, "--overwrite", src, dest)
+    assert r.code == 0 and read_image(dest).tensor.shape == (3, 16, 16)
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    for name, seed in (("x.png", 71), ("y.png", 72), ("z.png", 73)):
+        write_image(inp / name, _rand(3, 16, 16, seed=seed))
+    out.mkdir()
+    (out / "y.png").write_bytes(b"precious")
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU, inp, out)
+    assert r.code == 2 and "y.png" in r.err and "1 of the 3" in r.err
+    assert sorted(p.name for p in out.iterdir()) == ["y.png"]  # nothing written
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU, "--overwrite", inp, out)
+    assert r.code == 0 and sorted(p.name for p in out.iterdir()) == ["x.png", "y.png", "z.png"]
+    assert (out / "y.png").read_bytes() != b"precious"
+
+
+def _png_grey_alpha(path: Path, grey: np.ndarray, alpha: np.ndarray) -> None:
+    """A grey+alpha PNG (colour type 4) written by hand, 8 or 16 bits per sample."""
+    import struct
+    import zlib
+
+    depth = 16 if grey.dtype == np.uint16 else 8
+    h, w = grey.shape
+    pixels = np.stack([grey, alpha], axis=-1).astype(">u2" if depth == 16 else "u1")
+    raw = b"".join(b"\x00" + pixels[y].tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, 4, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_restore_grey_alpha_comes_back_grey_alpha(cli, tmp_path, tiny_weights, dtype):
+    """A grey+alpha PNG came back as a coloured RGBA image (issue 17, item 10)."""
+    from PIL import Image
+
+    top = np.iinfo(dtype).max
+    rng = np.random.default_rng(5)
+    grey = (rng.random((18, 21)) * top).astype(dtype)
+    alpha = (np.arange(18 * 21).reshape(18, 21) * 97 % (int(top) + 1)).astype(dtype)
+    src = tmp_path / "la.png"
+    _png_grey_alpha(src, grey, alpha)
+    if dtype == np.uint8:  # an independent decoder reads the 8-bit file as grey + alpha
+        with Image.open(src) as im:
+            assert im.mode == "LA"
+            np.testing.assert_array_equal(np.asarray(im)[:, :, 1], alpha)
+    dest = tmp_path / "out" / "la.png"
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU, src, dest)
+    assert r.code == 0, r.err
+    data = dest.read_bytes()
+    assert data[25] == 4 and data[24] == (16 if dtype == np.uint16 else 8)  # IHDR: grey+alpha
+    back = _unchanged(dest)  # OpenCV expands grey+alpha to BGRA
+    assert back.dtype == dtype
+    np.testing.assert_array_equal(back[:, :, 3], alpha)
+    assert np.array_equal(back[:, :, 0], back[:, :, 1]) and np.array_equal(back[:, :, 1], back[:, :, 2])
+    # the grey values are what the library gives for the grey image
+    expected = restore(_model(tiny_weights), torch.from_numpy(grey.astype(np.float32) / top)[None, None])[0, 0]
+    expected = (expected.clamp(0, 1) * top).round().numpy().astype(dtype)
+    assert np.abs(back[:, :, 0].astype(np.int64) - expected.astype(np.int64)).max() <= 1
+
+
+def test_restore_refuses_gif_files_by_name(cli, tmp_path, tiny_weights):
+    """Animated GIFs were skipped silently in a folder and lost their frames as a single file
+    (issue 17, item 10): each is now named and refused."""
+    from PIL import Image
+
+    inp = tmp_path / "in"
+    write_image(inp / "a.png", _rand(3, 16, 16, seed=80))
+    frames = [Image.fromarray((np.random.default_rng(i).random((16, 16, 3)) * 255).astype(np.uint8))
+              for i in range(3)]
+    frames[0].save(inp / "anim.gif", save_all=True, append_images=frames[1:])
+    (inp / "disguised.png").write_bytes((inp / "anim.gif").read_bytes())
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU, inp, tmp_path / "out")
+    assert r.code == 1 and "Traceback" not in r.err
+    assert "skipped anim.gif:" in r.err and "skipped disguised.png:" in r.err and "GIF" in r.err
+    assert "2 of 3 image(s) could not be restored" in r.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png"]
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU, inp / "anim.gif",
+            tmp_path / "one.png")
+    assert r.code == 1 and "anim.gif" in r.err and "frame" in r.err
+    assert not (tmp_path / "one.png").exists()
+
+
+def test_restore_names_dangling_links(cli, tmp_path, tiny_weights):
+    """A link whose target is gone was skipped without a word (issue 17, item 10)."""
+    inp = tmp_path / "in"
+    write_image(inp / "a.png", _rand(3, 16, 16, seed=81))
+    (inp / "gone.png").symlink_to(tmp_path / "deleted.png")
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU, inp, tmp_path / "out")
+    assert r.code == 1 and "skipped gone.png:" in r.err and "link" in r.err and "deleted.png" in r.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png"]

@@ -3,7 +3,10 @@ choosing a device, printing notes."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
@@ -28,15 +31,64 @@ def note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def number(kind: type = float, *, minimum: float | None = None, maximum: float | None = None,
+           above: float | None = None):
+    """The argparse ``type`` of every numeric option: an int or a finite float within
+    ``[minimum, maximum]`` (and ``> above``), else one ``error: argument --x: …`` line. Python's
+    ``float()`` accepts 'nan' and 'inf'; an option never does."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if above is not None and not value > above:
+            raise argparse.ArgumentTypeError(f"must be > {above}, got {text}")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in some messages
+    return parse
+
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda)$|^cuda:\d+$")
+
+
+def device_option(*, indexed: bool = True):
+    """The argparse ``type`` of ``--device``: auto, cpu, cuda and (with ``indexed``) cuda:N.
+    Anything else (mps, xla, a typo) is refused while parsing; it used to pass torch.device()
+    and fail later with a traceback, or run on the CPU without a word."""
+    accepted = "auto, cpu, cuda" + (" or cuda:N" if indexed else " (under torchrun each rank "
+                                    "takes the GPU of its local rank)")
+
+    def parse(text: str) -> str:
+        if not _DEVICE.match(text) or (not indexed and text.startswith("cuda:")):
+            raise argparse.ArgumentTypeError(f"unknown device {text!r}; use {accepted}")
+        return text
+
+    parse.__name__ = "device"
+    return parse
+
+
 def resolve_device(name: str) -> torch.device:
+    """The torch device of a ``--device`` value (the library's callers pass any string)."""
+    if not _DEVICE.match(name):
+        raise SlkdError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise SlkdError(f"--device {name} requested but CUDA is not available on this machine")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise SlkdError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    device = torch.device(name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise SlkdError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA "
+                        f"device(s), numbered from 0")
+    return device
 
 
 def load_model(name: str, weights: str | Path | None, device: torch.device,
@@ -80,13 +132,14 @@ def check_tiling(args) -> None:
 
 
 def add_tiling_arguments(parser) -> None:
-    parser.add_argument("--tile", type=int, default=None, metavar="N",
+    parser.add_argument("--tile", type=number(int, minimum=8), default=None, metavar="N",
                         help="process in N×N tiles (multiple of 8) to bound memory on large images")
-    parser.add_argument("--overlap", type=int, default=32, metavar="M",
+    parser.add_argument("--overlap", type=number(int, minimum=0), default=32, metavar="M",
                         help="overlap between tiles in pixels (default 32)")
     parser.add_argument("--blend", choices=("average", "gaussian"), default="average",
                         help="how overlapping tiles are merged (default: average, as Restormer)")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--device", type=device_option(), default="auto",
+                        help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--channels-last", action="store_true",
                         help="run the network in channels-last memory format (same outputs to "
                         "float rounding; on a 2-core CPU res-sl 1.15x and restormer 1.38x faster "
@@ -97,7 +150,8 @@ def add_run_arguments(parser) -> None:
     """Arguments shared by the commands that run a training config (train, distill)."""
     parser.add_argument("--config", required=True, metavar="FILE")
     parser.add_argument("--resume", action="store_true", help="continue the run in its run folder")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    parser.add_argument("--device", type=device_option(indexed=False), default="auto",
+                        help="auto (default), cpu or cuda")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from slkd.cli.common import note, resolve_device, train_run
+from slkd.cli.common import device_option, note, number, resolve_device, train_run
 from slkd.cli.distill import distiller_task
 from slkd.cli.train import supervised_task
 from slkd.data.folders import add_test_noise
@@ -81,12 +81,13 @@ def add_parser(subparsers) -> None:
                    "bundled ones; with train/ and test/ (or val/) sub-folders those are used, "
                    "otherwise every 10th image is held out")
     p.add_argument("--held-out", metavar="DIR", help="clean held-out images (default: see --data)")
-    p.add_argument("--eval-images", type=int, default=None, metavar="N",
+    p.add_argument("--eval-images", type=number(int, minimum=1), default=None, metavar="N",
                    help="evaluate on at most N held-out images (default: all bundled, 10 with --data)")
-    p.add_argument("--iters-scale", type=float, default=1.0, metavar="F",
+    p.add_argument("--iters-scale", type=number(float, above=0, maximum=1000), default=1.0, metavar="F",
                    help="multiply every stage's iterations by F (e.g. 4 for a longer, better run)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--seed", type=number(int, minimum=0, maximum=2**63 - 1), default=0)
+    p.add_argument("--device", type=device_option(indexed=False), default="auto",
+                   help="auto (default), cpu or cuda")
     p.set_defaults(func=run)
 
 

@@ -16,6 +16,7 @@ from slkd.cli.common import (
     check_tiling,
     load_model,
     note,
+    number,
     resolve_device,
 )
 from slkd.data.folders import add_test_noise, scan_eval_folder
@@ -52,18 +53,23 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="benchmark folder")
     p.add_argument("--task", required=True, choices=EVAL_TASKS,
                    help="sets the metric convention: derain → Y channel, others → RGB")
-    p.add_argument("--sigma", type=float, default=25.0,
-                   help="noise level (0-255 scale) added to clean-only folders for --task denoise")
-    p.add_argument("--noise-seed", type=int, default=0,
-                   help="seed re-set before each image's noise (literature: 0)")
+    p.add_argument("--sigma", type=number(float, minimum=0, maximum=255), default=None,
+                   help="noise level (0-255 scale) added to clean-only folders for --task denoise "
+                   "(default 25; an error with paired folders, whose inputs are degraded already)")
+    p.add_argument("--noise-seed", type=number(int, minimum=0, maximum=2**32 - 1), default=None,
+                   help="seed re-set before each image's noise (default 0, as the literature)")
     space = p.add_mutually_exclusive_group()
     space.add_argument("--y-channel", dest="y_channel", action="store_true", default=None,
                        help="force Y-channel metrics")
     space.add_argument("--rgb", dest="y_channel", action="store_false", help="force RGB metrics")
-    p.add_argument("--crop-border", type=int, default=0, metavar="K")
+    p.add_argument("--crop-border", type=number(int, minimum=0), default=0, metavar="K")
     p.add_argument("--matlab-compatible", action="store_true", help="round Y to uint8 (MATLAB)")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="first N images only")
-    p.add_argument("--save", metavar="DIR", help="also write the restored images here")
+    p.add_argument("--limit", type=number(int, minimum=1), default=None, metavar="N",
+                   help="first N images only")
+    p.add_argument("--save", metavar="DIR", help="also write the restored images here (a folder "
+                   "outside the data folder)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --save replace files that exist already (refused without it)")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     add_tiling_arguments(p)
     p.set_defaults(func=run)
@@ -161,6 +167,55 @@ def _full_reference(args, folder, items, model, device) -> dict:
     }
 
 
+#: the defaults of the synthetic test noise (Restormer's test script: σ 25, np.random.seed(0))
+DEFAULT_SIGMA, DEFAULT_NOISE_SEED = 25.0, 0
+
+
+def _noise_settings(args, folder, no_reference: bool) -> None:
+    """Fill in --sigma/--noise-seed for clean-only folders; refuse them where no noise is added
+    (they used to be ignored without a word)."""
+    if folder.layout == "clean-only" and not no_reference:
+        args.sigma = DEFAULT_SIGMA if args.sigma is None else args.sigma
+        args.noise_seed = DEFAULT_NOISE_SEED if args.noise_seed is None else args.noise_seed
+        return
+    given = [opt for opt, value in (("--sigma", args.sigma), ("--noise-seed", args.noise_seed))
+             if value is not None]
+    if given:
+        what = (f"{folder.layout.removeprefix('paired:')} pairs (a paired folder)" if folder.paired
+                else "images scored as they are (no-reference metrics)")
+        raise SlkdError(f"{' and '.join(given)} set the noise synthesised for clean-only folders, "
+                        f"but {folder.root} holds {what}, whose inputs are already degraded: "
+                        f"{' and '.join(given)} would be ignored; leave {'them' if len(given) > 1 else 'it'} out")
+
+
+def _check_save(args, folder, items) -> None:
+    """--save writes only outside the evaluated data, one file per image, and replaces an
+    existing file only with --overwrite: checked before anything is computed."""
+    save = Path(args.save)
+    if save.exists() and not save.is_dir():
+        raise SlkdError(f"--save {save} is a file; give a folder")
+    target = save.resolve()
+    protected = {folder.root.resolve()}
+    protected.update(p.resolve().parent for item in items for p in (item.degraded, item.clean) if p is not None)
+    for place in sorted(protected):
+        if target == place or place in target.parents:
+            raise SlkdError(f"--save {save} is inside the evaluated data ({place}): restored images "
+                            f"would be written among or over the benchmark's own files; choose a "
+                            f"folder outside {folder.root}")
+    sources: dict[str, Path] = {}
+    for item in items:
+        name, src = item.name + ".png", item.degraded or item.clean
+        if name in sources:
+            raise SlkdError(f"--save: {sources[name].name} and {src.name} would both be saved as "
+                            f"{name}; rename one of them")
+        sources[name] = src
+    existing = sorted(n for n in sources if (save / n).exists() or (save / n).is_symlink())
+    if existing and not args.overwrite:
+        shown = ", ".join(existing[:5]) + (" …" if len(existing) > 5 else "")
+        raise SlkdError(f"--save {save} holds {len(existing)} of the {len(sources)} output file(s) "
+                        f"already ({shown}); pass --overwrite to replace them (nothing was written)")
+
+
 def evaluate(args) -> dict:
     folder = scan_eval_folder(args.data)
     # without ground truth (a plain folder for --task real, or input/ alone) only
@@ -171,7 +226,10 @@ def evaluate(args) -> dict:
             f"{folder.root} has degraded images without ground truth; PSNR/SSIM need targets "
             "(use --task real for no-reference BRISQUE/PIQE)"
         )
+    _noise_settings(args, folder, no_reference)
     items = folder.items[: args.limit] if args.limit else folder.items
+    if args.save:
+        _check_save(args, folder, items)
     device = resolve_device(args.device)
     model = (None if args.model == INPUT_MODEL
              else load_model(args.model, args.weights, device, channels_last=args.channels_last))
@@ -202,10 +260,6 @@ def run(args) -> int:
         raise SlkdError(f"--model {INPUT_MODEL} scores the degraded inputs and takes no --weights")
     if args.model != INPUT_MODEL and not args.weights:
         raise SlkdError(f"--weights is required for --model {args.model} (or use --model {INPUT_MODEL})")
-    if args.crop_border < 0:
-        raise SlkdError("--crop-border must be >= 0")
-    if args.limit is not None and args.limit < 1:
-        raise SlkdError("--limit must be >= 1")
     check_tiling(args)
     result = evaluate(args)
     mean = result["mean"]

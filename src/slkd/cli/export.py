@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from slkd.cli.common import add_model_arguments, load_model, note
+from slkd.cli.common import add_model_arguments, load_model, note, number
 from slkd.errors import SlkdError
 from slkd.models import get_preset
 from slkd.models.export import (
@@ -34,14 +34,18 @@ def add_parser(subparsers) -> None:
         "clamp to [0, 1], as slkd "
         "restore does. The file carries metadata_props slkd.model, slkd.version, "
         "slkd.size_multiple, slkd.weights_sha256 and more; it is validated with onnx.checker "
-        "and written atomically (an existing OUT is only replaced by a complete, valid file). "
+        "and written atomically; an existing OUT is kept unless --overwrite is given (and then "
+        "only replaced by a complete, valid file). "
         "Needs the onnx package (pip install 'slkd[export]'); --check also onnxruntime.",
     )
     add_model_arguments(p, weights_required=False)
     p.add_argument("--onnx", required=True, metavar="OUT",
                    help="ONNX file to write (e.g. res-sl.onnx); never the --weights file")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
+    p.add_argument("--opset", type=number(int, minimum=MIN_OPSET, maximum=MAX_OPSET),
+                   default=DEFAULT_OPSET, metavar="N",
                    help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT if it exists (refused without it)")
     p.add_argument("--check", action="store_true",
                    help="run the file in onnxruntime (CPU) on two random inputs of other sizes "
                    "and batch sizes than the export's before writing, and write nothing "
@@ -57,11 +61,13 @@ def run(args) -> int:
     if not MIN_OPSET <= args.opset <= MAX_OPSET:
         raise SlkdError(f"--opset must be from {MIN_OPSET} to {MAX_OPSET}, got {args.opset}")
     check_destination(out, args.weights)
+    if (out.exists() or out.is_symlink()) and not args.overwrite:
+        raise SlkdError(f"{out} exists; pass --overwrite to replace it (nothing was written)")
     require_packages(check=args.check)
     if out.suffix.lower() != ".onnx":
         note(f"note: {out} does not end in .onnx")
     if out.is_file():
-        note(f"note: {out} exists and will be replaced")
+        note(f"note: {out} exists and will be replaced (--overwrite)")
     if args.weights is None:
         note(f"note: no --weights given; exporting {args.model} with random weights (seed 0)")
         torch.manual_seed(0)

@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from slkd.cli.common import note, resolve_device
+from slkd.cli.common import device_option, note, number, resolve_device
 from slkd.errors import SlkdError
 from slkd.models import build_model, list_models
 from slkd.models.complexity import compare_latency, count_macs, count_parameters, format_count
@@ -27,12 +27,16 @@ def add_parser(subparsers) -> None:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--model", metavar="NAME", help=f"one of: {', '.join(list_models())}")
     target.add_argument("--compare", nargs=2, metavar=("A", "B"), help="two presets, e.g. restormer res-sl")
-    p.add_argument("--size", nargs=2, type=int, default=(256, 256), metavar=("H", "W"),
+    p.add_argument("--size", nargs=2, type=number(int, minimum=8), default=(256, 256), metavar=("H", "W"),
                    help="input height and width (multiples of 8; default 256 256)")
-    p.add_argument("--runs", type=int, default=10, help="timed forward passes (default 10)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed passes first (default 2)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument("--runs", type=number(int, minimum=1), default=10,
+                   help="timed forward passes (default 10)")
+    p.add_argument("--warmup", type=number(int, minimum=0), default=2,
+                   help="untimed passes first (default 2)")
+    p.add_argument("--threads", type=number(int, minimum=1), default=None,
+                   help="CPU threads (default: torch's)")
+    p.add_argument("--device", type=device_option(), default="cpu",
+                   help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--no-latency", action="store_true", help="count parameters and MACs only")
     p.add_argument("--json", action="store_true", help="print JSON on stdout")
     p.set_defaults(func=run)

@@ -29,8 +29,9 @@ def add_parser(subparsers) -> None:
         help="restore an image or every image of a folder",
         description="Restore INPUT (a file or a folder) into OUTPUT (a file or a folder). "
         "Images are padded to a multiple of 8 and cropped back; --tile bounds memory on large "
-        "images. Output files keep the input names (and bit depth; alpha is re-attached). An "
-        "unreadable file is reported by name and the rest of the folder is still processed. "
+        "images. Output files keep the input names (and bit depth; alpha is re-attached); an "
+        "existing output file is only replaced with --overwrite. An unreadable file (also a GIF "
+        "or a dangling link) is reported by name and the rest of the folder is still processed. "
         "Before each image the memory it needs is estimated; an image that would not fit in "
         "the memory available is skipped with the estimate and a suggested --tile.",
     )
@@ -38,13 +39,20 @@ def add_parser(subparsers) -> None:
     add_tiling_arguments(p)
     p.add_argument("--force", action="store_true",
                    help="restore even an image whose memory estimate exceeds the memory available")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace output files that exist already (refused without it)")
     p.add_argument("input", metavar="INPUT", help="image file or folder")
     p.add_argument("output", metavar="OUTPUT", help="output file, or folder for a folder input")
     p.set_defaults(func=run)
 
 
-def _plan(inp: Path, out: Path) -> list[tuple[Path, Path]]:
-    """(source, destination) pairs; refuses plans that would overwrite the inputs."""
+#: image files in a folder that are not restored but named as skipped (read_image refuses them)
+REFUSED_EXTENSIONS = frozenset({".gif"})
+
+
+def _plan(inp: Path, out: Path, overwrite: bool = False) -> list[tuple[Path, Path]]:
+    """(source, destination) pairs; refuses plans that would overwrite the inputs, and, without
+    ``overwrite``, plans that would replace any existing file (nothing is written then)."""
     if not inp.exists():
         raise SlkdError(f"input not found: {inp}")
     if inp.is_dir():
@@ -52,16 +60,29 @@ def _plan(inp: Path, out: Path) -> list[tuple[Path, Path]]:
             raise SlkdError(f"input {inp} is a folder, so OUTPUT must be a folder, but {out} is a file")
         if out.resolve() == inp.resolve():
             raise SlkdError("OUTPUT is the INPUT folder: restored images would overwrite the originals")
-        sources = list_images(inp)
+        # GIFs are listed so that each is named as skipped, instead of vanishing from the folder
+        refused = [p for p in inp.iterdir() if p.suffix.lower() in REFUSED_EXTENSIONS
+                   and not p.name.startswith(".")]
+        sources = sorted(list_images(inp) + refused, key=lambda p: p.name)
         if not sources:
             raise SlkdError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {inp}")
-        return [(src, out / src.name) for src in sources]
-    dest = out / inp.name if out.is_dir() else out
-    if dest.resolve() == inp.resolve():
-        raise SlkdError("OUTPUT is the INPUT file: the original would be overwritten")
-    if dest.suffix.lower() not in IMAGE_EXTENSIONS:
-        raise SlkdError(f"cannot tell the image format of {dest}: use one of {', '.join(sorted(IMAGE_EXTENSIONS))}")
-    return [(inp, dest)]
+        plan = [(src, out / src.name) for src in sources]
+    else:
+        dest = out / inp.name if out.is_dir() else out
+        if dest.resolve() == inp.resolve():
+            raise SlkdError("OUTPUT is the INPUT file: the original would be overwritten")
+        if dest.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise SlkdError(f"cannot tell the image format of {dest}: use one of {', '.join(sorted(IMAGE_EXTENSIONS))}")
+        plan = [(inp, dest)]
+    existing = [dest for src, dest in plan if (dest.exists() or dest.is_symlink())
+                and src.suffix.lower() not in REFUSED_EXTENSIONS]
+    if existing and not overwrite:
+        if len(plan) == 1:
+            raise SlkdError(f"{existing[0]} exists; pass --overwrite to replace it (nothing was written)")
+        shown = ", ".join(d.name for d in existing[:5]) + (" …" if len(existing) > 5 else "")
+        raise SlkdError(f"{len(existing)} of the {len(plan)} output file(s) exist in {out} ({shown}); "
+                        "pass --overwrite to replace them (nothing was written)")
+    return plan
 
 
 def _gib(n: int) -> str:
@@ -106,7 +127,7 @@ def _memory_problem(model, image, args, device) -> str | None:
 
 def run(args) -> int:
     check_tiling(args)
-    plan = _plan(Path(args.input), Path(args.output))
+    plan = _plan(Path(args.input), Path(args.output), overwrite=args.overwrite)
     device = resolve_device(args.device)
     model = load_model(args.model, args.weights, device, channels_last=args.channels_last)
     failed = []
