@@ -686,3 +686,19 @@ def test_restore_names_dangling_links(cli, tmp_path, tiny_weights):
     r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU, inp, tmp_path / "out")
     assert r.code == 1 and "skipped gone.png:" in r.err and "link" in r.err and "deleted.png" in r.err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png"]
+
+
+def test_an_os_error_no_command_put_into_words_is_still_one_line(cli, monkeypatch):
+    """The last safety net of the command line: a full disk or a read-only folder anywhere
+    prints one line naming the file, never a traceback (issue 17, item 9)."""
+    import errno
+
+    import slkd.cli.profile as profile_cli
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "/somewhere/report.json")
+
+    monkeypatch.setattr(profile_cli, "profile", full)
+    r = cli("profile", "--model", "res-sl-tiny", "--no-latency")
+    assert r.code == 2 and "Traceback" not in r.err
+    assert r.err.strip() == "slkd profile: error: No space left on device: /somewhere/report.json"

@@ -324,3 +324,173 @@ def test_an_interrupt_inside_an_update_keeps_the_previous_checkpoint(data_root, 
     make_trainer(data_root, tmp_path / "b", resume=True).run()
     resumed = weights_of(tmp_path / "b" / "tiny")
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+
+
+# --------------------------------------------------------------------------------------------
+# issue 17: nothing lost, nothing misleading
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("left", ["config.yaml", "metrics.jsonl", "weights.pth", "best_val.pth",
+                                  CHECKPOINT, "command.txt"])
+def test_a_run_folder_is_protected_by_any_file_of_an_earlier_run(data_root, tmp_path, left):
+    """With checkpoint.pt deleted, a rerun replaced weights.pth, best_*.pth and config.yaml and
+    truncated metrics.jsonl (issue 17, item 2): any file of a run now protects its folder."""
+    make_trainer(data_root, tmp_path / "first", **{"train.iters": 3}).run()
+    run = tmp_path / "again" / "tiny"
+    run.mkdir(parents=True)
+    shutil.copy(tmp_path / "first" / "tiny" / left, run / left)
+    before = _snapshot(run)
+    with pytest.raises(SlkdError, match=f"already holds .*{left}.*nothing was overwritten"):
+        make_trainer(data_root, tmp_path / "again", **{"train.iters": 3})
+    assert _snapshot(run) == before
+    # an empty folder, or one with unrelated files, is a fine place for a new run
+    (tmp_path / "other" / "tiny").mkdir(parents=True)
+    (tmp_path / "other" / "tiny" / "notes.txt").write_text("mine")
+    make_trainer(data_root, tmp_path / "other", **{"train.iters": 1})
+
+
+def _small_val(tmp_path: Path, size: int) -> Path:
+    folder = tmp_path / f"val{size}"
+    for i in range(2):
+        write_image(folder / f"v{i}.png", torch.rand(3, size, size + 3))
+    return folder
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"small": 8}, r"v0.png \(11×8\), v1.png \(11×8\)"),
+    ({"eval.crop_border": 19}, r"eval.crop_border=19"),
+    ({"eval.crop_border": 30}, r"eval.crop_border=30"),
+])
+def test_an_invalid_validation_set_is_refused_before_step_1(data_root, tmp_path, changes, fragment):
+    """An image too small for SSIM's 11×11 window (after eval.crop_border) stopped the run at its
+    first validation, after training and before any checkpoint (issue 17, item 3)."""
+    changes = dict(changes)
+    if "small" in changes:
+        changes["data.val"] = [{"name": "val", "type": "degraded", "roots": [str(_small_val(tmp_path, changes.pop("small")))],
+                                "degradation": {"name": "gaussian_noise", "params": {"sigma": 25}}}]
+    with pytest.raises(SlkdError, match=rf"data.val\[0\] \(val\): .*SSIM.*11×11.*{fragment}"):
+        make_trainer(data_root, tmp_path / "runs", **changes)
+    assert not (tmp_path / "runs").exists()  # checked before anything is written
+    # a patch-size crop is what gets scored: a 16 px crop of the 48 px images with crop 2 is fine
+    make_trainer(data_root, tmp_path / "ok", **{"eval.crop_border": 2, "data.val.0.patch_size": 16})
+
+
+def test_resume_refuses_changed_settings_and_names_them(data_root, tmp_path, capsys):
+    """--resume with a new learning rate kept the old one but wrote the new one into config.yaml
+    (issue 17, item 5). Changed settings are refused by name; only bookkeeping and the
+    iteration count may change, and the run says so."""
+    make_trainer(data_root, tmp_path, **{"train.iters": 3}).run()
+    run = tmp_path / "tiny"
+    before = _snapshot(run)
+    with pytest.raises(SlkdError, match="cannot resume .* with other settings") as info:
+        make_trainer(data_root, tmp_path, resume=True,
+                     **{"train.optimizer.lr": 0.002, "data.batch_size": 1, "train.iters": 3})
+    assert "train.optimizer.lr (0.001 → 0.002)" in str(info.value)
+    assert "data.batch_size (2 → 1)" in str(info.value)
+    assert _snapshot(run) == before
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(config_dict(data_root, tmp_path, **{"train.iters": 3})))
+    capsys.readouterr()
+    assert main(["train", "--config", str(cfg), "--device", "cpu", "--resume", "train.optimizer.weight_decay=0"]) == 2
+    err = capsys.readouterr().err
+    assert "train.optimizer.weight_decay" in err and len(err.strip().splitlines()) == 1
+    assert _snapshot(run) == before
+    # allowed: more iterations and other logging/validation/checkpoint intervals, said aloud
+    trainer = make_trainer(data_root, tmp_path, resume=True, **{"train.iters": 5, "train.log_every": 1,
+                                                                "train.val_every": 5})
+    trainer.run()
+    start = events(run, "start")[-1]
+    assert start["changed"] == {"train.iters": [3, 5], "train.log_every": [2, 1], "train.val_every": [3, 5]}
+    assert "train.iters 3 → 5" in capsys.readouterr().err
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["iters"] == 5
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+def test_weights_that_turn_non_finite_are_never_saved(data_root, tmp_path, monkeypatch):
+    """lr=.inf saved all-NaN weights and reported "best nan dB" (issue 17, item 6). The config
+    refuses .inf now; a run whose weights blow up anyway stops without saving them."""
+    make_trainer(data_root, tmp_path / "a", **{"train.iters": 3}).run()  # a good run: a checkpoint
+    trainer = make_trainer(data_root, tmp_path / "b")
+    real_step = trainer.optimizer.step
+
+    def step_then_blow_up(*args, **kwargs):
+        out = real_step(*args, **kwargs)
+        if trainer.step == 3:  # the update of step 4 puts a NaN into the weights
+            next(trainer.model.parameters()).data.view(-1)[0] = float("nan")
+        return out
+
+    monkeypatch.setattr(trainer.optimizer, "step", step_then_blow_up)
+    with pytest.raises(TrainingStopped, match=r"not finite.*step 3"):
+        trainer.run()
+    run = tmp_path / "b" / "tiny"
+    assert torch.load(run / CHECKPOINT, weights_only=True)["step"] == 3  # the good one, kept
+    for name in ("weights.pth", "best_val.pth"):
+        assert all(torch.isfinite(v).all() for v in torch.load(run / name, weights_only=True)["params"].values())
+    val = events(run, "val")
+    assert all(np.isfinite(e["best_psnr"]) for e in val)
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_validation_that_scores_nan_is_not_a_best(data_root, tmp_path, monkeypatch):
+    trainer = make_trainer(data_root, tmp_path, **{"train.iters": 3})
+    monkeypatch.setattr(trainer, "validate", lambda: {"val": {"psnr": float("nan"), "ssim": float("nan"), "count": 2}})
+    trainer.run()
+    assert not (tmp_path / "tiny" / "best_val.pth").exists()
+    assert trainer.best == {}
+
+
+def test_a_read_only_output_dir_is_one_line(data_root, tmp_path, monkeypatch, capsys):
+    import errno
+
+    locked = tmp_path / "locked"
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if locked in (self, *self.parents):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(config_dict(data_root, locked, **{"train.iters": 2})))
+    assert main(["train", "--config", str(cfg), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "Read-only file system" in err and str(locked) in err
+
+
+def test_a_full_disk_while_saving_the_best_weights_is_one_line(data_root, tmp_path, monkeypatch, capsys):
+    """The partial file was removed, but the user saw a traceback (issue 17, item 9)."""
+    import slkd.models.checkpoint as checkpoint
+
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if Path(f).name.startswith(".best_val.pth"):
+            Path(f).write_bytes(b"partial")
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(config_dict(data_root, tmp_path, **{"train.iters": 3})))
+    assert main(["train", "--config", str(cfg), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "best_val.pth" in err and "No space left on device" in err
+    assert not [p for p in (tmp_path / "tiny").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_full_disk_while_logging_stops_with_a_clear_error(data_root, tmp_path):
+    trainer = make_trainer(data_root, tmp_path, **{"train.iters": 3})
+
+    class Full:
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+        flush = close = lambda self: None
+
+    trainer.log._jsonl = Full()
+    with pytest.raises(SlkdError, match=r"metrics.jsonl.*No space left on device"):
+        trainer.run()

@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     except SlkdError as exc:
         print(f"slkd {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk or a read-only folder that no command put into words
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"slkd {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"slkd {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -28,6 +28,7 @@ import yaml
 
 import slkd
 from slkd.engine.allocator import allocator_status
+from slkd.errors import SlkdError
 from slkd.fileio import atomic_write_bytes
 
 
@@ -117,6 +118,7 @@ class RunLogger:
     def __init__(self, run_dir: Path, *, enabled: bool, total_iters: int, tensorboard: bool = True,
                  resume_step: int = 0) -> None:
         self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
         self.total = total_iters
         self.tty = sys.stderr.isatty()
         self.dropped_events = repair_events(run_dir / "metrics.jsonl", resume_step) if enabled else 0
@@ -135,8 +137,12 @@ class RunLogger:
         if not self.enabled:
             return
         record = {"event": kind, "step": step, "time": round(time.time(), 3), **data}
-        self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
+        try:
+            self._jsonl.write(json.dumps(record) + "\n")
+            self._jsonl.flush()
+        except OSError as exc:  # a full disk, a quota, a file system gone read-only
+            raise SlkdError(f"cannot write {self.path}: {exc.strerror or exc}; the run stops "
+                            "(the last checkpoint is kept)") from None
         if self._tb is not None:
             for key, value in data.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -164,7 +170,10 @@ class RunLogger:
 
     def close(self) -> None:
         if self._jsonl is not None:
-            self._jsonl.close()
+            try:
+                self._jsonl.close()
+            except OSError:  # the write that failed was reported already
+                pass
             self._jsonl = None
         if self._tb is not None:
             self._tb.close()

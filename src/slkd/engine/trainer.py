@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from slkd.data.sampler import TrainSampler
-from slkd.engine.config import TrainRunConfig, to_dict
+from slkd.engine.config import ConfigError, EvalConfig, TrainRunConfig, from_dict, parse_yaml, to_dict
 from slkd.engine.distributed import DistInfo, all_reduce_sum, barrier
 from slkd.engine.ema import ModelEMA
 from slkd.engine.inference import restore
@@ -33,17 +33,88 @@ from slkd.engine.tasks import feature_spread
 from slkd.errors import SlkdError
 from slkd.fileio import atomic_write, remove_stale_temps
 from slkd.metrics import psnr, ssim, task_uses_y_channel
+from slkd.metrics.fullref import SSIM_WINDOW
 from slkd.models import RESTORMER_DECODER_TAPS, save_weights
 from slkd.models.checkpoint import read_checkpoint_file
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "weights.pth"
+CONFIG = "config.yaml"
 #: what a checkpoint must hold to be resumed from
 CHECKPOINT_KEYS = ("step", "model", "ema", "optimizer", "scheduler", "best", "rng")
+#: the files (and folder) a run writes; any of them marks a folder as holding a run
+RUN_FILES = (CONFIG, "command.txt", "environment.json", "metrics.jsonl", CHECKPOINT, WEIGHTS, "tensorboard")
+#: settings ``--resume`` may change: where the run folder is, how long it runs (the cosine
+#: schedule then ends at the new ``train.iters``) and how often it logs, validates and saves.
+#: Any other change (learning rate, data, model, loss, method …) would be ignored by the
+#: restored state or mix two recipes in one run, so it is refused.
+RESUME_MAY_CHANGE = ("name", "output_dir", "train.iters", "train.log_every", "train.val_every",
+                     "train.ckpt_every", "train.max_bad_steps", "data.num_workers")
 
 
 class TrainingStopped(SlkdError):
     """Training stopped early (interrupt or repeated non-finite steps); a checkpoint is kept."""
+
+
+def earlier_run_files(run_dir: Path) -> list[str]:
+    """The files of a run in ``run_dir`` (config.yaml, metrics.jsonl, weights, checkpoint …)."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(p.name for p in run_dir.iterdir()
+                  if p.name in RUN_FILES or (p.name.startswith("best_") and p.suffix == ".pth"))
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"train.optimizer.lr": 0.001, "data.val[0].limit": 2, …}`` of nested plain data."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out or {prefix: {}}
+    if isinstance(data, list) and any(isinstance(v, (dict, list)) for v in data):
+        out = {}
+        for i, value in enumerate(data):
+            out.update(_flatten(value, f"{prefix}[{i}]"))
+        return out or {prefix: []}
+    return {prefix: data}
+
+
+def config_changes(before: dict, after: dict) -> dict[str, tuple[Any, Any]]:
+    """Settings that differ between two configs (plain data), by dotted key: (before, after);
+    a key missing on one side is ``None`` there."""
+    a, b = _flatten(before), _flatten(after)
+    keys = list(b) + [k for k in a if k not in b]  # in the order of the config
+    return {k: (a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)}
+
+
+def check_val_sets(val_sets: dict[str, Any], ev: EvalConfig) -> None:
+    """Refuse, before step 1, validation images that cannot be scored: SSIM needs an 11×11
+    window inside what ``eval.crop_border`` leaves (a validation set's ``patch_size`` is the
+    centred crop that is scored). Found only at the first validation, this used to stop a
+    run after its training and before any checkpoint."""
+    border = ev.crop_border
+    need = SSIM_WINDOW + 2 * border
+    for i, (name, dataset) in enumerate(val_sets.items()):
+        sizes = getattr(dataset, "_sizes", None)
+        files = getattr(dataset, "_files", None)
+        if sizes is None or files is None or len(sizes) != len(files):  # another dataset type
+            items = [dataset[j] for j in range(len(dataset))]
+            sizes = [tuple(item["gt"].shape[-2:]) for item in items]
+            files = [str(item.get("name", j)) for j, item in enumerate(items)]
+        patch = getattr(dataset, "patch_size", None)
+        small = []
+        for (h, w), file in zip(sizes, files):
+            if patch:
+                h, w = min(h, patch), min(w, patch)
+            if min(h, w) < need:
+                small.append(f"{Path(file).name} ({w}×{h})")
+        if small:
+            shown = ", ".join(small[:5]) + (f" … ({len(small)} in all)" if len(small) > 5 else "")
+            raise ConfigError(
+                f"data.val[{i}] ({name}): {len(small)} image(s) cannot be scored: SSIM needs "
+                f"{SSIM_WINDOW}×{SSIM_WINDOW} pixels after eval.crop_border={border} removes "
+                f"{border} px per side, so at least {need}×{need}: {shown}"
+            )
 
 
 def seed_everything(seed: int) -> None:
@@ -106,6 +177,7 @@ class Trainer:
                  run_dir: Path, dist: DistInfo, resume: bool = False, argv: list[str] | None = None) -> None:
         self.cfg, self.task, self.dist, self.run_dir = cfg, task, dist, run_dir
         self.train_set, self.val_sets = train_set, val_sets
+        check_val_sets(val_sets, cfg.eval)  # before anything is written or trained
         t = cfg.train
         trainable = task.trainable_module() if hasattr(task, "trainable_module") else task.model
         self.trainable: nn.Module = trainable.to(dist.device)
@@ -128,20 +200,35 @@ class Trainer:
         self.step = 0
         self.best: dict[str, dict[str, float]] = {}
         self.bad_steps = 0
+        self._resumed_from: int | None = None  # step of the checkpoint --resume started from
         self._saved_step: int | None = None  # step of the last checkpoint written by this run
         self._updating = False  # inside an update whose step is not counted yet
+        self.resume_changes: dict[str, tuple[Any, Any]] = {}  # allowed changes on --resume
         if resume:
             self._load_checkpoint()
-        elif (run_dir / CHECKPOINT).exists():
-            raise SlkdError(f"{run_dir} already holds a training run: pass --resume to continue it, "
-                            "or choose another name/output_dir (nothing was overwritten)")
-        if dist.is_main:
-            # temporary files of atomic writes cut short by a kill (nobody else writes here)
-            remove_stale_temps(run_dir, [CHECKPOINT, WEIGHTS, "metrics.jsonl"]
-                               + [f"best_{name}.pth" for name in val_sets])
-            write_run_files(run_dir, to_dict(cfg), dist.world_size, argv)
-        barrier()
-        self.log = RunLogger(run_dir, enabled=dist.is_main, total_iters=t.iters, resume_step=self.step)
+        else:
+            found = earlier_run_files(run_dir)
+            if CHECKPOINT in found:
+                raise SlkdError(f"{run_dir} already holds a training run: pass --resume to continue "
+                                f"it, or choose another name/output_dir (it has {', '.join(found)}; "
+                                "nothing was overwritten)")
+            if found:
+                raise SlkdError(f"{run_dir} already holds files of a training run but no checkpoint "
+                                "to resume from: choose another name/output_dir, or remove the folder "
+                                f"if you do not need it (it has {', '.join(found)}; nothing was "
+                                "overwritten)")
+        try:
+            if dist.is_main:
+                # temporary files of atomic writes cut short by a kill (nobody else writes here)
+                remove_stale_temps(run_dir, [CHECKPOINT, WEIGHTS, "metrics.jsonl"]
+                                   + [f"best_{name}.pth" for name in val_sets])
+                write_run_files(run_dir, to_dict(cfg), dist.world_size, argv)
+            barrier()
+            self.log = RunLogger(run_dir, enabled=dist.is_main, total_iters=t.iters, resume_step=self.step)
+        except OSError as exc:  # a read-only file system, no permission, a full disk
+            raise SlkdError(f"cannot write the run folder {run_dir}: {exc.strerror or exc}"
+                            + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(run_dir)
+                               else "")) from None
 
     # ---------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
@@ -156,20 +243,39 @@ class Trainer:
             "world_size": self.dist.world_size,
         }
 
+    def _weights_finite(self) -> bool:
+        tensors = [p for p in self.trainable.parameters()]
+        if self.ema is not None:
+            tensors += list(self.ema.module.parameters())
+        return bool(torch.stack([torch.isfinite(p).all() for p in tensors]).all().item()) if tensors else True
+
     def save_checkpoint(self) -> None:
-        """Full state + deployable weights (EMA if enabled), atomically, on rank 0."""
+        """Full state + deployable weights (EMA if enabled), atomically, on rank 0. Weights that
+        are not finite are never written: the run stops and the last checkpoint stays."""
+        # checked on every rank (their weights are the same), so that all of them stop together
+        if not self._weights_finite():
+            kept = (f"the checkpoint of step {self._last_saved_step()} in {self.run_dir} is kept"
+                    if self._last_saved_step() is not None else "no checkpoint was written")
+            raise TrainingStopped(f"the weights at step {self.step} are not finite (NaN or infinity; "
+                                  f"is train.optimizer.lr too high?); they were not saved and {kept}")
         if not self.dist.is_main:
             return
         state = self._state()
         try:
             atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
             save_weights(self.ema.module if self.ema else self.model, self.run_dir / WEIGHTS)
-        except (OSError, RuntimeError) as exc:  # disk full, quota, folder removed …
+        except (OSError, RuntimeError, SlkdError) as exc:  # disk full, quota, folder removed …
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip()
             raise TrainingStopped(f"cannot write the checkpoint of step {self.step} in {self.run_dir}: "
                                   f"{reason}; the previous checkpoint is kept intact") from None
         self._saved_step = self.step
         self.log.event("checkpoint", self.step, path=CHECKPOINT)
+
+    def _last_saved_step(self) -> int | None:
+        """Step of the checkpoint on disk (this run's last one, or the one it resumed from)."""
+        if self._saved_step is not None:
+            return self._saved_step
+        return self._resumed_from
 
     def _load_checkpoint(self) -> None:
         """Restore the full training state. The file is read with ``weights_only=True`` (a
@@ -178,6 +284,7 @@ class Trainer:
         path = self.run_dir / CHECKPOINT
         if not path.exists():
             raise SlkdError(f"--resume: no checkpoint in {self.run_dir}")
+        self.resume_changes = self._check_resume_config()
         try:
             # to the CPU: RNG states must stay there; load_state_dict moves the rest
             state = read_checkpoint_file(path)
@@ -202,7 +309,32 @@ class Trainer:
             raise SlkdError(f"cannot resume from {path}: it does not fit this config "
                             f"(another model, method or optimiser?): {first}") from None
         self.step = step
+        self._resumed_from = step
         self.best = state["best"]
+
+    def _check_resume_config(self) -> dict[str, tuple[Any, Any]]:
+        """Compare the run's stored config.yaml with this config: refuse every change outside
+        :data:`RESUME_MAY_CHANGE` (the restored optimiser, schedule and data stream would keep
+        the old settings while config.yaml claimed the new ones); return the allowed ones."""
+        path = self.run_dir / CONFIG
+        if not path.is_file():
+            return {}
+        try:
+            stored = parse_yaml(path.read_text(encoding="utf-8"))
+            before = to_dict(from_dict(TrainRunConfig, stored))  # today's defaults filled in
+        except (OSError, UnicodeDecodeError, ValueError, SlkdError) as exc:
+            raise SlkdError(f"cannot resume: {path} cannot be read to compare the settings "
+                            f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+                            ) from None
+        changes = config_changes(before, to_dict(self.cfg))
+        refused = {k: v for k, v in changes.items() if k not in RESUME_MAY_CHANGE}
+        if refused:
+            listed = "; ".join(f"{k} ({a!r} → {b!r})" for k, (a, b) in refused.items())
+            raise SlkdError(f"cannot resume {self.run_dir} with other settings: {listed}. The run "
+                            f"continues with the settings it started with (only "
+                            f"{', '.join(k for k in RESUME_MAY_CHANGE if '.' in k)} may change); start a new run "
+                            "(another name) for new settings (nothing was changed)")
+        return changes
 
     # ---------------------------------------------------------------- validation
     @torch.no_grad()
@@ -249,14 +381,28 @@ class Trainer:
             self.log.event("teacher_b_features", self.step, **{f"std_{k}": v for k, v in spread.items()})
         for name, r in results.items():
             best = self.best.get(name)
-            improved = best is None or r["psnr"] > best["psnr"]
+            finite = math.isfinite(r["psnr"]) or r["psnr"] == math.inf  # identical images: +inf
+            improved = finite and (best is None or r["psnr"] > best["psnr"])
             if improved:
                 self.best[name] = {"psnr": r["psnr"], "ssim": r["ssim"], "step": self.step}
-                if self.dist.is_main:
-                    save_weights(self.ema.module if self.ema else self.model, self.run_dir / f"best_{name}.pth")
-            self.log.event("val", self.step, dataset=name, **r, best_psnr=self.best[name]["psnr"])
+                if self.dist.is_main and self._weights_finite():
+                    path = self.run_dir / f"best_{name}.pth"
+                    try:
+                        save_weights(self.ema.module if self.ema else self.model, path)
+                    except SlkdError as exc:
+                        kept = self._last_saved_step()
+                        raise TrainingStopped(
+                            f"{exc}; " + (f"the checkpoint of step {kept} is kept" if kept is not None
+                                          else "no checkpoint was written yet")) from None
+            best = self.best.get(name)
+            self.log.event("val", self.step, dataset=name, **r, best_psnr=best["psnr"] if best else None)
+            if best is None:
+                self.log.console(f"  val {name}: PSNR {r['psnr']:.2f} dB (the model's outputs are not "
+                                 "finite; not counted as a best)")
+                continue
             self.log.console(f"  val {name}: PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.4f}  "
-                             f"(best {self.best[name]['psnr']:.2f} dB at step {self.best[name]['step']})")
+                             f"(best {best['psnr']:.2f} dB at step {best['step']})"
+                             + ("" if finite else " — this validation is not finite, not counted"))
 
     # ---------------------------------------------------------------- loop
     def _loader(self) -> DataLoader:
@@ -308,9 +454,16 @@ class Trainer:
                          f"batch {self.cfg.data.batch_size}×{self.dist.world_size}, {clip}, "
                          f"EMA {t.ema or 'off'}, bf16 {'on' if t.bf16 else 'off'}"
                          + (f", resuming at step {self.step}" if self.step else ""))
+        if self.resume_changes:
+            changed = ", ".join(f"{k} {a} → {b}" for k, (a, b) in self.resume_changes.items())
+            self.log.console(f"resuming with {changed}" + (
+                f" (the learning-rate schedule now ends at step {t.iters})"
+                if "train.iters" in self.resume_changes else ""))
         self.log.event("start", self.step, iters=t.iters, grad_clip=t.grad_clip, ema=t.ema, bf16=t.bf16,
                        world_size=self.dist.world_size, resumed=self.step > 0,
-                       dropped_events=self.log.dropped_events)
+                       dropped_events=self.log.dropped_events,
+                       **({"changed": {k: list(v) for k, v in self.resume_changes.items()}}
+                          if self.resume_changes else {}))
         sums: dict[str, torch.Tensor] = {}
         window_start, window_steps = time.perf_counter(), 0
         # Ctrl-C and `kill` (SIGTERM) ask the loop to stop after the step in progress, with a

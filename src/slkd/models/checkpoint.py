@@ -217,10 +217,16 @@ def save_weights(model_or_state: nn.Module | Mapping[str, torch.Tensor], path: s
     """Save deployable weights atomically: ``{'params': sd}``, or safetensors for ``.safetensors``."""
     path = Path(path)
     state = _cpu_state(model_or_state)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
 
-        atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-    else:
-        atomic_write(path, lambda tmp: torch.save({"params": state}, tmp))
+            atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+        else:
+            atomic_write(path, lambda tmp: torch.save({"params": state}, tmp))
+    except (OSError, RuntimeError) as exc:  # a full disk, a quota, a read-only folder
+        # torch.save reports a failed write as a RuntimeError of its zip writer
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip()
+        raise CheckpointError(f"cannot write {path}: {reason} (the previous file, if any, is "
+                              "kept)") from None
     return path
