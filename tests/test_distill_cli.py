@@ -183,3 +183,75 @@ def test_two_rank_distillation_resumes_bit_identically(setup):
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     steps = [e["step"] for e in train_events(setup / "resumed" / "ddp-resume")]
     assert steps == [1, 2, 3, 4]
+
+
+# --------------------------------------------------------------------------------------------
+# issue 17: train.loss for every method; Teacher B only where it is used
+# --------------------------------------------------------------------------------------------
+
+
+def _distiller(setup, name, **changes):
+    from slkd.cli.distill import distiller_task
+    from slkd.engine.builders import build_model_for_run
+    from slkd.engine.config import load_config
+
+    cfg = load_config(write_config(setup, name, **changes))
+    seed_everything(0)
+    student = build_model_for_run(cfg)
+    return distiller_task(cfg, student, None)[0], student
+
+
+@pytest.mark.parametrize("loss", ["l1", "mse", "charbonnier"])
+@pytest.mark.parametrize("method", ["scratch", "slkd", "output_kd", "fitnet", "at", "fakd"])
+def test_every_method_uses_the_configured_pixel_loss(setup, method, loss):
+    """`slkd distill` computed L1 whatever train.loss said, while config.yaml recorded the
+    requested loss (issue 17, item 4). The pixel term is SupervisedTask's pixel_loss."""
+    from slkd.engine.tasks import pixel_loss
+
+    distiller, student = _distiller(setup, f"loss-{method}-{loss}",
+                                    **{"distill.method": method, "train.loss": loss})
+    gen = torch.Generator().manual_seed(3)
+    batch = {"lq": torch.rand(2, 3, 16, 16, generator=gen), "gt": torch.rand(2, 3, 16, 16, generator=gen)}
+    _, terms = distiller(batch)
+    with torch.no_grad():
+        expected = pixel_loss(loss, student(batch["lq"]), batch["gt"])
+    assert torch.equal(terms["loss_pix"], expected)
+
+
+def test_slkd_without_the_et_term_neither_needs_nor_loads_teacher_b(setup, capsys):
+    """With distill.loss_weights.et=0 IRL computes nothing, yet Teacher B was demanded by the
+    config check and loaded by the command (issue 17, item 10)."""
+    from slkd.engine.config import DistillConfig
+
+    assert not DistillConfig(loss_weights={"et": 0.0}).uses_teacher_b()
+    assert DistillConfig().uses_teacher_b() and not DistillConfig(irl=False).uses_teacher_b()
+    assert not DistillConfig(teacher_b="same_as_a").uses_teacher_b()
+    assert not DistillConfig(method="fitnet").uses_teacher_b()
+    cfg = write_config(setup, "no-et", **{"distill.loss_weights": {"et": 0.0}})
+    assert main(["distill", "--config", str(cfg), "--device", "cpu", "teachers.b=null"]) == 0, \
+        capsys.readouterr().err
+    # a Teacher B that is not used is not loaded: a missing file does not matter
+    capsys.readouterr()
+    assert main(["distill", "--config", str(cfg), "--device", "cpu", "name=no-et-2",
+                 f"teachers.b.weights={setup / 'nowhere.pth'}"]) == 0
+    assert "teachers.b" not in capsys.readouterr().err
+    # and with et > 0 it is needed, by the config check and by the command alike
+    assert main(["distill", "--config", str(cfg), "--device", "cpu", "name=no-et-3", "teachers.b=null",
+                 "distill.loss_weights.et=0.03"]) == 2
+    assert "teachers.b: SLKD with IRL on needs Teacher B" in capsys.readouterr().err
+
+
+def test_slkd_without_teacher_a_terms_does_not_load_teacher_a(setup, capsys):
+    """IRL alone (no DRL, KL or img term) runs Teacher B only; Teacher A is not loaded."""
+    from slkd.engine.config import DistillConfig
+
+    irl_only = {"drl": False, "loss_weights": {"kl": 0.0, "img": 0.0}}
+    assert not DistillConfig(**irl_only).uses_teacher_a() and DistillConfig(**irl_only).uses_teacher_b()
+    assert DistillConfig(**irl_only, teacher_b="same_as_a").uses_teacher_a()
+    assert DistillConfig().uses_teacher_a() and not DistillConfig(method="scratch").uses_teacher_a()
+    cfg = write_config(setup, "irl-only", **{"distill.drl": False,
+                                             "distill.loss_weights": {"kl": 0.0, "img": 0.0}})
+    capsys.readouterr()
+    assert main(["distill", "--config", str(cfg), "--device", "cpu",
+                 f"teachers.a.weights={setup / 'nowhere.pth'}"]) == 0
+    assert "teachers.a" not in capsys.readouterr().err

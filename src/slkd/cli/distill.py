@@ -23,12 +23,10 @@ def add_parser(subparsers) -> None:
 
 def distiller_task(cfg, student, log):
     method = cfg.distill.method
-    teacher_a = teacher_b = None
-    if method != "scratch":
-        teacher_a = build_teacher(cfg.teachers.a, "teachers.a", log)
-        if method == "slkd" and cfg.distill.irl and cfg.distill.teacher_b == "separate":
-            teacher_b = build_teacher(cfg.teachers.b, "teachers.b", log)
-    distiller = build_distiller(cfg.distill, student, teacher_a, teacher_b)
+    # a teacher whose terms all have weight 0 is not loaded (DistillConfig.uses_teacher_a/_b)
+    teacher_a = build_teacher(cfg.teachers.a, "teachers.a", log) if cfg.distill.uses_teacher_a() else None
+    teacher_b = build_teacher(cfg.teachers.b, "teachers.b", log) if cfg.distill.uses_teacher_b() else None
+    distiller = build_distiller(cfg.distill, student, teacher_a, teacher_b, pixel_loss=cfg.train.loss)
     if log:
         log(f"{method}: adapters {distiller.adapter_parameter_count():,} parameters "
             "(trained with the student, not exported)")

@@ -26,8 +26,8 @@ from typing import Iterator, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from slkd.distill.losses import pixel_l1
 from slkd.distill.scm import teacher_constant
+from slkd.engine.tasks import pixel_loss
 from slkd.errors import SlkdError
 from slkd.models.taps import FeatureTaps
 
@@ -119,6 +119,9 @@ class Distiller(nn.Module):
 
     #: name under which :func:`slkd.distill.build_distiller` selects the method
     method: str = ""
+    #: L_pix between the student's output and the clean image: "l1", "mse" or "charbonnier"
+    #: (``train.loss``, the same function as :class:`slkd.engine.tasks.SupervisedTask`'s)
+    pixel_loss: str = "l1"
 
     def __init__(
         self,
@@ -223,7 +226,8 @@ class Distiller(nn.Module):
     def extra_repr(self) -> str:
         held = ", ".join(f"{role}={type(t).__name__}" for role, t in self._teachers.items())
         weights = ", ".join(f"{k}={v:g}" for k, v in self.weights.items())
-        return f"method={self.method!r}, teachers(frozen, not registered)=[{held}], weights=[{weights}]"
+        return (f"method={self.method!r}, teachers(frozen, not registered)=[{held}], weights=[{weights}], "
+                f"pixel_loss={self.pixel_loss!r}")
 
     # ------------------------------------------------------------------ forward passes
     def _probe(self) -> dict[str, ProbeResult]:
@@ -307,8 +311,13 @@ class Distiller(nn.Module):
         """Loss terms by short name (``pix``, ``kl``, ``nc``, ``et``, ``img``, ``feature``)."""
         raise NotImplementedError
 
+    def set_pixel_loss(self, name: str) -> None:
+        """Use ``name`` (l1, mse, charbonnier) for L_pix; an unknown name fails here."""
+        pixel_loss(name, torch.zeros(1), torch.zeros(1))
+        self.pixel_loss = name
+
     def pixel_term(self, out: Tensor, y: Tensor) -> Tensor:
-        return pixel_l1(out, y)
+        return pixel_loss(self.pixel_loss, out, y.detach())
 
     @staticmethod
     def feature_loss_fp32(fn, student: Sequence[Tensor], teacher: Sequence[Tensor]) -> Tensor:

@@ -76,14 +76,26 @@ def build_distiller(
     student: nn.Module,
     teacher_a: nn.Module | None = None,
     teacher_b: nn.Module | None = None,
+    *,
+    pixel_loss: str = "l1",
 ) -> Distiller:
     """The distiller of ``cfg.method`` (METHOD.md §2–3) for ``student`` and frozen teachers.
 
-    Teachers a method does not use are not held (``scratch`` holds none; only SLKD with IRL on
-    and ``teacher_b: separate`` holds Teacher B). Raises :class:`SlkdError` for impossible
-    combinations: an unknown method, a missing teacher, a Teacher B with its global residual on,
-    a method whose distillation terms all have weight 0, wrong tap names, mismatched shapes.
+    Teachers a method does not use are not held (``scratch`` holds none; only SLKD with IRL on,
+    et > 0 and ``teacher_b: separate`` holds Teacher B: :meth:`DistillConfig.uses_teacher_b`).
+    ``pixel_loss`` is the pixel term L_pix: ``l1`` (default), ``mse`` or ``charbonnier``, as
+    ``train.loss`` (:func:`slkd.engine.tasks.pixel_loss`). Raises :class:`SlkdError` for
+    impossible combinations: an unknown method or pixel loss, a missing teacher, a Teacher B with
+    its global residual on, a method whose distillation terms all have weight 0, wrong tap
+    names, mismatched shapes.
     """
+    distiller = _build(cfg, student, teacher_a, teacher_b)
+    distiller.set_pixel_loss(pixel_loss)
+    return distiller
+
+
+def _build(cfg: DistillConfig, student: nn.Module, teacher_a: nn.Module | None,
+           teacher_b: nn.Module | None) -> Distiller:
     method = cfg.method
     if method not in DISTILLERS:
         raise SlkdError(f"unknown distillation method {method!r}; known methods: {', '.join(DISTILLERS)}")
@@ -92,7 +104,7 @@ def build_distiller(
         raise SlkdError(f"{method}: every loss weight it uses ({', '.join(_METHOD_TERMS[method])}) is 0")
     if cfg.temperature <= 0:
         raise SlkdError(f"distill.temperature must be > 0, got {cfg.temperature}")
-    if method != "scratch" and teacher_a is None:
+    if cfg.uses_teacher_a() and teacher_a is None:
         raise SlkdError(f"method {method!r} needs Teacher A (teachers.a)")
     if method == "output_kd" and w["img"] == 0 and w["kl"] == 0:
         raise SlkdError("output_kd with loss_weights img and kl both 0 is scratch; set img (L1 to "
@@ -112,7 +124,7 @@ def build_distiller(
             return ATDistiller(student, teacher_a, w, taps)
         if method == "fakd":
             return FAKDDistiller(student, teacher_a, w, taps, pool=cfg.fakd_pool)
-        uses_b = cfg.irl and w["et"] > 0 and cfg.teacher_b == "separate"
+        uses_b = cfg.uses_teacher_b()
         if uses_b:
             if teacher_b is None:
                 raise SlkdError("SLKD with IRL on needs Teacher B (teachers.b), or set "

@@ -33,6 +33,7 @@ from slkd.distill.extractors import (
 )
 from slkd.distill.losses import SLKDLossWeights, et_loss, image_l1, kl_loss, nc_loss, total_loss
 from slkd.distill.scm import ScaleConversion
+from slkd.engine.config import slkd_teachers
 from slkd.errors import SlkdError
 
 __all__ = ["SLKDDistiller"]
@@ -97,8 +98,8 @@ class SLKDDistiller(Distiller):
         use_irl = bool(irl) and w["et"] > 0
         irl_role = "b" if teacher_b_mode == "separate" else "a"
         a_on_x = use_drl or w["kl"] > 0 or w["img"] > 0
-        needs_a = a_on_x or (use_irl and irl_role == "a")
-        needs_b = use_irl and irl_role == "b"
+        # the same rule as the config check and `slkd distill` (DistillConfig.uses_teacher_*)
+        needs_a, needs_b = slkd_teachers(drl, irl, teacher_b_mode, w["nc"], w["et"], w["kl"], w["img"])
         enc = list(dict.fromkeys(encoder_taps)) if use_drl else []
         dec = list(dict.fromkeys(decoder_taps)) if use_irl else []
         if use_drl and not enc:

@@ -497,6 +497,40 @@ class DistillConfig:
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{_join(path, key)}: must be > 0 (it divides)")
 
+    def weight(self, term: str) -> float:
+        """The weight of a loss term: ``loss_weights`` over the defaults (a partial mapping
+        changes only the terms it names; the baselines' ``feature`` default is set by
+        :func:`slkd.distill.methods.resolve_loss_weights`)."""
+        return float({**DistillConfig.__dataclass_fields__["loss_weights"].default_factory(),
+                      **self.loss_weights}.get(term, 0.0))
+
+    def uses_teacher_a(self) -> bool:
+        """Whether the method runs Teacher A (the config check, ``slkd distill`` and the
+        distillers all decide through :func:`slkd_teachers`)."""
+        if self.method == "slkd":
+            return slkd_teachers(self.drl, self.irl, self.teacher_b, self.weight("nc"), self.weight("et"),
+                                 self.weight("kl"), self.weight("img"))[0]
+        return self.method != "scratch"
+
+    def uses_teacher_b(self) -> bool:
+        """Whether the method runs Teacher B: SLKD's IRL with a separate Teacher B and et > 0."""
+        return self.method == "slkd" and slkd_teachers(
+            self.drl, self.irl, self.teacher_b, self.weight("nc"), self.weight("et"), self.weight("kl"),
+            self.weight("img"))[1]
+
+
+def slkd_teachers(drl: bool, irl: bool, teacher_b: str, nc: float, et: float, kl: float,
+                  img: float) -> tuple[bool, bool]:
+    """(Teacher A used, Teacher B used) by SLKD with these switches and loss weights: a term
+    whose weight is 0 is not computed, so its teacher is neither needed nor loaded. Teacher A
+    runs for DRL (nc > 0), KL and img, and for IRL with ``teacher_b: same_as_a``; Teacher B
+    only for IRL (et > 0) with ``teacher_b: separate``. The one rule for
+    :meth:`DistillConfig.uses_teacher_a`/``uses_teacher_b`` and for
+    :class:`slkd.distill.SLKDDistiller`."""
+    use_irl = bool(irl) and et > 0
+    needs_a = (bool(drl) and nc > 0) or kl > 0 or img > 0 or (use_irl and teacher_b == "same_as_a")
+    return needs_a, use_irl and teacher_b == "separate"
+
 
 @dataclass
 class TrainRunConfig:
@@ -526,11 +560,9 @@ class TrainRunConfig:
         if self.role == "distill":
             if self.teachers is None or self.distill is None:
                 raise ConfigError("teachers: role 'distill' needs a teachers section (and distill)")
-            d = self.distill
-            needs_b = d.method == "slkd" and d.irl and d.teacher_b == "separate"
-            if needs_b and self.teachers.b is None:
+            if self.distill.uses_teacher_b() and self.teachers.b is None:
                 raise ConfigError("teachers.b: SLKD with IRL on needs Teacher B (or set distill.irl: false, "
-                                  "or distill.teacher_b: same_as_a)")
+                                  "distill.teacher_b: same_as_a, or distill.loss_weights.et: 0)")
         elif self.teachers is not None or self.distill is not None:
             raise ConfigError(f"role: {self.role!r} trains without teachers; use role 'distill' "
                               "for the teachers/distill sections")
@@ -565,5 +597,6 @@ __all__ = [
     "apply_overrides",
     "from_dict",
     "load_config",
+    "slkd_teachers",
     "to_dict",
 ]
