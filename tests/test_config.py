@@ -226,3 +226,29 @@ def test_binary_or_undecodable_config_is_a_config_error(tmp_path):
     path.write_bytes(b"name: t\x00\x01\n")
     with pytest.raises(ConfigError, match="weights.yaml"):
         load_config(path)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("mscn_c", 0.0, "must be > 0"),
+    ("mscn_c", -1.0, "must be > 0"),
+    ("gamma_stat", -1.0, "must be >= 0"),
+    ("piqe_tau", -0.5, "must be >= 0"),
+    ("piqe_block", 0, "must be >= 1"),
+    ("fakd_pool", 0, "must be >= 1"),
+])
+def test_distill_numbers_are_checked_with_their_key(key, value, message):
+    """Same class as issue 17's numbers: mscn_c=-1 trained on a loss of 3.5e7 without a word,
+    and gamma_stat, piqe_block and fakd_pool were refused only when the distiller was built,
+    without the key's path."""
+    data = minimal(role="distill")
+    data["teachers"] = {"a": {"name": "restormer-tiny", "weights": "a.pth"}, "b": None}
+    data["distill"] = {"method": "slkd", "irl": False, key: value}
+    with pytest.raises(ConfigError, match=rf"^distill.{key}: {message}"):
+        from_dict(TrainRunConfig, data)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 2**70])
+def test_seed_must_be_a_63_bit_number(seed):
+    """A seed of 2**64 passed the schema and ended in an overflow traceback when seeding."""
+    with pytest.raises(ConfigError, match=r"^seed: must be from 0 to 2\*\*63 - 1"):
+        from_dict(TrainRunConfig, {**minimal(), "seed": seed})

@@ -496,6 +496,14 @@ class DistillConfig:
         for key in ("temperature", "piqe_temperature"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{_join(path, key)}: must be > 0 (it divides)")
+        if self.mscn_c <= 0:
+            raise ConfigError(f"{_join(path, 'mscn_c')}: must be > 0 (the MSCN stabiliser divides)")
+        for key in ("gamma_stat", "piqe_tau"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{_join(path, key)}: must be >= 0, got {getattr(self, key)}")
+        for key in ("piqe_block", "fakd_pool"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{_join(path, key)}: must be >= 1, got {getattr(self, key)}")
 
     def weight(self, term: str) -> float:
         """The weight of a loss term: ``loss_weights`` over the defaults (a partial mapping
@@ -557,6 +565,8 @@ class TrainRunConfig:
             raise ConfigError(f"name: {name!r} is not a plain folder name; the run folder is "
                               f"output_dir/name, so name must not be empty, '.', '..', absolute, "
                               "start with '~' or contain '/' or '\\'")
+        if not 0 <= self.seed < 2**63:  # torch, NumPy and the sampler's hashes take 63 bits
+            raise ConfigError(f"seed: must be from 0 to 2**63 - 1, got {self.seed}")
         if self.role == "distill":
             if self.teachers is None or self.distill is None:
                 raise ConfigError("teachers: role 'distill' needs a teachers section (and distill)")
