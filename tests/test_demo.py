@@ -170,3 +170,53 @@ def test_plot_and_grid_write_pngs(tmp_path):
         image_grid([[img]], ["x", "y"], tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
     shutil.rmtree(run)
+
+
+# ------------------------------------------------------------------------------ where the demo writes
+def _demo_error(capsys, *argv: str) -> str:
+    code = main(["demo", *TINY, *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
+
+
+def test_demo_refuses_an_out_folder_it_did_not_write(tmp_path, capsys):
+    """The demo replaces report.md, summary.json, grid.png … in --out: a folder holding other
+    files is refused, and nothing is written into it (issue 17's rule for every command)."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "report.md").write_text("my own report")
+    (out / "thesis.tex").write_text("precious")
+    line = _demo_error(capsys, "--out", str(out))
+    assert "thesis.tex" in line and "--out" in line
+    assert sorted(p.name for p in out.iterdir()) == ["report.md", "thesis.tex"]
+    assert (out / "report.md").read_text() == "my own report"
+
+
+def test_demo_refuses_an_out_folder_inside_its_data(tmp_path, capsys):
+    """Its outputs would become training images of the next run (the user's folder is read
+    recursively)."""
+    data = tmp_path / "clean"
+    _noise_folder(data, 3)
+    before = sorted(p.name for p in data.rglob("*"))
+    line = _demo_error(capsys, "--data", str(data), "--out", str(data / "demo"))
+    assert "inside" in line and str(data) in line
+    assert sorted(p.name for p in data.rglob("*")) == before
+
+
+def test_demo_checks_held_out_images_before_training(tmp_path, capsys):
+    """A broken held-out image (here a dangling link) used to fail the evaluation after all
+    four trainings; two held-out images of one name would overwrite each other's outputs."""
+    data = tmp_path / "clean"
+    _noise_folder(data, 3)
+    (data / "zz.png").symlink_to(tmp_path / "deleted.png")
+    out = tmp_path / "out"
+    line = _demo_error(capsys, "--data", str(data), "--out", str(out))
+    assert "zz.png" in line and "deleted.png" in line
+    assert not (out / "teacher_a").exists()
+    (data / "zz.png").unlink()
+    held = tmp_path / "held"
+    _noise_folder(held / "a", 1)
+    _noise_folder(held / "b", 1)
+    line = _demo_error(capsys, "--data", str(data), "--held-out", str(held), "--out", str(out))
+    assert "img00" in line and not (out / "teacher_a").exists()

@@ -91,11 +91,50 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+#: what the demo writes into --out; a folder holding anything else is not the demo's
+OUT_ENTRIES = frozenset({"data", "configs", *MODELS[1:], "images", "report.md", "summary.json",
+                         "grid.png", "curves.png"})
+
+
 # ------------------------------------------------------------------------------ data
 def _image_files(folder: Path, recursive: bool) -> list[Path]:
+    # a dangling link is listed, so that it is named instead of silently missing
     pattern = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                  and not p.name.startswith("."))
+    return sorted(p for p in pattern if (p.is_file() or (p.is_symlink() and not p.exists()))
+                  and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+
+
+def _check_out(out: Path, reads: list[Path]) -> None:
+    """The demo writes only inside --out, which must be new, empty or an earlier demo's folder
+    (whose report, summary and images it replaces), and never inside the folders it reads."""
+    if out.exists() and not out.is_dir():
+        raise SlkdError(f"--out {out} is a file; give a folder")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in OUT_ENTRIES and not p.name.startswith("."))
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (" …" if len(foreign) > 5 else "")
+            raise SlkdError(f"--out {out} holds files the demo did not write ({shown}); the demo "
+                            "replaces its report, summary and images there, so give a new or empty "
+                            "folder (nothing was written)")
+    target = out.resolve()
+    for folder in reads:
+        source = folder.resolve()
+        if target == source or source in target.parents:
+            raise SlkdError(f"--out {out} is inside {folder}, whose images the demo reads: its "
+                            "outputs would become training or held-out images of the next run; "
+                            "give a folder outside it")
+
+
+def _check_held_out(held_out: list[Path]) -> None:
+    """Read every held-out image now, before hours of training, and refuse two of one name
+    (their restored images are written as ``images/<model>/<name>.png``)."""
+    seen: dict[str, Path] = {}
+    for path in held_out:
+        if path.stem in seen:
+            raise SlkdError(f"held-out images {seen[path.stem]} and {path} have the same name "
+                            f"{path.stem!r}; their outputs would overwrite each other")
+        seen[path.stem] = path
+        read_image(path, warn_alpha=False)  # an unreadable one is named (ImageReadError)
 
 
 def _bundled(out: Path) -> tuple[Path, list[str] | None, list[Path]]:
@@ -331,6 +370,7 @@ def run(args) -> int:
     if args.held_out and not args.data:
         raise SlkdError("--held-out needs --data")
     device = resolve_device(args.device)
+    _check_out(out, [Path(p) for p in (args.data, args.held_out) if p])
     if args.data:
         train_root, exclude, held_out = _user_data(Path(args.data), Path(args.held_out) if args.held_out else None)
         held_out = held_out[: args.eval_images or 10]
@@ -341,6 +381,7 @@ def run(args) -> int:
         described = f"{', '.join(TRAIN_IMAGES)} (bundled)"
     if not held_out:
         raise SlkdError("no held-out images found")
+    _check_held_out(held_out)
     configs = _configs(out, train_root, exclude, plan, args.iters_scale, args.seed)
     stages = [("teacher_a", "Teacher A: restormer-tiny, noisy → clean", supervised_task, ("teacher_a",)),
               ("teacher_b", "Teacher B: restormer-tiny without residual, clean → clean", supervised_task,
