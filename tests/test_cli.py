@@ -702,3 +702,18 @@ def test_an_os_error_no_command_put_into_words_is_still_one_line(cli, monkeypatc
     r = cli("profile", "--model", "res-sl-tiny", "--no-latency")
     assert r.code == 2 and "Traceback" not in r.err
     assert r.err.strip() == "slkd profile: error: No space left on device: /somewhere/report.json"
+
+
+def test_a_cuda_index_the_machine_lacks_is_named(monkeypatch):
+    """cuda:N passes the option parser; an N beyond the machine's GPUs is a clear error, not a
+    CUDA traceback at the first tensor."""
+    from slkd.cli.common import resolve_device
+    from slkd.errors import SlkdError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(SlkdError, match=r"--device cuda:2: this machine has 2 CUDA device\(s\)"):
+        resolve_device("cuda:2")
+    with pytest.raises(SlkdError, match="unknown device 'mps'"):
+        resolve_device("mps")
