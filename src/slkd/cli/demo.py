@@ -75,7 +75,8 @@ PLANS = {
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("demo", help="train teachers, distil a student with SLKD, compare with scratch",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--out", default="runs/demo", help="output folder: new, empty or an earlier "
+                   "demo's, outside --data (default runs/demo)")
     p.add_argument("--quick", action="store_true", help="a ~2 minute version with fewer iterations")
     p.add_argument("--data", metavar="DIR", help="a folder of clean images to use instead of the "
                    "bundled ones; with train/ and test/ (or val/) sub-folders those are used, "
