@@ -92,14 +92,22 @@ def _child(argv: list[str], log: Path, timeout: float, env: dict | None = None) 
 
 
 def _stop(proc: subprocess.Popen, grace: float = 30.0) -> None:
-    """SIGTERM (a training run then saves a checkpoint at the step boundary), then SIGKILL."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=wait)
-            return
-        except (subprocess.TimeoutExpired, ProcessLookupError):
-            continue
+    """SIGTERM to the process itself (a training run then stops at the step boundary with a
+    checkpoint; sent to its whole group, it would also kill its DataLoader workers, and the run
+    would die of their death instead), then SIGKILL to the whole group."""
+    try:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # what is left of it: workers, children
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=10.0)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def machine_info() -> dict:
@@ -174,7 +182,10 @@ def _overrides(values: dict) -> list[str]:
 
 def _launch_teacher(task: str, which: str, extra: dict, work: Path, data: Path, dry: bool, log: Path):
     config = f"{TASKS[task]}/teacher_{which}_tiny.yaml"
-    values = {**(DRY_RECIPE if dry else TEACHER_RECIPE[which]), "output_dir": str(work / "runs"), **extra}
+    recipe = dict(TEACHER_RECIPE[which])
+    if os.environ.get("SLKD_GPU_TEACHER_BATCH"):
+        recipe["data.batch_size"] = int(os.environ["SLKD_GPU_TEACHER_BATCH"])
+    values = {**(DRY_RECIPE if dry else recipe), "output_dir": str(work / "runs"), **extra}
     if task == "denoise25" and not (data / "CBSD68").is_dir():
         # the packed folder holds CBSD432 only: nothing to exclude, and the same 432 names
         values.update({"data.train.exclude": "null", "data.val.0.exclude": "null"})
@@ -194,7 +205,7 @@ def _events(run_dir: Path, kind: str) -> list[dict]:
 
 
 def _run_teachers(which: str, runs: dict, work: Path, data: Path, dry: bool, until: float,
-                  iters: dict) -> dict:
+                  iters: dict, log_every: int | None = None) -> dict:
     """Train ``which`` (a or b) for every task at once; stop any still running at ``until``."""
     procs = {}
     for task in TASKS:
@@ -203,6 +214,8 @@ def _run_teachers(which: str, runs: dict, work: Path, data: Path, dry: bool, unt
         every = n if dry else max(1, n // 4)  # four validations (and checkpoints) per run
         extra = {"name": name, "train.iters": n, "train.val_every": every, "train.ckpt_every": every,
                  "train.scheduler.warmup_iters": min(200, n // 10)}
+        if log_every and not dry:
+            extra["train.log_every"] = log_every
         if which == "b":
             extra["model.init_from"] = str(work / "runs" / f"gpu-{task}-teacher-a")
         start = _now()
@@ -225,12 +238,12 @@ def _run_teachers(which: str, runs: dict, work: Path, data: Path, dry: bool, unt
     return runs
 
 
-def stage_teachers(work: Path, data: Path, dry: bool, until: float) -> dict:
+def stage_teachers(work: Path, data: Path, dry: bool, until: float, roles: str = "ab") -> dict:
     """Probe the speed of both Teacher A runs together, size the runs to the time left, train
-    A, then B from A."""
+    A, then B from A (``roles="a"``: A only, with all the time)."""
     runs: dict = {}
-    probe_iters = 1 if dry else 60
-    probe = _run_teachers("a", {}, work, data, dry, until, {t: probe_iters for t in TASKS})
+    probe_iters = 1 if dry else 20
+    probe = _run_teachers("a", {}, work, data, dry, until, {t: probe_iters for t in TASKS}, log_every=10)
     rates = {}
     for name, r in probe.items():
         rates[r["task"]] = r["it_per_s"] or 0.0
@@ -238,9 +251,11 @@ def stage_teachers(work: Path, data: Path, dry: bool, until: float) -> dict:
     if not all(rates.values()):
         return {"error": "the speed probe failed", "probe": probe}
     left = until - _now()
-    budget_a = SHARE_A * left
+    budget_a = (SHARE_A if "b" in roles else 1.0) * left
     iters_a = {t: 2 if dry else max(200, int(0.85 * rates[t] * budget_a)) for t in TASKS}
     _run_teachers("a", runs, work, data, dry, _now() + budget_a, iters_a)
+    if "b" not in roles:
+        return {"probe_it_per_s": rates, "runs": runs}
     left = until - _now()
     iters_b = {t: 1 if dry else max(100, int(0.8 * rates[t] * left)) for t in TASKS}
     _run_teachers("b", runs, work, data, dry, until, iters_b)
@@ -447,8 +462,9 @@ def run_all(args) -> dict:
     _write_json(path, report)
     teachers = None
     if "teachers" in args.stages and data is not None:
-        until = start + (0.7 if not dry else 0.6) * budget
-        teachers = subprocess.Popen(me + ["--stage", "teachers", "--data", str(data), "--until", str(time.time() + until - _now())],
+        until = start + (0.6 if dry else 0.7 if set(args.stages) - {"teachers"} else 0.95) * budget
+        teachers = subprocess.Popen(me + ["--stage", "teachers", "--data", str(data), "--roles", args.roles,
+                                          "--until", str(time.time() + until - _now())],
                                     stdout=open(work / "teachers.log", "w"), stderr=subprocess.STDOUT, cwd=ROOT,
                                     start_new_session=True)
     elif "teachers" in args.stages:
@@ -467,7 +483,7 @@ def run_all(args) -> dict:
         _write_json(path, report)
     if teachers is not None:
         try:
-            teachers.wait(timeout=max(1.0, start + 0.75 * budget - _now()))
+            teachers.wait(timeout=max(1.0, until + 45 - _now()))
         except subprocess.TimeoutExpired:
             _stop(teachers)
         r = _read(work / "teachers.json")
@@ -519,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stages", nargs="+", default=["tests", "nccl", "timings", "teachers"],
                    choices=["tests", "nccl", "timings", "teachers"])
     p.add_argument("--commit", default=_git_commit())
+    p.add_argument("--roles", default="ab", choices=["ab", "a"], help="teachers to train (default A and B)")
     p.add_argument("--pack-data", metavar="DIR", help="write the teachers' training images to DIR and exit")
     p.add_argument("--markdown", metavar="JSON", help="print the BENCHMARKS.md section of a report and exit")
     p.add_argument("--update", metavar="MD", help="with --markdown: replace the section in this file")
@@ -546,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     if args.stage == "teachers":
         until = _now() + (args.until - time.time())
-        _write_json(work / "teachers.json", stage_teachers(work, Path(args.data), args.dry_run, until))
+        _write_json(work / "teachers.json", stage_teachers(work, Path(args.data), args.dry_run, until, args.roles))
         return 0
     if args.stage == "nccl":
         _write_json(work / "nccl.json", stage_nccl(work, args.dry_run))
