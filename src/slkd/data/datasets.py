@@ -405,6 +405,11 @@ class _RestorationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.names)
 
+    def image_sizes(self) -> list[tuple[Path, tuple[int, int]]]:
+        """(file, (height, width)) of every item's full image, without decoding anything; the
+        file is the degraded one of a pair (the one error messages name)."""
+        return list(zip(self._files, self._sizes))
+
     # subclasses: the degraded (None when synthesised) and clean crops of item i for ``box``
     def _read(self, i: int, box: _Box) -> tuple[torch.Tensor | None, torch.Tensor]:
         raise NotImplementedError

@@ -95,9 +95,9 @@ def check_val_sets(val_sets: dict[str, Any], ev: EvalConfig) -> None:
     border = ev.crop_border
     need = SSIM_WINDOW + 2 * border
     for i, (name, dataset) in enumerate(val_sets.items()):
-        sizes = getattr(dataset, "_sizes", None)
-        files = getattr(dataset, "_files", None)
-        if sizes is None or files is None or len(sizes) != len(files):  # another dataset type
+        if hasattr(dataset, "image_sizes"):
+            files, sizes = zip(*dataset.image_sizes()) if len(dataset) else ((), ())
+        else:  # another dataset type: read its items
             items = [dataset[j] for j in range(len(dataset))]
             sizes = [tuple(item["gt"].shape[-2:]) for item in items]
             files = [str(item.get("name", j)) for j, item in enumerate(items)]
