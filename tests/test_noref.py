@@ -1,4 +1,5 @@
-"""Tests for the no-reference metrics BRISQUE and PIQE (slkd.metrics.noref).
+"""Tests for the no-reference metrics BRISQUE and PIQE (slkd.metrics.brisque_metric and
+slkd.metrics.piqe_metric, on the MATLAB helpers of slkd.metrics.matlab).
 
 * calibration against the reference values of ``../shared/data/README.md`` (MATLAB ``piqe`` and
   the original BRISQUE release) on the five images of ``iqa-calibration`` -- skipped when the
@@ -29,7 +30,9 @@ from slkd.metrics import (
     psnr,
     ssim,
 )
-from slkd.metrics import noref
+from slkd.metrics import brisque_metric as brisque_module
+from slkd.metrics import matlab
+from slkd.metrics import piqe_metric as piqe_module
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -154,7 +157,7 @@ def test_batch_is_per_image_and_shapes(cat):
 
 def test_grey_and_rgb_accepted_and_consistent(cat):
     cat = cat[:, 40:168, 100:260]
-    grey_levels = noref.rgb_to_gray(torch.round(cat * 255))  # MATLAB rgb2gray, 1 x H x W
+    grey_levels = matlab.rgb_to_gray(torch.round(cat * 255))  # MATLAB rgb2gray, 1 x H x W
     grey = grey_levels / 255
     grey_as_rgb = grey.expand(3, -1, -1)
     for metric in (brisque, piqe):
@@ -215,7 +218,7 @@ def test_empty_batch_and_non_float_rejected():
 
 def test_piqe_pads_sizes_that_are_not_multiples_of_16(cat):
     # 300 x 451 is padded (symmetric, bottom/right) to 304 x 464, as MATLAB piqe does.
-    padded = noref._pad_symmetric_post(torch.arange(5.0).view(1, 1, 1, 5), 0, 3)
+    padded = piqe_module._pad_symmetric_post(torch.arange(5.0).view(1, 1, 1, 5), 0, 3)
     assert padded.flatten().tolist() == [0, 1, 2, 3, 4, 4, 3, 2]
     score = piqe(cat)
     assert 0 <= score.item() <= 100
@@ -229,10 +232,10 @@ def test_piqe_pads_sizes_that_are_not_multiples_of_16(cat):
 def test_mscn_of_constant_image_is_zero():
     x = torch.full((2, 1, 20, 24), 123.0, dtype=torch.float64)
     # Replicate padding (PIQE): zero everywhere.
-    assert noref.mscn(x, padding="replicate").abs().max().item() < 1e-9
+    assert matlab.matlab_mscn(x, padding="replicate").abs().max().item() < 1e-9
     # Zero padding (BRISQUE, MATLAB filter2 'same'): zero away from the 3-pixel border, where
     # the window is entirely inside the image; the border sees the zeros outside.
-    z = noref.mscn(x, padding="zeros")
+    z = matlab.matlab_mscn(x, padding="zeros")
     assert z[..., 3:-3, 3:-3].abs().max().item() < 1e-9
     assert z[..., 0, 0].min().item() > 0.1
 
@@ -248,7 +251,7 @@ def test_mscn_hand_computed_pixel():
     mu = (w * patch).sum()
     sigma = math.sqrt(abs((w * patch * patch).sum() - mu * mu))
     expected = (x[0, 0, 4, 4] - mu) / (sigma + 1)
-    got = noref.mscn(x, padding="zeros")[0, 0, 4, 4]
+    got = matlab.matlab_mscn(x, padding="zeros")[0, 0, 4, 4]
     assert abs(got.item() - expected.item()) < 1e-10
 
 
@@ -257,13 +260,13 @@ def test_ggd_fit_recovers_known_shapes():
     gauss = torch.randn(1_000_000, generator=gen, dtype=torch.float64) * 0.7
     u = torch.rand(1_000_000, generator=gen, dtype=torch.float64)
     laplace = -torch.sign(u - 0.5) * torch.log1p(-2 * (u - 0.5).abs())  # unit-scale Laplacian
-    shape, var = noref.fit_ggd(torch.stack([gauss, laplace]))
+    shape, var = brisque_module.fit_ggd(torch.stack([gauss, laplace]))
     assert abs(shape[0].item() - 2.0) < 0.05
     assert abs(shape[1].item() - 1.0) < 0.05
     assert abs(var[0].item() - 0.49) < 0.01
     assert abs(var[1].item() - 2.0) < 0.05  # Laplace(b=1) variance 2 b^2
     # the table lookup itself: the GGD moment ratio of a = 2 is pi / 2
-    shapes, r_ggd, _ = noref._gamma_table("cpu")
+    shapes, r_ggd, _ = brisque_module._gamma_table("cpu")
     assert len(shapes) == 9801 and shapes[0].item() == pytest.approx(0.2)
     assert shapes[-1].item() == pytest.approx(10.0)
     assert r_ggd[1800].item() == pytest.approx(math.pi / 2)  # shape 0.2 + 1.8 = 2
@@ -276,7 +279,7 @@ def test_aggd_fit_recovers_two_sided_gaussian():
     left = torch.rand(n, generator=gen) < sl / (sl + sr)  # AGGD with shape 2: P(x < 0) = sl/(sl+sr)
     mag = torch.randn(n, generator=gen, dtype=torch.float64).abs()
     x = torch.where(left, -sl * mag, sr * mag)
-    shape, mean, lvar, rvar = noref.fit_aggd(x.unsqueeze(0))
+    shape, mean, lvar, rvar = brisque_module.fit_aggd(x.unsqueeze(0))
     assert abs(shape.item() - 2.0) < 0.05
     assert abs(lvar.item() - sl**2) < 0.02
     assert abs(rvar.item() - sr**2) < 0.05
@@ -287,19 +290,19 @@ def test_aggd_fit_recovers_two_sided_gaussian():
     )
     assert abs(mean.item() - expected_mean) < 0.02
     # symmetric data: mean parameter 0
-    _, mean_sym, lv, rv = noref.fit_aggd(torch.randn(1, n, generator=gen, dtype=torch.float64))
+    _, mean_sym, lv, rv = brisque_module.fit_aggd(torch.randn(1, n, generator=gen, dtype=torch.float64))
     assert abs(mean_sym.item()) < 0.01 and abs(lv.item() - rv.item()) < 0.01
 
 
 def test_fits_on_degenerate_samples_are_finite():
     zeros = torch.zeros(1, 100, dtype=torch.float64)
     positive = torch.rand(1, 100, dtype=torch.float64) + 0.1
-    shape, var = noref.fit_ggd(zeros)
+    shape, var = brisque_module.fit_ggd(zeros)
     assert shape.item() == pytest.approx(0.2) and var.item() == 0.0
     for sample in (zeros, positive):
-        out = noref.fit_aggd(sample)
+        out = brisque_module.fit_aggd(sample)
         assert all(torch.isfinite(v).all() for v in out)
-    _, _, lvar, rvar = noref.fit_aggd(positive)
+    _, _, lvar, rvar = brisque_module.fit_aggd(positive)
     assert lvar.item() == 0.0 and rvar.item() > 0
 
 
@@ -324,23 +327,23 @@ def test_imresize_half_matches_matlab_bicubic_antialias_taps():
     padded = np.pad(img, 3, mode="symmetric")
     rows = np.stack([padded[2 * i : 2 * i + 8, :].T @ taps for i in range(h // 2)])  # h/2 x (w+6)
     expected = np.stack([rows[:, 2 * j : 2 * j + 8] @ taps for j in range(w // 2)], axis=1)
-    got = noref.imresize_half(torch.from_numpy(img)[None, None])[0, 0].numpy()
+    got = matlab.imresize_half(torch.from_numpy(img)[None, None])[0, 0].numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
 
     # odd sizes give ceil(n / 2) outputs and constants stay constant
     const = torch.full((1, 1, 7, 9), 42.0, dtype=torch.float64)
-    out = noref.imresize_half(const)
+    out = matlab.imresize_half(const)
     assert out.shape == (1, 1, 4, 5)
     assert (out - 42.0).abs().max().item() < 1e-9
 
 
 def test_rgb_to_gray_is_matlab_rgb2gray():
     levels = torch.tensor([[[255.0]], [[0.0]], [[0.0]]])
-    assert noref.rgb_to_gray(levels).item() == 76  # round(0.298936 * 255) = round(76.229)
+    assert matlab.rgb_to_gray(levels).item() == 76  # round(0.298936 * 255) = round(76.229)
     levels = torch.tensor([[[10.0]], [[200.0]], [[30.0]]])
     y = 0.298936021293775 * 10 + 0.587043074451121 * 200 + 0.114020904255103 * 30
     expected = math.floor(y + 0.5)
-    assert noref.rgb_to_gray(levels).item() == expected
+    assert matlab.rgb_to_gray(levels).item() == expected
 
 
 def test_brisque_features_layout(cat):
@@ -353,7 +356,7 @@ def test_brisque_features_layout(cat):
 
 
 def test_bundled_svr_parameters():
-    model = noref._load_brisque_model()
+    model = brisque_module._load_brisque_model()
     assert model.support_vectors.shape == (774, 36)
     assert model.coefficients.shape == (774,)
     assert model.rho == -153.591 and model.gamma == 0.05
