@@ -7,7 +7,7 @@ The same command on a 16×16 image gives the baseline (Python, torch, the model)
 ``measured = peak − baseline`` is what restoring the image added. Next to it:
 
 * ``forward``: the peak of the tensors alive at once during the forward pass, traced on the meta
-  device as :func:`slkd.engine.inference.estimate_memory` does (overhead factor 1);
+  device as :func:`slkd.engine.memory.estimate_memory` does (overhead factor 1);
 * ``estimate``: what ``estimate_memory`` predicts (with its calibrated factors);
 * ``ratio`` = (measured − image buffers − fixed overhead) / forward: the overhead factor this
   case needs (``ACTIVATION_OVERHEAD['cpu']`` must not be below any of them).
@@ -30,8 +30,8 @@ import torch
 from benchmarks.common import machine, run_slkd_child, write_report
 
 from benchmarks.restore_memory import make_image
-from slkd.engine import inference
-from slkd.engine.inference import estimate_memory
+from slkd.engine import memory
+from slkd.engine.memory import estimate_memory
 from slkd.models import build_model, save_weights
 
 #: MODEL@HxW
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 "baseline_rss_mib": baselines[name] / 2**20,
                 "measured_mib": measured / 2**20, "forward_traced_mib": forward / 2**20,
                 "buffers_mib": est.buffers / 2**20, "estimate_mib": est.total / 2**20,
-                "ratio": (measured - est.buffers - inference.FIXED_OVERHEAD["cpu"]) / forward, "estimate_over_measured": est.total / measured,
+                "ratio": (measured - est.buffers - memory.FIXED_OVERHEAD["cpu"]) / forward, "estimate_over_measured": est.total / measured,
                 "forward_bytes_per_pixel": forward / (est.model_input[0] * est.model_input[1]),
                 "seconds": seconds,
             }
@@ -101,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "memory_model",
         "command": "python -m benchmarks.memory_model " + " ".join(argv or sys.argv[1:]),
-        "activation_overhead_cpu": inference.ACTIVATION_OVERHEAD["cpu"],
-        "fixed_overhead_cpu_mib": inference.FIXED_OVERHEAD["cpu"] / 2**20,
-        "buffer_bytes_per_sample": inference.BUFFER_BYTES_PER_SAMPLE,
+        "activation_overhead_cpu": memory.ACTIVATION_OVERHEAD["cpu"],
+        "fixed_overhead_cpu_mib": memory.FIXED_OVERHEAD["cpu"] / 2**20,
+        "buffer_bytes_per_sample": memory.BUFFER_BYTES_PER_SAMPLE,
         "machine": machine(threads=args.threads or torch.get_num_threads()),
         "results": rows,
     }

@@ -10,7 +10,7 @@ import torch
 
 import slkd.cli.restore as restore_cli
 from slkd.data.image_io import write_image
-from slkd.engine.inference import (
+from slkd.engine.memory import (
     ACTIVATION_OVERHEAD,
     FIXED_OVERHEAD,
     _forward_peak,

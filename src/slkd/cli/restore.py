@@ -15,7 +15,8 @@ from slkd.cli.common import (
     resolve_device,
 )
 from slkd.data.image_io import IMAGE_EXTENSIONS, list_images, read_image, write_image
-from slkd.engine.inference import available_memory, estimate_memory, restore
+from slkd.engine.inference import restore
+from slkd.engine.memory import available_memory, estimate_memory
 from slkd.errors import SlkdError
 
 #: tile sizes suggested when an image is too large for the memory, preferred first (the largest
