@@ -1,5 +1,6 @@
-"""Tests of slkd.data.datasets and slkd.data.sampler: pairing, errors, augmentation, determinism,
-channels, cache, DataLoader workers, and the resumable distributed sampler."""
+"""Tests of slkd.data.datasets (with its cache and transforms) and slkd.data.sampler: pairing,
+errors, augmentation, determinism, channels, cache, DataLoader workers, and the resumable distributed
+sampler."""
 
 from __future__ import annotations
 
@@ -13,15 +14,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from slkd.data import read_image, write_image
-from slkd.data.datasets import (
-    DegradedImageDataset,
-    _dihedral,
-    _dihedral_box,
-    ImageCache,
-    PairedImageDataset,
-    probe_image,
-    to_channels,
-)
+from slkd.data.cache import ImageCache, probe_image
+from slkd.data.datasets import DegradedImageDataset, PairedImageDataset
+from slkd.data.transforms import dihedral, dihedral_box, to_channels
 from slkd.data.degrade import GaussianNoise, build_degradation
 from slkd.data.folders import add_test_noise
 from slkd.data.sampler import TrainSampler, sample_seed
@@ -154,10 +149,10 @@ def test_box_follows_the_flip_or_rotation() -> None:
     window = torch.arange(2 * 7 * 10, dtype=torch.float32).reshape(2, 7, 10)
     t, l, h, w = 1, 2, 4, 5
     for code in range(8):
-        moved = _dihedral(window, code)
-        t2, l2, h2, w2 = _dihedral_box((t, l, h, w), (7, 10), code)
+        moved = dihedral(window, code)
+        t2, l2, h2, w2 = dihedral_box((t, l, h, w), (7, 10), code)
         cut = moved[:, t2:t2 + h2, l2:l2 + w2]
-        assert torch.equal(cut, _dihedral(window[:, t:t + h, l:l + w], code))
+        assert torch.equal(cut, dihedral(window[:, t:t + h, l:l + w], code))
 
 
 def test_synthetic_degradation_is_applied_after_the_rotation(clean_folder: Path) -> None:

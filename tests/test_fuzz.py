@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from slkd.cli.main import main
-from slkd.data.datasets import ImageCache
+from slkd.data.cache import ImageCache
 from slkd.data.image_io import IMAGE_EXTENSIONS, LoadedImage, read_image
 from slkd.errors import DatasetError, ImageReadError
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from slkd.data.datasets import DegradedImageDataset, PairedImageDataset, holdout_split
+from slkd.data.datasets import DegradedImageDataset, PairedImageDataset
+from slkd.data.selection import holdout_split
 from slkd.engine.builders import build_dataset
 from slkd.engine.config import ConfigError, DatasetConfig, from_dict
 from slkd.errors import DatasetError

@@ -15,11 +15,8 @@ from slkd.data.degrade import (
     rain_streaks,
     random_motion_kernel,
 )
-from slkd.data.datasets import (
-    DegradedImageDataset,
-    ImageCache,
-    PairedImageDataset,
-)
+from slkd.data.cache import ImageCache
+from slkd.data.datasets import DegradedImageDataset, PairedImageDataset
 from slkd.data.sampler import TrainSampler, sample_seed
 
 __all__ = [
