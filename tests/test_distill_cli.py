@@ -191,9 +191,9 @@ def test_two_rank_distillation_resumes_bit_identically(setup):
 
 
 def _distiller(setup, name, **changes):
-    from slkd.cli.distill import distiller_task
     from slkd.engine.builders import build_model_for_run
     from slkd.engine.config import load_config
+    from slkd.engine.tasks import distiller_task
 
     cfg = load_config(write_config(setup, name, **changes))
     seed_everything(0)
@@ -206,7 +206,7 @@ def _distiller(setup, name, **changes):
 def test_every_method_uses_the_configured_pixel_loss(setup, method, loss):
     """`slkd distill` computed L1 whatever train.loss said, while config.yaml recorded the
     requested loss (issue 17, item 4). The pixel term is SupervisedTask's pixel_loss."""
-    from slkd.engine.tasks import pixel_loss
+    from slkd.losses import pixel_loss
 
     distiller, student = _distiller(setup, f"loss-{method}-{loss}",
                                     **{"distill.method": method, "train.loss": loss})
@@ -221,12 +221,12 @@ def test_every_method_uses_the_configured_pixel_loss(setup, method, loss):
 def test_slkd_without_the_et_term_neither_needs_nor_loads_teacher_b(setup, capsys):
     """With distill.loss_weights.et=0 IRL computes nothing, yet Teacher B was demanded by the
     config check and loaded by the command (issue 17, item 10)."""
-    from slkd.engine.config import DistillConfig
+    from slkd.distill import distill_config
 
-    assert not DistillConfig(loss_weights={"et": 0.0}).uses_teacher_b()
-    assert DistillConfig().uses_teacher_b() and not DistillConfig(irl=False).uses_teacher_b()
-    assert not DistillConfig(teacher_b="same_as_a").uses_teacher_b()
-    assert not DistillConfig(method="fitnet").uses_teacher_b()
+    assert not distill_config(loss_weights={"et": 0.0}).uses_teacher_b()
+    assert distill_config().uses_teacher_b() and not distill_config(irl=False).uses_teacher_b()
+    assert not distill_config(teacher_b="same_as_a").uses_teacher_b()
+    assert not distill_config(method="fitnet").uses_teacher_b()
     cfg = write_config(setup, "no-et", **{"distill.loss_weights": {"et": 0.0}})
     assert main(["distill", "--config", str(cfg), "--device", "cpu", "teachers.b=null"]) == 0, \
         capsys.readouterr().err
@@ -243,12 +243,12 @@ def test_slkd_without_the_et_term_neither_needs_nor_loads_teacher_b(setup, capsy
 
 def test_slkd_without_teacher_a_terms_does_not_load_teacher_a(setup, capsys):
     """IRL alone (no DRL, KL or img term) runs Teacher B only; Teacher A is not loaded."""
-    from slkd.engine.config import DistillConfig
+    from slkd.distill import distill_config
 
     irl_only = {"drl": False, "loss_weights": {"kl": 0.0, "img": 0.0}}
-    assert not DistillConfig(**irl_only).uses_teacher_a() and DistillConfig(**irl_only).uses_teacher_b()
-    assert DistillConfig(**irl_only, teacher_b="same_as_a").uses_teacher_a()
-    assert DistillConfig().uses_teacher_a() and not DistillConfig(method="scratch").uses_teacher_a()
+    assert distill_config(**irl_only).teacher_roles() == ("b",)
+    assert distill_config(**irl_only, teacher_b="same_as_a").teacher_roles() == ("a",)
+    assert distill_config().teacher_roles() == ("a", "b") and distill_config(method="scratch").teacher_roles() == ()
     cfg = write_config(setup, "irl-only", **{"distill.drl": False,
                                              "distill.loss_weights": {"kl": 0.0, "img": 0.0}})
     capsys.readouterr()

@@ -15,7 +15,7 @@ from slkd.distill import (
     IdentityExtractor,
     PiqeExtractor,
     ScaleConversion,
-    SLKDLossWeights,
+    SLKDConfig,
     aggd_stats,
     block_cues,
     et_loss,
@@ -28,11 +28,11 @@ from slkd.distill import (
     nc_loss,
     pairwise_products,
     piqe_extractors,
-    pixel_l1,
     teacher_constant,
     total_loss,
 )
 from slkd.errors import SlkdError
+from slkd.losses import pixel_loss
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -390,65 +390,72 @@ def test_nc_loss_gamma_and_et_weighting():
     assert et_loss(s, t, pe).item() == pytest.approx(expect.item(), rel=1e-4)
 
 
-def test_pixel_l1():
+def test_pixel_losses():
     out = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]]])
-    assert pixel_l1(out, torch.ones_like(out)).item() == pytest.approx(1.0)
+    one = torch.ones_like(out)
+    assert pixel_loss("l1", out, one).item() == pytest.approx(1.0)
+    assert pixel_loss("mse", out, one).item() == pytest.approx(1.5)
+    assert pixel_loss("charbonnier", out, one).item() == pytest.approx(
+        sum(math.sqrt(d * d + 1e-6) for d in (-1.0, 0.0, 1.0, 2.0)) / 4)
     assert image_l1(out, torch.zeros_like(out)).item() == pytest.approx(1.5)
+    with pytest.raises(SlkdError, match="unknown loss 'l2'; known: l1, mse, charbonnier"):
+        pixel_loss("l2", out, one)
 
 
 def test_total_loss_weighting():
-    w = SLKDLossWeights()
-    assert (w.lambda_kl, w.lambda_nc, w.lambda_et, w.lambda_img, w.lambda_pix) == (0.5, 0.01, 0.03, 0, 1)
-    assert (w.gamma_stat, w.temperature) == (1.0, 1.0)
+    w = SLKDConfig().loss_weights
+    assert w == {"pix": 1.0, "kl": 0.5, "nc": 0.01, "et": 0.03, "img": 0.0}
+    assert (SLKDConfig().gamma_stat, SLKDConfig().temperature) == (1.0, 1.0)
     terms = {k: torch.tensor(v) for k, v in dict(pix=1.0, kl=2.0, nc=3.0, et=4.0, img=5.0).items()}
     assert total_loss(terms, w).item() == pytest.approx(1 + 0.5 * 2 + 0.01 * 3 + 0.03 * 4)
-    w2 = SLKDLossWeights(lambda_img=1.0, lambda_nc=0.0, lambda_et=0.1)
+    w2 = SLKDConfig(loss_weights={"img": 1.0, "nc": 0.0, "et": 0.1}).loss_weights
     terms["nc"] = torch.tensor(float("nan"))  # zero weight: skipped, no NaN leak
     assert total_loss(terms, w2).item() == pytest.approx(1 + 1 + 0.4 + 5)
     assert total_loss({"pix": torch.tensor(2.0)}, w).item() == 2.0
     with pytest.raises(ValueError):
         total_loss({"bogus": torch.tensor(1.0)}, w)
-    with pytest.raises(ValueError):
-        SLKDLossWeights(lambda_kl=-1)
-    with pytest.raises(ValueError):
-        SLKDLossWeights(temperature=0)
+    with pytest.raises(SlkdError, match="distill.loss_weights.kl: must be a finite number >= 0"):
+        SLKDConfig(loss_weights={"kl": -1.0})
+    with pytest.raises(SlkdError, match="distill.temperature: must be > 0"):
+        SLKDConfig(temperature=0)
 
 
 # ------------------------------------------------------------- with real Restormer taps
 
 
 def test_slkd_losses_on_restormer_taps():
-    from slkd.models import RESTORMER_DECODER_TAPS, RESTORMER_ENCODER_TAPS, FeatureTaps, build_model
+    from slkd.models import DECODER_LEVELS, ENCODER_LEVELS, FeatureTaps, build_model
 
     torch.manual_seed(0)
     student = build_model("res-sl-tiny").train()
     teacher = build_model("restormer-tiny").eval()
     x = torch.rand(2, 3, 16, 16)
     y = torch.rand(2, 3, 16, 16)
-    s_taps = FeatureTaps(student, RESTORMER_ENCODER_TAPS + RESTORMER_DECODER_TAPS)
-    t_taps = FeatureTaps(teacher, RESTORMER_ENCODER_TAPS + RESTORMER_DECODER_TAPS)
+    s_taps = FeatureTaps(student, ENCODER_LEVELS + DECODER_LEVELS)
+    t_taps = FeatureTaps(teacher, ENCODER_LEVELS + DECODER_LEVELS)
     with s_taps, t_taps:
         with torch.inference_mode():
             t_out = teacher(x)  # Teacher A on the degraded image
-            t_enc = [t_taps[n] for n in RESTORMER_ENCODER_TAPS]
+            t_enc = [t_taps[n] for n in ENCODER_LEVELS]
             teacher(y)  # Teacher B (here the same network) on the clean image
-            t_dec = [t_taps[n] for n in RESTORMER_DECODER_TAPS]
+            t_dec = [t_taps[n] for n in DECODER_LEVELS]
         assert all(t.is_inference() for t in t_enc + t_dec + [t_out])
         out = student(x)
-        s_enc = [s_taps[n] for n in RESTORMER_ENCODER_TAPS]
-        s_dec = [s_taps[n] for n in RESTORMER_DECODER_TAPS]
+        s_enc = [s_taps[n] for n in ENCODER_LEVELS]
+        s_dec = [s_taps[n] for n in DECODER_LEVELS]
 
     scm_enc = ScaleConversion([f.shape[1] for f in s_enc], [f.shape[1] for f in t_enc])
     scm_dec = ScaleConversion([f.shape[1] for f in s_dec], [f.shape[1] for f in t_dec])
     levels = level_indices_from_sizes([f.shape[-2:] for f in t_dec], x.shape[-2:])
     assert levels == [2, 1, 0, 0]
-    weights = SLKDLossWeights()
+    cfg = SLKDConfig()
+    weights = cfg.loss_weights
     cs, ct = scm_enc(s_enc, t_enc)
     ds, dt = scm_dec(s_dec, t_dec)
     terms = {
-        "pix": pixel_l1(out, y),
-        "kl": kl_loss(out, t_out, weights.temperature),
-        "nc": nc_loss(cs, ct, BrisqueExtractor(), weights.gamma_stat),
+        "pix": pixel_loss("l1", out, y),
+        "kl": kl_loss(out, t_out, cfg.temperature),
+        "nc": nc_loss(cs, ct, BrisqueExtractor(), cfg.gamma_stat),
         "et": et_loss(ds, dt, piqe_extractors(levels)),
     }
     assert all(torch.isfinite(v) and v.item() > 0 for v in terms.values())

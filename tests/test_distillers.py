@@ -5,7 +5,6 @@ forwards, ablation switches, the builder's errors and a short training smoke tes
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import pytest
 import torch
@@ -13,19 +12,19 @@ import torch
 from slkd.distill import (
     DISTILLERS,
     Distiller,
+    SLKDConfig,
     build_distiller,
+    distill_config,
     kl_loss,
     image_l1,
-    pixel_l1,
-    resolve_loss_weights,
 )
-from slkd.engine.config import DistillConfig
 from slkd.errors import SlkdError
-from slkd.models import FeatureTaps, build_model
+from slkd.losses import pixel_loss
+from slkd.models import DECODER_LEVELS, ENCODER_LEVELS, FeatureTaps, build_model
 
 METHODS = ["scratch", "output_kd", "fitnet", "at", "fakd", "slkd"]
 
-#: term keys with the default DistillConfig weights (pix 1, kl 0.5, nc 0.01, et 0.03, img 0; feature per method)
+#: term keys with each method's default weights (pix 1, kl 0.5, nc 0.01, et 0.03, img 0; feature per method)
 EXPECTED_TERMS = {
     "scratch": {"loss_pix"},
     "output_kd": {"loss_pix", "loss_kl"},
@@ -61,7 +60,11 @@ def _batch(size: int = 16, seed: int = 1) -> dict[str, torch.Tensor]:
 
 
 def _weights(**changes: float) -> dict[str, float]:
-    return {**DistillConfig().loss_weights, **changes}
+    return {**SLKDConfig.DEFAULT_WEIGHTS, **changes}
+
+
+def pixel_l1(out, gt):
+    return pixel_loss("l1", out, gt)
 
 
 class CallLog:
@@ -93,7 +96,7 @@ def test_forward_terms_gradients_and_frozen_teachers(method):
     student, teacher_a, teacher_b = _nets()
     teacher_a.train()
     teacher_b.train()
-    d = build_distiller(DistillConfig(method=method), student, teacher_a, teacher_b)
+    d = build_distiller(distill_config(method=method), student, teacher_a, teacher_b)
     assert isinstance(d, DISTILLERS[method]) and d.method == method
     d.train()
     assert student.training
@@ -105,7 +108,7 @@ def test_forward_terms_gradients_and_frozen_teachers(method):
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert set(terms) == EXPECTED_TERMS[method]
     assert all(not v.requires_grad and torch.isfinite(v) for v in terms.values())
-    weights = resolve_loss_weights(DistillConfig(method=method))
+    weights = distill_config(method=method).loss_weights
     expected = sum(weights[k[len("loss_"):]] * v for k, v in terms.items())
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
 
@@ -125,7 +128,7 @@ def test_forward_terms_gradients_and_frozen_teachers(method):
 @pytest.mark.parametrize("method", METHODS)
 def test_teachers_are_not_registered(method):
     student, teacher_a, teacher_b = _nets()
-    d = build_distiller(DistillConfig(method=method), student, teacher_a, teacher_b)
+    d = build_distiller(distill_config(method=method), student, teacher_a, teacher_b)
     teacher_ids = {id(p) for p in _teacher_params(teacher_a, teacher_b)}
     assert not teacher_ids & {id(p) for p in d.parameters()}
     assert not teacher_ids & {id(b) for b in d.buffers()}
@@ -143,7 +146,7 @@ def test_teachers_are_not_registered(method):
 def test_scratch_runs_and_holds_no_teacher():
     student, teacher_a, teacher_b = _nets()
     logs = CallLog(teacher_a), CallLog(teacher_b)
-    d = build_distiller(DistillConfig(method="scratch"), student, teacher_a, teacher_b)
+    d = build_distiller(distill_config(method="scratch"), student, teacher_a, teacher_b)
     d(_batch())
     assert [log.calls for log in logs] == [0, 0]
     assert d.teachers == {}
@@ -151,7 +154,7 @@ def test_scratch_runs_and_holds_no_teacher():
 
 def test_teachers_run_under_inference_mode_on_the_right_inputs():
     student, teacher_a, teacher_b = _nets()
-    d = build_distiller(DistillConfig(), student, teacher_a, teacher_b)
+    d = build_distiller(distill_config(), student, teacher_a, teacher_b)
     log_a, log_b = CallLog(teacher_a), CallLog(teacher_b)
     batch = _batch()
     d(batch)
@@ -166,7 +169,7 @@ def test_teachers_run_under_inference_mode_on_the_right_inputs():
 
 def test_drl_off_without_kl_and_img_skips_teacher_a():
     student, teacher_a, teacher_b = _nets()
-    cfg = DistillConfig(drl=False, loss_weights=_weights(kl=0.0, img=0.0))
+    cfg = distill_config(drl=False, loss_weights=_weights(kl=0.0, img=0.0))
     d = build_distiller(cfg, student, teacher_a, teacher_b)
     log_a, log_b = CallLog(teacher_a), CallLog(teacher_b)
     _, terms = d(_batch())
@@ -178,7 +181,7 @@ def test_drl_off_without_kl_and_img_skips_teacher_a():
 
 def test_drl_off_with_kl_still_runs_teacher_a_but_builds_no_encoder_scm():
     student, teacher_a, teacher_b = _nets()
-    d = build_distiller(DistillConfig(drl=False), student, teacher_a, teacher_b)
+    d = build_distiller(distill_config(drl=False), student, teacher_a, teacher_b)
     log_a = CallLog(teacher_a)
     _, terms = d(_batch())
     assert set(terms) == {"loss_pix", "loss_kl", "loss_et"}
@@ -188,19 +191,19 @@ def test_drl_off_with_kl_still_runs_teacher_a_but_builds_no_encoder_scm():
 
 def test_irl_off_skips_teacher_b():
     student, teacher_a, teacher_b = _nets()
-    d = build_distiller(DistillConfig(irl=False), student, teacher_a, teacher_b)
+    d = build_distiller(distill_config(irl=False), student, teacher_a, teacher_b)
     log_a, log_b = CallLog(teacher_a), CallLog(teacher_b)
     _, terms = d(_batch())
     assert set(terms) == {"loss_pix", "loss_kl", "loss_nc"}
     assert log_a.calls == 1 and log_b.calls == 0
     assert set(d.teachers) == {"a"} and set(d.adapters) == {"encoder"}
     # Teacher B is optional without IRL
-    assert build_distiller(DistillConfig(irl=False), *_nets()[:2]).teachers.keys() == {"a"}
+    assert build_distiller(distill_config(irl=False), *_nets()[:2]).teachers.keys() == {"a"}
 
 
 def test_zero_weight_switches_the_term_off():
     student, teacher_a, teacher_b = _nets()
-    d = build_distiller(DistillConfig(loss_weights=_weights(nc=0.0, img=0.5)), student, teacher_a, teacher_b)
+    d = build_distiller(distill_config(loss_weights=_weights(nc=0.0, img=0.5)), student, teacher_a, teacher_b)
     _, terms = d(_batch())
     assert set(terms) == {"loss_pix", "loss_kl", "loss_et", "loss_img"}
     assert set(d.adapters) == {"decoder"}
@@ -208,7 +211,7 @@ def test_zero_weight_switches_the_term_off():
 
 def test_same_as_a_runs_teacher_a_on_x_and_y_and_never_teacher_b():
     student, teacher_a, teacher_b = _nets()
-    d = build_distiller(DistillConfig(teacher_b="same_as_a"), student, teacher_a, teacher_b)
+    d = build_distiller(distill_config(teacher_b="same_as_a"), student, teacher_a, teacher_b)
     log_a, log_b = CallLog(teacher_a), CallLog(teacher_b)
     batch = _batch()
     _, terms = d(batch)
@@ -222,12 +225,13 @@ def test_same_as_a_runs_teacher_a_on_x_and_y_and_never_teacher_b():
 
 def test_identity_extractors_are_plain_l1_on_scm_features():
     student, teacher_a, teacher_b = _nets()
-    cfg = DistillConfig(extractor_nc="identity", extractor_et="identity")
+    cfg = distill_config(extractor_nc="identity", extractor_et="identity")
     d = build_distiller(cfg, student, teacher_a, teacher_b)
     batch = _batch(32)
     _, terms = d(batch)
 
-    enc, dec = cfg.encoder_taps, cfg.decoder_taps
+    assert cfg.encoder_taps is None and cfg.decoder_taps is None  # the student's level names
+    enc, dec = list(ENCODER_LEVELS), list(DECODER_LEVELS)
     with torch.no_grad(), FeatureTaps(student, enc + dec) as s_taps, \
             FeatureTaps(teacher_a, enc) as a_taps, FeatureTaps(teacher_b, dec) as b_taps:
         out = student(batch["lq"])
@@ -246,7 +250,7 @@ def test_identity_extractors_are_plain_l1_on_scm_features():
 
     # the BRISQUE / PIQE extractors compare something else than plain L1
     torch.manual_seed(0)
-    d_full = build_distiller(DistillConfig(), *_nets())
+    d_full = build_distiller(distill_config(), *_nets())
     d_full.load_state_dict(d.state_dict())
     _, full = d_full(batch)
     torch.testing.assert_close(full["loss_pix"], pix)
@@ -254,7 +258,7 @@ def test_identity_extractors_are_plain_l1_on_scm_features():
 
 
 def test_piqe_block_size_follows_the_decoder_level():
-    d = build_distiller(DistillConfig(), *_nets())
+    d = build_distiller(distill_config(), *_nets())
     assert [e.level_index for e in d.extractors_et] == [2, 1, 0, 0]
     assert [e.block_size for e in d.extractors_et] == [2, 4, 8, 8]
 
@@ -264,7 +268,7 @@ def test_piqe_block_size_follows_the_decoder_level():
 
 def test_output_kd_terms_match_manual_values():
     student, teacher_a, _ = _nets()
-    cfg = DistillConfig(method="output_kd", loss_weights={"img": 1.0})  # partial: others default
+    cfg = distill_config(method="output_kd", loss_weights={"img": 1.0})  # partial: others default
     d = build_distiller(cfg, student, teacher_a)
     assert d.weights == {"pix": 1.0, "img": 1.0, "kl": 0.5}
     batch = _batch()
@@ -296,32 +300,32 @@ def test_attention_transfer_of_identical_features_is_zero_and_bounded():
 def test_builder_errors():
     student, teacher_a, teacher_b = _nets()
     with pytest.raises(SlkdError, match="Teacher B"):
-        build_distiller(DistillConfig(), student, teacher_a)
+        build_distiller(distill_config(), student, teacher_a)
     with pytest.raises(SlkdError, match="global input-to-output residual"):
-        build_distiller(DistillConfig(), student, teacher_a, build_model("restormer-tiny"))
+        build_distiller(distill_config(), student, teacher_a, build_model("restormer-tiny"))
     with pytest.raises(SlkdError, match="unknown distillation method 'nope'.*fitnet"):
-        build_distiller(DistillConfig(method="nope"), student, teacher_a, teacher_b)
+        build_distiller(distill_config(method="nope"), student, teacher_a, teacher_b)
     with pytest.raises(SlkdError, match="needs Teacher A"):
-        build_distiller(DistillConfig(method="fitnet"), student, None)
+        build_distiller(distill_config(method="fitnet"), student, None)
     with pytest.raises(SlkdError, match="is scratch"):
-        build_distiller(DistillConfig(method="output_kd", loss_weights=_weights(kl=0.0)), student, teacher_a)
+        build_distiller(distill_config(method="output_kd", loss_weights={"kl": 0.0}), student, teacher_a)
     with pytest.raises(SlkdError, match="is scratch"):
-        build_distiller(DistillConfig(method="at", loss_weights=_weights(feature=0.0)), student, teacher_a)
+        build_distiller(distill_config(method="at", loss_weights={"feature": 0.0}), student, teacher_a)
     with pytest.raises(SlkdError, match="unknown term"):
-        build_distiller(DistillConfig(loss_weights={"nce": 1.0}), student, teacher_a, teacher_b)
+        build_distiller(distill_config(loss_weights={"nce": 1.0}), student, teacher_a, teacher_b)
     with pytest.raises(SlkdError, match="did you mean"):
-        build_distiller(DistillConfig(encoder_taps=["encoder_levell1"]), student, teacher_a, teacher_b)
+        build_distiller(distill_config(encoder_taps=["encoder_levell1"]), student, teacher_a, teacher_b)
     with pytest.raises(SlkdError, match="student itself"):
-        build_distiller(DistillConfig(method="output_kd"), student, student)
+        build_distiller(distill_config(method="output_kd"), student, student)
     with pytest.raises(SlkdError, match="Teacher B takes 1-channel images"):
         grey_b = build_model("restormer-tiny", inp_channels=1, out_channels=1, global_residual=False)
-        build_distiller(DistillConfig(), student, teacher_a, grey_b)
+        build_distiller(distill_config(), student, teacher_a, grey_b)
     with pytest.raises(SlkdError, match="temperature"):
-        build_distiller(DistillConfig(piqe_temperature=0.0), student, teacher_a, teacher_b)
+        build_distiller(distill_config(piqe_temperature=0.0), student, teacher_a, teacher_b)
     # failed constructions leave no hook behind on the caller's networks
     assert not student._forward_hooks and not teacher_a._forward_hooks and not teacher_b._forward_hooks
     # with IRL off or same_as_a, Teacher B is not needed
-    build_distiller(DistillConfig(teacher_b="same_as_a"), *_nets()[:2])
+    build_distiller(distill_config(teacher_b="same_as_a"), *_nets()[:2])
 
 
 # ------------------------------------------------------------------------ modules and hooks
@@ -329,7 +333,7 @@ def test_builder_errors():
 
 def test_to_moves_and_casts_the_teachers():
     student, teacher_a, teacher_b = _nets()
-    d = build_distiller(DistillConfig(), student, teacher_a, teacher_b)
+    d = build_distiller(distill_config(), student, teacher_a, teacher_b)
     assert d.to(torch.device("cpu")) is d
     d.double()
     for p in [*d.parameters(), *_teacher_params(teacher_a, teacher_b)]:
@@ -345,7 +349,7 @@ def test_to_moves_and_casts_the_teachers():
 def test_student_taps_record_only_inside_the_distiller_and_close_removes_them():
     student, teacher_a, teacher_b = _nets()
     hooks_before = len(student._forward_hooks), len(teacher_a._forward_hooks)
-    d = build_distiller(DistillConfig(), student, teacher_a, teacher_b)
+    d = build_distiller(distill_config(), student, teacher_a, teacher_b)
     batch = _batch()
     d(batch)
     with torch.no_grad():
@@ -358,7 +362,7 @@ def test_student_taps_record_only_inside_the_distiller_and_close_removes_them():
 
 
 def test_loss_calls_the_given_network():
-    d = build_distiller(DistillConfig(method="at"), *_nets()[:2])
+    d = build_distiller(distill_config(method="at"), *_nets()[:2])
     calls = []
 
     class Wrapper(torch.nn.Module):  # stands in for DistributedDataParallel
@@ -376,7 +380,7 @@ def test_loss_calls_the_given_network():
 
 def test_slkd_training_smoke_reduces_the_loss():
     student, teacher_a, teacher_b = _nets()
-    d = build_distiller(DistillConfig(), student, teacher_a, teacher_b).train()
+    d = build_distiller(distill_config(), student, teacher_a, teacher_b).train()
     opt = torch.optim.Adam(d.trainable_module().parameters(), lr=2e-3)
     batch = _batch(32)
     before = [p.detach().clone() for p in _teacher_params(teacher_a, teacher_b)]
@@ -394,9 +398,9 @@ def test_slkd_training_smoke_reduces_the_loss():
 
 
 def test_distiller_is_a_module_and_listed():
-    assert set(DISTILLERS) == set(METHODS)
+    assert set(METHODS) <= set(DISTILLERS)  # (a test may register more)
     assert all(issubclass(cls, Distiller) for cls in DISTILLERS.values())
-    d = build_distiller(replace(DistillConfig(), method="fakd", fakd_pool=2), *_nets()[:2])
+    d = build_distiller(distill_config(method="fakd", fakd_pool=2), *_nets()[:2])
     assert d.pool == 2
     assert "not registered" in repr(d)
 
@@ -420,7 +424,7 @@ def test_compile_losses_wraps_only_the_feature_terms_and_keeps_the_numbers(monke
     terms = {}
     for flag in (False, True):
         student, teacher_a, teacher_b = _nets()
-        d = build_distiller(DistillConfig(compile_losses=flag), student, teacher_a, teacher_b).train()
+        d = build_distiller(distill_config(compile_losses=flag), student, teacher_a, teacher_b).train()
         _, terms[flag] = d(batch)
     assert calls == [("_nc_term", {"dynamic": False}), ("_et_term", {"dynamic": False})]
     assert terms[True].keys() == terms[False].keys()
@@ -439,22 +443,21 @@ def test_compile_failure_is_a_plain_error(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: broken)
     student, teacher_a, teacher_b = _nets()
-    d = build_distiller(DistillConfig(compile_losses=True), student, teacher_a, teacher_b).train()
+    d = build_distiller(distill_config(compile_losses=True), student, teacher_a, teacher_b).train()
     with pytest.raises(SlkdError, match=r"distill.compile_losses: torch.compile failed \(InductorError: "
                                         r"CppCompileError: C\+\+ compile error\).*compile_losses: false"):
         d(_batch())
 
 
 def test_feature_baselines_default_to_their_measured_weights():
-    """FitNet / AT / FAKD get their own feature weight unless the config names one; every
-    other weight is the common default."""
+    """FitNet / AT / FAKD get their own feature weight unless the config names one; a term the
+    method does not have is refused."""
     for method, weight in (("fitnet", 0.003), ("at", 0.0015), ("fakd", 0.002)):
-        w = resolve_loss_weights(DistillConfig(method=method))
-        assert w == {**DistillConfig().loss_weights, "feature": weight}
-        assert resolve_loss_weights(DistillConfig(method=method, loss_weights={"feature": 1.0}))["feature"] == 1.0
-    assert resolve_loss_weights(DistillConfig(method="slkd"))["feature"] == 1.0  # unused there
-    with pytest.raises(SlkdError, match="unknown term.*bogus.*known: pix, kl, nc, et, img, feature"):
-        resolve_loss_weights(DistillConfig(method="fitnet", loss_weights={"bogus": 1.0}))
+        assert distill_config(method=method).loss_weights == {"pix": 1.0, "feature": weight}
+        assert distill_config(method=method, loss_weights={"feature": 1.0}).loss_weights["feature"] == 1.0
+    assert distill_config(method="slkd").loss_weights == {"pix": 1.0, "kl": 0.5, "nc": 0.01, "et": 0.03, "img": 0.0}
+    with pytest.raises(SlkdError, match="unknown term.*bogus.*fitnet; its terms: pix, feature"):
+        distill_config(method="fitnet", loss_weights={"bogus": 1.0})
 
 
 @pytest.mark.parametrize("method", ["fitnet", "at", "fakd", "slkd"])
@@ -464,7 +467,7 @@ def test_feature_losses_run_in_float32_under_bf16_autocast(method):
     off (MSCN variances and moment ratios in bf16 moved L_NC by 0.75 % at this size), and the
     terms stay within bf16's effect on the networks of their float32 values."""
     student, teacher_a, teacher_b = _nets()
-    d = build_distiller(DistillConfig(method=method), student, teacher_a, teacher_b).train()
+    d = build_distiller(distill_config(method=method), student, teacher_a, teacher_b).train()
     seen = []
     names = ["_nc_fn", "_et_fn"] if method == "slkd" else ["feature_loss"]
     for name in names:

@@ -5,8 +5,8 @@ import torch
 
 from slkd.errors import SlkdError
 from slkd.models import (
-    RESTORMER_DECODER_TAPS,
-    RESTORMER_ENCODER_TAPS,
+    DECODER_LEVELS,
+    ENCODER_LEVELS,
     FeatureTaps,
     Restormer,
     build_model,
@@ -165,7 +165,7 @@ def test_unknown_override_is_named():
 
 def test_feature_taps_record_named_outputs():
     model = build_model("res-sl-tiny").eval()
-    taps = FeatureTaps(model, RESTORMER_ENCODER_TAPS + RESTORMER_DECODER_TAPS)
+    taps = FeatureTaps(model, ENCODER_LEVELS + DECODER_LEVELS)
     with torch.no_grad():
         model(torch.rand(1, 3, 32, 48))
     dim = 8

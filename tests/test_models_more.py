@@ -18,7 +18,6 @@ import torch
 
 from slkd.distill import build_distiller
 from slkd.engine import restore
-from slkd.engine.config import DistillConfig
 from slkd.errors import SlkdError
 from slkd.models import (
     LEVEL_NAMES,
@@ -542,7 +541,7 @@ def test_slkd_step(teacher, student):
     torch.manual_seed(0)
     s = build_model(student)
     a, b = build_model(teacher), build_model(teacher, global_residual=False)
-    d = build_distiller(DistillConfig(method="slkd"), s, a, b)
+    d = build_distiller("slkd", s, a, b)
     loss, terms = d(_batch())
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert set(terms) == {"loss_pix", "loss_kl", "loss_nc", "loss_et"}
@@ -557,7 +556,7 @@ def test_slkd_step(teacher, student):
 def test_teacher_b_with_residual_is_refused_for_new_architectures():
     for name in ("uformer-tiny", "nafnet-tiny", "drsformer-tiny"):
         with pytest.raises(SlkdError, match="global input-to-output residual"):
-            build_distiller(DistillConfig(), build_model("nafnet-sl-tiny"), build_model(name), build_model(name))
+            build_distiller("slkd", build_model("nafnet-sl-tiny"), build_model(name), build_model(name))
 
 
 def test_profile_command_knows_the_new_presets(cli):

@@ -20,3 +20,10 @@ class ImageReadError(SlkdError):
 
 class DatasetError(SlkdError):
     """A dataset folder has an unknown layout or unmatched pairs."""
+
+
+class ConfigError(SlkdError):
+    """A configuration value is invalid; the message names the key (``train.optimizer.lr: …``).
+
+    Raised by the engine's YAML schema and by the distillation methods' own configs
+    (:class:`slkd.distill.DistillerConfig`), which the schema embeds."""

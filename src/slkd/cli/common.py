@@ -18,9 +18,7 @@ from slkd.engine.config import ConfigError, load_config
 from slkd.engine.distributed import barrier, init_distributed, shutdown
 from slkd.engine.trainer import Trainer, resolve_run_dir, seed_everything
 from slkd.errors import SlkdError
-from slkd.models import build_model, get_preset, list_models, read_state_dict
-from slkd.models.registry import variant_overrides
-from slkd.models.checkpoint import load_state
+from slkd.models import list_models, load_pretrained
 
 #: pseudo-model for evaluation: the degraded input itself (the "do nothing" baseline)
 INPUT_MODEL = "input"
@@ -93,22 +91,11 @@ def resolve_device(name: str) -> torch.device:
 
 def load_model(name: str, weights: str | Path | None, device: torch.device,
                channels_last: bool = False) -> nn.Module:
-    """Build preset ``name``, load ``weights`` (adapting official variants), eval mode; with
-    ``channels_last`` the weights are laid out NHWC, so that every convolution (and what
-    follows it) runs channels-last while inputs and outputs stay ordinary N×C×H×W tensors."""
-    if name not in list_models():
-        get_preset(name)  # raises with the list of known names
-    if weights is None:
-        model = build_model(name)
-    else:
-        state, source = read_state_dict(weights)
-        overrides = variant_overrides(name, state)
-        if overrides:
-            note(f"note: {Path(weights).name} needs {name} with "
-                 + ", ".join(f"{k}={v!r}" for k, v in overrides.items()) + "; building it that way")
-        model = build_model(name, **overrides)
-        load_state(model, state, weights, strict=True, source_key=source)
-    model = model.to(device).eval()
+    """:func:`slkd.models.load_pretrained` (official variants adapted, the note on stderr) on
+    ``device``, in eval mode; with ``channels_last`` the weights are laid out NHWC, so that
+    every convolution (and what follows it) runs channels-last while inputs and outputs stay
+    ordinary N×C×H×W tensors."""
+    model = load_pretrained(name, weights, note=note).to(device).eval()
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from slkd.cli.common import add_run_arguments, run_training
-from slkd.distill import build_distiller
-from slkd.engine.builders import build_teacher
+from slkd.engine.tasks import distiller_task
 
 
 def add_parser(subparsers) -> None:
@@ -19,18 +18,6 @@ def add_parser(subparsers) -> None:
     )
     add_run_arguments(p)
     p.set_defaults(func=run)
-
-
-def distiller_task(cfg, student, log):
-    method = cfg.distill.method
-    # a teacher whose terms all have weight 0 is not loaded (DistillConfig.uses_teacher_a/_b)
-    teacher_a = build_teacher(cfg.teachers.a, "teachers.a", log) if cfg.distill.uses_teacher_a() else None
-    teacher_b = build_teacher(cfg.teachers.b, "teachers.b", log) if cfg.distill.uses_teacher_b() else None
-    distiller = build_distiller(cfg.distill, student, teacher_a, teacher_b, pixel_loss=cfg.train.loss)
-    if log:
-        log(f"{method}: adapters {distiller.adapter_parameter_count():,} parameters "
-            "(trained with the student, not exported)")
-    return distiller, {"method": method}
 
 
 def run(args) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from slkd.cli.common import add_run_arguments, run_training
-from slkd.engine.tasks import SupervisedTask
+from slkd.engine.tasks import supervised_task
 
 
 def add_parser(subparsers) -> None:
@@ -16,10 +16,6 @@ def add_parser(subparsers) -> None:
     )
     add_run_arguments(p)
     p.set_defaults(func=run)
-
-
-def supervised_task(cfg, model, _log):
-    return SupervisedTask(model, cfg.train.loss, clean_input=cfg.role == "teacher_b"), {}
 
 
 def run(args) -> int:

@@ -1,18 +1,45 @@
-"""SLKD (METHOD.md §2–3): building blocks (scale conversion, extractors, losses) and the
-distillers — SLKD and the baselines on one :class:`Distiller` base, built by
-:func:`build_distiller` from a :class:`~slkd.engine.config.DistillConfig`.
+"""Knowledge distillation (METHOD.md §2–3): building blocks (scale conversion, extractors,
+losses), the :class:`Distiller` base, and the methods — SLKD and the baselines — each a
+config dataclass plus a distiller registered together (:func:`register_distiller`), built by
+:func:`build_distiller`.
+
+In a training loop of your own::
+
+    kd = build_distiller("slkd", student, {"a": teacher_a, "b": teacher_b})
+    loss, terms = kd(degraded, clean)      # the weighted total and each term
+    save_weights(kd.student, "student.pth")
 
 [paper] marks what Zhang & Yan state; [spec] marks this project's reconstruction. Every [spec]
-choice is a constructor or function argument.
+choice is a field of the method's config. Nothing here depends on :mod:`slkd.engine`.
 """
 
 from slkd.distill.base import Distiller, ProbeResult, RecordingTaps
-from slkd.distill.baselines import (
+from slkd.distill.config import DistillerConfig
+from slkd.distill.registry import (
+    DEFAULT_METHOD,
+    DISTILLERS,
+    build_distiller,
+    config_class,
+    distill_config,
+    distiller_class,
+    register_distiller,
+    registered_methods,
+)
+
+# the built-in methods register themselves on import: SLKD first, then the baselines
+from slkd.distill.slkd_method import SLKDConfig, SLKDDistiller  # noqa: E402  isort: skip
+from slkd.distill.baselines import (  # noqa: E402  isort: skip
+    ATConfig,
     ATDistiller,
+    FAKDConfig,
     FAKDDistiller,
     FeatureDistiller,
+    FeatureKDConfig,
+    FitNetConfig,
     FitNetDistiller,
+    OutputKDConfig,
     OutputKDDistiller,
+    ScratchConfig,
     ScratchDistiller,
     affinity_matrix,
     at_loss,
@@ -35,46 +62,46 @@ from slkd.distill.extractors import (
     pairwise_products,
     piqe_extractors,
 )
-from slkd.distill.losses import (
-    LOSS_TERMS,
-    SLKDLossWeights,
-    et_loss,
-    image_l1,
-    kl_loss,
-    nc_loss,
-    pixel_l1,
-    total_loss,
-)
-from slkd.distill.methods import DISTILLERS, build_distiller, resolve_loss_weights
+from slkd.distill.losses import et_loss, image_l1, kl_loss, nc_loss, total_loss
 from slkd.distill.scm import ScaleConversion, standardize_channels, teacher_constant
-from slkd.distill.slkd_method import SLKDDistiller
 
 __all__ = [
+    "ATConfig",
     "ATDistiller",
+    "DEFAULT_METHOD",
     "DISTILLERS",
     "Distiller",
+    "DistillerConfig",
+    "FAKDConfig",
     "FAKDDistiller",
     "FeatureDistiller",
+    "FeatureKDConfig",
+    "FitNetConfig",
     "FitNetDistiller",
+    "OutputKDConfig",
     "OutputKDDistiller",
     "ProbeResult",
     "RecordingTaps",
+    "SLKDConfig",
     "SLKDDistiller",
+    "ScratchConfig",
     "ScratchDistiller",
     "affinity_matrix",
     "at_loss",
     "attention_map",
     "build_distiller",
+    "config_class",
+    "distill_config",
+    "distiller_class",
     "fakd_loss",
-    "resolve_loss_weights",
+    "register_distiller",
+    "registered_methods",
     "BRISQUE_STATS",
     "BrisqueExtractor",
     "IdentityExtractor",
-    "LOSS_TERMS",
     "NSSFeatures",
     "PIQE_CUES",
     "PiqeExtractor",
-    "SLKDLossWeights",
     "ScaleConversion",
     "aggd_stats",
     "block_cues",
@@ -88,7 +115,6 @@ __all__ = [
     "nc_loss",
     "pairwise_products",
     "piqe_extractors",
-    "pixel_l1",
     "standardize_channels",
     "teacher_constant",
     "total_loss",

@@ -9,7 +9,11 @@ A distiller is the trainer's *task* and its *trainable module* at once:
   ``parameters()`` / ``state_dict()`` / DDP, yet :meth:`_apply` moves and casts them with the
   distiller (``.to(device)``, ``.double()``), and :meth:`train` keeps them in ``eval()``;
 * ``forward(batch) -> (loss, terms)`` computes the whole objective, so that
-  ``loss(network, batch)`` is just ``network(batch)`` and DDP sees the forward pass.
+  ``loss(network, batch)`` is just ``network(batch)`` and DDP sees the forward pass; in a
+  loop of your own, ``distiller(degraded, clean)`` does the same;
+* ``progress`` is the fraction of training done before the current step (0 at the first, set
+  by the trainer before every step through :meth:`set_progress`, so it is right after
+  ``--resume``): what a schedule over training reads.
 
 Features are read with forward hooks created once, at construction, on the student and on each
 teacher (a wrong module name fails there), and a probe forward on a zero image at construction
@@ -27,8 +31,9 @@ import torch
 from torch import Tensor, nn
 
 from slkd.distill.scm import teacher_constant
-from slkd.engine.tasks import pixel_loss
 from slkd.errors import SlkdError
+from slkd.losses import check_pixel_loss, pixel_loss
+from slkd.models.protocol import input_channels, size_multiple
 from slkd.models.taps import FeatureTaps
 
 __all__ = ["Distiller", "ProbeResult", "RecordingTaps"]
@@ -117,11 +122,13 @@ class Distiller(nn.Module):
     ``self.probe`` and implement :meth:`compute_terms`.
     """
 
-    #: name under which :func:`slkd.distill.build_distiller` selects the method
+    #: name under which the method is registered (set by :func:`slkd.distill.register_distiller`)
     method: str = ""
     #: L_pix between the student's output and the clean image: "l1", "mse" or "charbonnier"
-    #: (``train.loss``, the same function as :class:`slkd.engine.tasks.SupervisedTask`'s)
+    #: (``train.loss``; :func:`slkd.losses.pixel_loss`, as for the teachers' training)
     pixel_loss: str = "l1"
+    #: fraction of the training done before the current step, in [0, 1] (:meth:`set_progress`)
+    progress: float = 0.0
 
     def __init__(
         self,
@@ -236,14 +243,13 @@ class Distiller(nn.Module):
         models.update({role: (t, self._teacher_taps[role]) for role, t in self._teachers.items()})
         multiple = 1
         for model, _ in models.values():
-            m = int(getattr(model, "size_multiple", 1) or 1)
-            multiple = multiple * m // math.gcd(multiple, m)
+            multiple = math.lcm(multiple, size_multiple(model))
         size = multiple * math.ceil(PROBE_SIZE / multiple)
-        channels = int(getattr(self.student, "inp_channels", 3))
+        channels = input_channels(self.student)
         results = {}
         for role, (model, taps) in models.items():
             who = "the student" if role == "student" else f"Teacher {role.upper()}"
-            wanted = getattr(model, "inp_channels", channels)
+            wanted = input_channels(model, channels)
             if wanted != channels:
                 raise SlkdError(
                     f"{who} takes {wanted}-channel images but the student takes {channels}; "
@@ -313,8 +319,12 @@ class Distiller(nn.Module):
 
     def set_pixel_loss(self, name: str) -> None:
         """Use ``name`` (l1, mse, charbonnier) for L_pix; an unknown name fails here."""
-        pixel_loss(name, torch.zeros(1), torch.zeros(1))
-        self.pixel_loss = name
+        self.pixel_loss = check_pixel_loss(name)
+
+    def set_progress(self, step: int, total_steps: int) -> None:
+        """Called by the trainer before every step: ``step`` steps of ``total_steps`` are done.
+        Sets :attr:`progress` = step / total_steps (clamped to [0, 1]) for schedules."""
+        self.progress = min(1.0, max(0.0, step / total_steps)) if total_steps > 0 else 1.0
 
     def pixel_term(self, out: Tensor, y: Tensor) -> Tensor:
         return pixel_loss(self.pixel_loss, out, y.detach())
@@ -347,15 +357,23 @@ class Distiller(nn.Module):
             raise SlkdError(f"{self.method}: no loss term has a positive weight ({self.weights})")
         return total
 
-    def forward(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """``batch["lq"]`` degraded and ``batch["gt"]`` clean images, N×C×H×W.
+    def forward(self, batch: Mapping[str, Tensor] | Tensor,
+                clean: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """``distiller(batch)`` with ``batch["lq"]`` degraded and ``batch["gt"]`` clean images
+        (the trainer's form), or ``distiller(degraded, clean)``; N×C×H×W.
 
         Returns the weighted total and the detached terms as ``loss_<name>``.
         """
-        missing = [k for k in ("lq", "gt") if k not in batch]
-        if missing:
-            raise SlkdError(f"a distillation batch needs 'lq' and 'gt' tensors; missing {', '.join(missing)}")
-        terms = self.compute_terms(batch["lq"], batch["gt"])
+        if isinstance(batch, Tensor):
+            if clean is None:
+                raise SlkdError("distiller(degraded, clean) needs the clean images as well")
+            degraded = batch
+        else:
+            missing = [k for k in ("lq", "gt") if k not in batch]
+            if missing:
+                raise SlkdError(f"a distillation batch needs 'lq' and 'gt' tensors; missing {', '.join(missing)}")
+            degraded, clean = batch["lq"], batch["gt"]
+        terms = self.compute_terms(degraded, clean)
         total = self.combine(terms)
         return total, {f"loss_{name}": value.detach() for name, value in terms.items()}
 

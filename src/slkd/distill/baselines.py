@@ -12,11 +12,17 @@ fakd       pix·L_pix + feature·Σ_levels mean|Aff_S − Aff_T| (feature affini
 =========  ==================================================================================
 
 The feature baselines read the encoder AND decoder taps of the student and of Teacher A on the
-degraded input x, level by level in tap order.
+degraded input x, level by level in tap order (by default the student's level names,
+:func:`slkd.models.default_taps`).
+
+Each method's options and default weights are its config dataclass below (``ScratchConfig`` …
+``FAKDConfig``), registered with the distiller (:func:`slkd.distill.register_distiller`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Mapping, Sequence
 
 import torch
@@ -24,16 +30,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slkd.distill.base import Distiller
+from slkd.distill.config import DistillerConfig
 from slkd.distill.losses import image_l1, kl_loss
+from slkd.distill.registry import register_distiller
 from slkd.distill.scm import ScaleConversion, teacher_constant
-from slkd.errors import SlkdError
+from slkd.errors import ConfigError, SlkdError
+from slkd.models.protocol import default_taps
 
 __all__ = [
+    "ATConfig",
     "ATDistiller",
+    "FAKDConfig",
     "FAKDDistiller",
     "FeatureDistiller",
+    "FeatureKDConfig",
+    "FitNetConfig",
     "FitNetDistiller",
+    "OutputKDConfig",
     "OutputKDDistiller",
+    "ScratchConfig",
     "ScratchDistiller",
     "affinity_matrix",
     "at_loss",
@@ -99,32 +114,116 @@ def fakd_loss(student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor], 
     return total
 
 
+# ---------------------------------------------------------------------------- configs
+
+
+@dataclass
+class ScratchConfig(DistillerConfig):
+    """``scratch``: L_pix only, no teacher."""
+
+    DEFAULT_WEIGHTS = MappingProxyType({"pix": 1.0})
+    TEACHERS = ()
+
+
+@dataclass
+class OutputKDConfig(DistillerConfig):
+    """``output_kd``: L_pix + img·L1(S(x), A(x)) + kl·L_KL; λ_kl 0.5 as SLKD's, λ_img 0 [spec]."""
+
+    #: softmax temperature of L_KL
+    temperature: float = 1.0
+
+    DEFAULT_WEIGHTS = MappingProxyType({"pix": 1.0, "img": 0.0, "kl": 0.5})
+
+    def validate(self, path: str = "distill") -> None:
+        super().validate(path)
+        if self.temperature <= 0:
+            raise ConfigError(f"{path}.temperature: must be > 0 (it divides)")
+        if self.loss_weights["img"] == 0 and self.loss_weights["kl"] == 0:
+            raise ConfigError(f"{path}.loss_weights: output_kd with img and kl both 0 is scratch; set img "
+                              "(L1 to Teacher A's output) and/or kl above 0, or use method scratch")
+
+
+@dataclass
+class FeatureKDConfig(DistillerConfig):
+    """Options shared by the feature baselines: which levels they compare."""
+
+    #: student / Teacher A levels compared, encoder then decoder; null: the student's own level
+    #: names (slkd.models.default_taps)
+    encoder_taps: list[str] | None = None
+    decoder_taps: list[str] | None = None
+
+    def validate(self, path: str = "distill") -> None:
+        super().validate(path)
+        if self.loss_weights["feature"] == 0:
+            raise ConfigError(f"{path}.loss_weights.feature: {self.method} with feature weight 0 is "
+                              "scratch; set it above 0 or use method scratch")
+
+    def taps(self, student: nn.Module) -> list[str]:
+        enc, dec = default_taps(student)
+        return [*(enc if self.encoder_taps is None else self.encoder_taps),
+                *(dec if self.decoder_taps is None else self.decoder_taps)]
+
+
+#: The default feature weights [spec, measured]: at a weight of 1.0 the feature gradient is 114×
+#: (FitNet), 248× (AT) and 183× (FAKD) the pixel gradient at a trained student and they end
+#: 1.5-3.6 dB below scratch; these weights bring it to about 0.4× and put them at or above
+#: scratch (BENCHMARKS.md §9, benchmarks/loss_balance.py).
+
+
+@dataclass
+class FitNetConfig(FeatureKDConfig):
+    """``fitnet``: L_pix + feature·Σ_levels MSE(SCM(F_S), F_A)."""
+
+    #: standardise both sides in the SCM as SLKD does (false: the classic 1×1 regressor)
+    scm_standardize: bool = True
+
+    DEFAULT_WEIGHTS = MappingProxyType({"pix": 1.0, "feature": 0.003})
+
+
+@dataclass
+class ATConfig(FeatureKDConfig):
+    """``at``: L_pix + feature·attention transfer."""
+
+    DEFAULT_WEIGHTS = MappingProxyType({"pix": 1.0, "feature": 0.0015})
+
+
+@dataclass
+class FAKDConfig(FeatureKDConfig):
+    """``fakd``: L_pix + feature·feature-affinity distance."""
+
+    #: features are pooled to at most this size per side before the HW×HW affinity
+    fakd_pool: int = 8
+
+    DEFAULT_WEIGHTS = MappingProxyType({"pix": 1.0, "feature": 0.002})
+
+    def validate(self, path: str = "distill") -> None:
+        super().validate(path)
+        if self.fakd_pool < 1:
+            raise ConfigError(f"{path}.fakd_pool: must be >= 1, got {self.fakd_pool}")
+
+
 # ---------------------------------------------------------------------------- distillers
 
 
+@register_distiller("scratch", ScratchConfig)
 class ScratchDistiller(Distiller):
     """L_pix only: the honest reference. No teacher is held or run."""
 
-    method = "scratch"
-
-    def __init__(self, student: nn.Module, weights: Mapping[str, float]) -> None:
-        super().__init__(student, {}, {"pix": weights["pix"]})
+    def __init__(self, cfg: ScratchConfig, student: nn.Module, teachers: Mapping[str, nn.Module]) -> None:
+        super().__init__(student, teachers, cfg.loss_weights)
 
     def compute_terms(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         out, _ = self.run_student(x)
         return {"pix": self.pixel_term(out, y)}
 
 
+@register_distiller("output_kd", OutputKDConfig)
 class OutputKDDistiller(Distiller):
     """L_pix + img·L1(S(x), A(x)) + kl·L_KL, each teacher term only when its weight is > 0."""
 
-    method = "output_kd"
-
-    def __init__(self, student: nn.Module, teacher_a: nn.Module, weights: Mapping[str, float],
-                 temperature: float = 1.0) -> None:
-        super().__init__(student, {"a": teacher_a},
-                         {k: weights[k] for k in ("pix", "img", "kl")})
-        self.temperature = float(temperature)
+    def __init__(self, cfg: OutputKDConfig, student: nn.Module, teachers: Mapping[str, nn.Module]) -> None:
+        super().__init__(student, teachers, cfg.loss_weights)
+        self.temperature = float(cfg.temperature)
         with self.closing_on_error():
             self._check_same_output("a")
 
@@ -143,13 +242,11 @@ class FeatureDistiller(Distiller):
     """Base of the feature baselines: L_pix + feature·(a loss over the tapped levels of the
     student and of Teacher A, both on x)."""
 
-    def __init__(self, student: nn.Module, teacher_a: nn.Module, weights: Mapping[str, float],
-                 taps: Sequence[str]) -> None:
-        names = list(dict.fromkeys(taps))
+    def __init__(self, cfg: FeatureKDConfig, student: nn.Module, teachers: Mapping[str, nn.Module]) -> None:
+        names = list(dict.fromkeys(cfg.taps(student)))
         if not names:
             raise SlkdError(f"{self.method} needs at least one tapped level (encoder_taps/decoder_taps)")
-        super().__init__(student, {"a": teacher_a}, {k: weights[k] for k in ("pix", "feature")},
-                         student_taps=names, teacher_taps={"a": names})
+        super().__init__(student, teachers, cfg.loss_weights, student_taps=names, teacher_taps={"a": names})
         self.levels = names
 
     def feature_loss(self, student_feats: list[Tensor], teacher_feats: list[Tensor]) -> Tensor:
@@ -164,45 +261,39 @@ class FeatureDistiller(Distiller):
         return terms
 
 
+@register_distiller("fitnet", FitNetConfig)
 class FitNetDistiller(FeatureDistiller):
     """FitNet: Σ_levels MSE(SCM(F_S), F_A). With ``scm_standardize: false`` the SCM is the
     classic 1×1 regressor; by default both sides are standardised as in SLKD (§2.3)."""
 
-    method = "fitnet"
-
-    def __init__(self, student: nn.Module, teacher_a: nn.Module, weights: Mapping[str, float],
-                 taps: Sequence[str], standardize: bool = True) -> None:
-        super().__init__(student, teacher_a, weights, taps)
-        self.adapters["features"] = ScaleConversion(
-            self.probe["student"].channels(self.levels), self.probe["a"].channels(self.levels),
-            standardize=standardize,
-        )
+    def __init__(self, cfg: FitNetConfig, student: nn.Module, teachers: Mapping[str, nn.Module]) -> None:
+        super().__init__(cfg, student, teachers)
+        with self.closing_on_error():
+            self.adapters["features"] = ScaleConversion(
+                self.probe["student"].channels(self.levels), self.probe["a"].channels(self.levels),
+                standardize=cfg.scm_standardize,
+            )
 
     def feature_loss(self, student_feats: list[Tensor], teacher_feats: list[Tensor]) -> Tensor:
         s, t = self.adapters["features"](student_feats, teacher_feats)
         return torch.stack([F.mse_loss(a, b) for a, b in zip(s, t)]).sum()
 
 
+@register_distiller("at", ATConfig)
 class ATDistiller(FeatureDistiller):
     """Attention transfer (:func:`at_loss`); no adapters."""
-
-    method = "at"
 
     def feature_loss(self, student_feats: list[Tensor], teacher_feats: list[Tensor]) -> Tensor:
         return at_loss(student_feats, teacher_feats)
 
 
+@register_distiller("fakd", FAKDConfig)
 class FAKDDistiller(FeatureDistiller):
     """Feature-affinity KD (:func:`fakd_loss`, pooled to ``pool``×``pool``); no adapters."""
 
-    method = "fakd"
-
-    def __init__(self, student: nn.Module, teacher_a: nn.Module, weights: Mapping[str, float],
-                 taps: Sequence[str], pool: int = 8) -> None:
-        if pool < 1:
-            raise SlkdError(f"fakd_pool must be >= 1, got {pool}")
-        super().__init__(student, teacher_a, weights, taps)
-        self.pool = int(pool)
+    def __init__(self, cfg: FAKDConfig, student: nn.Module, teachers: Mapping[str, nn.Module]) -> None:
+        super().__init__(cfg, student, teachers)
+        self.pool = int(cfg.fakd_pool)
 
     def feature_loss(self, student_feats: list[Tensor], teacher_feats: list[Tensor]) -> Tensor:
         return fakd_loss(student_feats, teacher_feats, self.pool)

@@ -13,13 +13,14 @@ inference tensors, and no gradient ever reaches them. Reductions, precisely:
 * ``kl_loss``  T² · (1/(B·C)) Σ_{b,c} Σ_{hw} p_T log(p_T/p_S), p = softmax over the H×W
   positions of output/T for each image b and channel c ("batchmean" over the B·C
   distributions).
-* ``pixel_l1`` / ``image_l1``  mean absolute difference over all elements.
+* ``image_l1``  mean absolute difference over all elements.
+
+L_pix is :func:`slkd.losses.pixel_loss` (``train.loss``); the default weights of every term are
+:class:`slkd.distill.SLKDConfig`'s.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from types import MappingProxyType
 from typing import Mapping, Sequence
 
 import torch
@@ -30,13 +31,10 @@ from slkd.distill.extractors import IdentityExtractor
 from slkd.distill.scm import teacher_constant
 
 __all__ = [
-    "LOSS_TERMS",
-    "SLKDLossWeights",
     "et_loss",
     "image_l1",
     "kl_loss",
     "nc_loss",
-    "pixel_l1",
     "total_loss",
 ]
 
@@ -140,72 +138,25 @@ def kl_loss(student_out: Tensor, teacher_out: Tensor, temperature: float = 1.0) 
     return kl.mean() * temperature**2
 
 
-def pixel_l1(out: Tensor, gt: Tensor) -> Tensor:
-    """L_pix = mean|S(x) − y|."""
-    return F.l1_loss(out, gt.detach())
-
-
 def image_l1(out: Tensor, teacher_out: Tensor) -> Tensor:
     """L_img = mean|S(x) − A(x)|, the teacher output treated as a constant."""
     return F.l1_loss(out, teacher_constant(teacher_out))
 
 
-#: term name in :func:`total_loss` → field of :class:`SLKDLossWeights` holding its weight
-LOSS_TERMS = MappingProxyType(
-    {"pix": "lambda_pix", "kl": "lambda_kl", "nc": "lambda_nc", "et": "lambda_et", "img": "lambda_img"}
-)
-
-
-@dataclass
-class SLKDLossWeights:
-    """Weights of L = λ_pix·L_pix + λ_kl·L_KL + λ_nc·L_NC + λ_et·L_ET + λ_img·L_img.
-
-    The paper's three trade-off weights are 0.5, 0.1, 0.1 [paper]; which belongs to which term
-    is [spec] (λ_kl 0.5, λ_nc 0.1, λ_et 0.1). Our L_NC and L_ET are reconstructions whose scale
-    the paper's weights were not tuned for: with 0.1/0.1 their gradients are 5.4× and 1.3× the
-    pixel gradient at a trained student and orthogonal to it, and the student ends 0.38 dB worse
-    on every seed than with the defaults here, λ_nc 0.01 and λ_et 0.03 [spec, measured]
-    (docs/method.md, BENCHMARKS.md §9). λ_img 0, λ_pix 1, γ_stat 1, temperature 1 [spec].
-    """
-
-    lambda_kl: float = 0.5
-    lambda_nc: float = 0.01
-    lambda_et: float = 0.03
-    lambda_img: float = 0.0
-    lambda_pix: float = 1.0
-    gamma_stat: float = 1.0
-    temperature: float = 1.0
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, (int, float)) or value != value:
-                raise ValueError(f"{f.name} must be a number, got {value!r}")
-            if value < 0:
-                raise ValueError(f"{f.name} must be >= 0, got {value}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-
-    def weight(self, term: str) -> float:
-        try:
-            return float(getattr(self, LOSS_TERMS[term]))
-        except KeyError:
-            raise ValueError(
-                f"unknown loss term {term!r}; known terms: {', '.join(LOSS_TERMS)}"
-            ) from None
-
-
-def total_loss(terms: Mapping[str, Tensor], weights: SLKDLossWeights) -> Tensor:
-    """Σ weight(name)·term over the given terms (keys among pix, kl, nc, et, img).
+def total_loss(terms: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
+    """Σ weights[name]·term over the given terms (every name must have a weight).
 
     Missing terms are simply absent (e.g. ``drl: off`` gives no ``nc``); terms whose weight is
-    0 are skipped, so a NaN in a disabled term cannot leak into the total.
+    0 are skipped, so a NaN in a disabled term cannot leak into the total; with every weight 0
+    the total is 0.
     """
     if not terms:
         raise ValueError("total_loss needs at least one term")
     total = None
     for name, value in terms.items():
-        w = weights.weight(name)
+        if name not in weights:
+            raise ValueError(f"unknown loss term {name!r}; weighted terms: {', '.join(weights)}")
+        w = float(weights[name])
         if w == 0:
             continue
         total = w * value if total is None else total + w * value

@@ -19,115 +19,175 @@ parameter receives a gradient at every step (DDP needs no ``find_unused_paramete
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from slkd.distill.base import Distiller
+from slkd.distill.config import DistillerConfig
 from slkd.distill.extractors import (
     BrisqueExtractor,
     IdentityExtractor,
     level_indices_from_sizes,
     piqe_extractors,
 )
-from slkd.distill.losses import SLKDLossWeights, et_loss, image_l1, kl_loss, nc_loss, total_loss
+from slkd.distill.losses import et_loss, image_l1, kl_loss, nc_loss, total_loss
+from slkd.distill.registry import register_distiller
 from slkd.distill.scm import ScaleConversion
-from slkd.engine.config import slkd_teachers
-from slkd.errors import SlkdError
+from slkd.errors import ConfigError, SlkdError
+from slkd.models.protocol import default_taps
 
-__all__ = ["SLKDDistiller"]
+__all__ = ["SLKDConfig", "SLKDDistiller"]
 
 
-class SLKDDistiller(Distiller):
-    """SLKD with the ablation switches of METHOD.md §2.7.
+@dataclass
+class SLKDConfig(DistillerConfig):
+    """SLKD's options (METHOD.md §2), every [spec] choice a key, and its default weights.
 
-    Args:
-        student, teacher_a, teacher_b: networks; ``teacher_b`` is only needed (and only held)
-            when IRL is active with ``teacher_b="separate"``.
-        weights: pix, kl, nc, et, img.
-        drl, irl, extractor_nc ("brisque"/"identity"), extractor_et ("piqe"/"identity"),
-        teacher_b_mode ("separate"/"same_as_a"), encoder_taps, decoder_taps, gamma_stat,
-        temperature, scm_standardize, brisque_scales, mscn_c, piqe_block, piqe_tau,
-        piqe_temperature: see :class:`slkd.engine.config.DistillConfig`.
-        compile_losses: run the feature terms (SCMs, extractors, L_NC, L_ET) through
-            ``torch.compile`` (Inductor, one graph per input shape); student and teachers stay
-            eager. The same numbers to float rounding; with the allocator tuned as ``slkd``
-            tunes it, the step is 1.13× faster on CPU at the tiny pair and 1.03× at the paper's
-            pair (BENCHMARKS.md §8); the first step pays the compilation (50–100 s on 2 cores).
+    Loss weights: the paper's three trade-off weights are 0.5, 0.1, 0.1 [paper]; which belongs
+    to which term is [spec] (λ_kl 0.5, λ_nc 0.1, λ_et 0.1). Our L_NC and L_ET are
+    reconstructions whose scale the paper's weights were not tuned for: with 0.1/0.1 their
+    gradients are 5.4× and 1.3× the pixel gradient at a trained student and orthogonal to it,
+    and the student ends 0.38 dB worse on every seed than with the defaults here, λ_nc 0.01 and
+    λ_et 0.03 [spec, measured] (docs/method.md, BENCHMARKS.md §9). λ_img 0, λ_pix 1 [spec].
+    ``loss_weights: {kl: 0.5, nc: 0.1, et: 0.1}`` gives the paper's.
     """
 
-    method = "slkd"
+    #: ablation switches (METHOD.md §2.7)
+    drl: bool = True
+    irl: bool = True
+    extractor_nc: Literal["brisque", "identity"] = "brisque"
+    extractor_et: Literal["piqe", "identity"] = "piqe"
+    #: IRL's teacher: a separate clean → clean Teacher B, or Teacher A run on the clean image
+    teacher_b: Literal["separate", "same_as_a"] = "separate"
+    #: levels read by DRL (encoder) and IRL (decoder); null: the student's own level names
+    #: (slkd.models.default_taps: METHOD.md §2.2's encoder_level1 … refinement)
+    encoder_taps: list[str] | None = None
+    decoder_taps: list[str] | None = None
+    #: weight of the statistics part of L_NC
+    gamma_stat: float = 1.0
+    #: softmax temperature of L_KL
+    temperature: float = 1.0
+    #: SCMs standardise student and teacher features per channel
+    scm_standardize: bool = True
+    #: BRISQUE scales of Φ_N (1 or 2)
+    brisque_scales: int = 1
+    #: MSCN stabiliser
+    mscn_c: float = 1e-2
+    #: PIQE block size at full resolution, activity threshold and soft-count temperature
+    piqe_block: int = 8
+    piqe_tau: float = 0.1
+    piqe_temperature: float = 0.02
+    #: run the feature terms (SCMs, extractors, L_NC, L_ET) through ``torch.compile``; the
+    #: networks stay eager. The same numbers to float rounding; 1.13× faster steps on CPU at the
+    #: tiny pair, 1.03× at the paper's (BENCHMARKS.md §8); the first step pays the compilation
+    compile_losses: bool = False
 
-    def __init__(
-        self,
-        student: nn.Module,
-        teacher_a: nn.Module | None,
-        teacher_b: nn.Module | None,
-        weights: Mapping[str, float],
-        *,
-        drl: bool = True,
-        irl: bool = True,
-        extractor_nc: str = "brisque",
-        extractor_et: str = "piqe",
-        teacher_b_mode: str = "separate",
-        encoder_taps: Sequence[str] = (),
-        decoder_taps: Sequence[str] = (),
-        gamma_stat: float = 1.0,
-        temperature: float = 1.0,
-        scm_standardize: bool = True,
-        brisque_scales: int = 1,
-        mscn_c: float = 1e-2,
-        piqe_block: int = 8,
-        piqe_tau: float = 0.1,
-        piqe_temperature: float = 0.02,
-        compile_losses: bool = False,
-    ) -> None:
-        if extractor_nc not in ("brisque", "identity"):
-            raise SlkdError(f"extractor_nc must be 'brisque' or 'identity', got {extractor_nc!r}")
-        if extractor_et not in ("piqe", "identity"):
-            raise SlkdError(f"extractor_et must be 'piqe' or 'identity', got {extractor_et!r}")
-        if teacher_b_mode not in ("separate", "same_as_a"):
-            raise SlkdError(f"teacher_b must be 'separate' or 'same_as_a', got {teacher_b_mode!r}")
-        w = {k: float(weights[k]) for k in ("pix", "kl", "nc", "et", "img")}
-        loss_weights = SLKDLossWeights(
-            lambda_kl=w["kl"], lambda_nc=w["nc"], lambda_et=w["et"], lambda_img=w["img"],
-            lambda_pix=w["pix"], gamma_stat=gamma_stat, temperature=temperature,
+    DEFAULT_WEIGHTS = MappingProxyType({"pix": 1.0, "kl": 0.5, "nc": 0.01, "et": 0.03, "img": 0.0})
+
+    def validate(self, path: str = "distill") -> None:
+        super().validate(path)
+        if self.brisque_scales not in (1, 2):
+            raise ConfigError(f"{path}.brisque_scales: 1 or 2")
+        for key in ("temperature", "piqe_temperature"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{path}.{key}: must be > 0 (it divides)")
+        if self.mscn_c <= 0:
+            raise ConfigError(f"{path}.mscn_c: must be > 0 (the MSCN stabiliser divides)")
+        for key in ("gamma_stat", "piqe_tau"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{path}.{key}: must be >= 0, got {getattr(self, key)}")
+        if self.piqe_block < 1:
+            raise ConfigError(f"{path}.piqe_block: must be >= 1, got {self.piqe_block}")
+
+    # ------------------------------------------------------------------ which parts run
+    @property
+    def uses_drl(self) -> bool:
+        """DRL computes L_NC: switched on and nc > 0."""
+        return self.drl and self.loss_weights["nc"] > 0
+
+    @property
+    def uses_irl(self) -> bool:
+        """IRL computes L_ET: switched on and et > 0."""
+        return self.irl and self.loss_weights["et"] > 0
+
+    @property
+    def teacher_a_on_degraded(self) -> bool:
+        """Teacher A runs on x for DRL, L_KL or L_img."""
+        w = self.loss_weights
+        return self.uses_drl or w["kl"] > 0 or w["img"] > 0
+
+    def teacher_roles(self) -> tuple[str, ...]:
+        """Teacher A for DRL, KL, img, and for IRL with ``teacher_b: same_as_a``; Teacher B only
+        for IRL (et > 0) with ``teacher_b: separate``. A term whose weight is 0 is not computed,
+        so its teacher is neither needed nor loaded."""
+        irl_on_a = self.uses_irl and self.teacher_b == "same_as_a"
+        roles = ("a",) if self.teacher_a_on_degraded or irl_on_a else ()
+        return roles + (("b",) if self.uses_irl and self.teacher_b == "separate" else ())
+
+    def missing_teacher(self, role: str) -> str:
+        if role == "b":
+            return ("SLKD with IRL on needs Teacher B (or set distill.irl: false, distill.teacher_b: "
+                    "same_as_a, or distill.loss_weights.et: 0)")
+        return "SLKD with DRL, KL, img or IRL via same_as_a needs Teacher A (teachers.a)"
+
+    def taps(self, student: nn.Module) -> tuple[list[str], list[str]]:
+        """(encoder, decoder) levels actually read: none for a part that does not run."""
+        enc, dec = default_taps(student)
+        enc = list(dict.fromkeys(enc if self.encoder_taps is None else self.encoder_taps))
+        dec = list(dict.fromkeys(dec if self.decoder_taps is None else self.decoder_taps))
+        return (enc if self.uses_drl else []), (dec if self.uses_irl else [])
+
+
+def _check_teacher_b(teacher_b: nn.Module) -> None:
+    if getattr(teacher_b, "global_residual", False):
+        raise SlkdError(
+            "Teacher B has its global input-to-output residual enabled. Teacher B is trained "
+            "clean → clean, and with the residual it learns the identity through the skip, so its "
+            "decoder features carry nothing to distil (METHOD.md §2.1). Train it with "
+            "model.options.global_residual: false (role teacher_b), or use distill.teacher_b: "
+            "same_as_a or distill.irl: false."
         )
-        use_drl = bool(drl) and w["nc"] > 0
-        use_irl = bool(irl) and w["et"] > 0
-        irl_role = "b" if teacher_b_mode == "separate" else "a"
-        a_on_x = use_drl or w["kl"] > 0 or w["img"] > 0
-        # the same rule as the config check and `slkd distill` (DistillConfig.uses_teacher_*)
-        needs_a, needs_b = slkd_teachers(drl, irl, teacher_b_mode, w["nc"], w["et"], w["kl"], w["img"])
-        enc = list(dict.fromkeys(encoder_taps)) if use_drl else []
-        dec = list(dict.fromkeys(decoder_taps)) if use_irl else []
-        if use_drl and not enc:
+
+
+@register_distiller("slkd", SLKDConfig)
+class SLKDDistiller(Distiller):
+    """SLKD with the ablation switches of METHOD.md §2.7, configured by :class:`SLKDConfig`.
+
+    ``teachers`` holds the roles of ``cfg.teacher_roles()``: Teacher B only when IRL is active
+    with ``teacher_b: separate``.
+    """
+
+    def __init__(self, cfg: SLKDConfig, student: nn.Module, teachers: Mapping[str, nn.Module]) -> None:
+        enc, dec = cfg.taps(student)
+        if cfg.uses_drl and not enc:
             raise SlkdError("DRL needs at least one encoder tap (distill.encoder_taps)")
-        if use_irl and not dec:
+        if cfg.uses_irl and not dec:
             raise SlkdError("IRL needs at least one decoder tap (distill.decoder_taps)")
-        if needs_a and teacher_a is None:
-            raise SlkdError("SLKD with DRL, KL, img or IRL via same_as_a needs Teacher A")
-        if needs_b and teacher_b is None:
-            raise SlkdError("SLKD with IRL on needs Teacher B (or set distill.irl: false, or "
-                            "distill.teacher_b: same_as_a)")
+        roles = cfg.teacher_roles()
+        if "b" in roles:
+            _check_teacher_b(teachers["b"])
+        irl_role = "b" if cfg.teacher_b == "separate" else "a"
+        a_on_x = cfg.teacher_a_on_degraded
         super().__init__(
             student,
-            {"a": teacher_a if needs_a else None, "b": teacher_b if needs_b else None},
-            w,
+            {role: teachers[role] for role in roles},
+            cfg.loss_weights,
             student_taps=enc + dec,
             teacher_taps={"a": (enc if a_on_x else []) + (dec if irl_role == "a" else []),
-                          "b": dec if needs_b else []},
+                          "b": dec if "b" in roles else []},
         )
-        self.loss_weights = loss_weights
-        self.drl, self.irl = use_drl, use_irl
+        self.gamma_stat, self.temperature = float(cfg.gamma_stat), float(cfg.temperature)
+        self.drl, self.irl = cfg.uses_drl, cfg.uses_irl
         self.a_on_x = a_on_x
         self.irl_role = irl_role
         self.encoder_taps, self.decoder_taps = enc, dec
         with self.closing_on_error():
-            self._build_adapters(extractor_nc, extractor_et, scm_standardize, brisque_scales, mscn_c,
-                                 piqe_block, piqe_tau, piqe_temperature)
-        self.compile_losses = bool(compile_losses)
+            self._build_adapters(cfg)
+        self.compile_losses = bool(cfg.compile_losses)
         self._nc_fn, self._et_fn = self._nc_term, self._et_term
         if self.compile_losses:
             # dynamic=False: one specialised graph per patch size (training uses one); the
@@ -135,28 +195,28 @@ class SLKDDistiller(Distiller):
             self._nc_fn = torch.compile(self._nc_term, dynamic=False)
             self._et_fn = torch.compile(self._et_term, dynamic=False)
 
-    def _build_adapters(self, extractor_nc, extractor_et, scm_standardize, brisque_scales, mscn_c,
-                        piqe_block, piqe_tau, piqe_temperature) -> None:
+    def _build_adapters(self, cfg: SLKDConfig) -> None:
         enc, dec, w, irl_role = self.encoder_taps, self.decoder_taps, self.weights, self.irl_role
         if w["kl"] > 0 or w["img"] > 0:
             self._check_same_output("a")
         if self.drl:
             self.adapters["encoder"] = ScaleConversion(
                 self.probe["student"].channels(enc), self.probe["a"].channels(enc),
-                standardize=scm_standardize,
+                standardize=cfg.scm_standardize,
             )
-            self.extractor_nc = (BrisqueExtractor(scales=brisque_scales, c=mscn_c)
-                                 if extractor_nc == "brisque" else IdentityExtractor())
+            self.extractor_nc = (BrisqueExtractor(scales=cfg.brisque_scales, c=cfg.mscn_c)
+                                 if cfg.extractor_nc == "brisque" else IdentityExtractor())
         if self.irl:
             teacher_probe = self.probe[irl_role]
             self.adapters["decoder"] = ScaleConversion(
                 self.probe["student"].channels(dec), teacher_probe.channels(dec),
-                standardize=scm_standardize,
+                standardize=cfg.scm_standardize,
             )
-            if extractor_et == "piqe":
+            if cfg.extractor_et == "piqe":
                 levels = level_indices_from_sizes(teacher_probe.sizes(dec), teacher_probe.image_size)
                 self.extractors_et = nn.ModuleList(piqe_extractors(
-                    levels, block=piqe_block, tau=piqe_tau, temperature=piqe_temperature, c=mscn_c))
+                    levels, block=cfg.piqe_block, tau=cfg.piqe_tau, temperature=cfg.piqe_temperature,
+                    c=cfg.mscn_c))
             else:
                 self.extractors_et = IdentityExtractor()
 
@@ -167,7 +227,7 @@ class SLKDDistiller(Distiller):
         if self.a_on_x:
             a_out, a_feats = self.run_teacher("a", x, self.encoder_taps)
             if w["kl"] > 0:
-                terms["kl"] = kl_loss(out, a_out, self.loss_weights.temperature)
+                terms["kl"] = kl_loss(out, a_out, self.temperature)
             if self.drl:
                 terms["nc"] = self._feature_term(self._nc_fn, [s_feats[n] for n in self.encoder_taps],
                                                  [a_feats[n] for n in self.encoder_taps])
@@ -181,7 +241,7 @@ class SLKDDistiller(Distiller):
 
     def _nc_term(self, student: list[Tensor], teacher: list[Tensor]) -> Tensor:
         s, t = self.adapters["encoder"](student, teacher)
-        return nc_loss(s, t, self.extractor_nc, self.loss_weights.gamma_stat)
+        return nc_loss(s, t, self.extractor_nc, self.gamma_stat)
 
     def _et_term(self, student: list[Tensor], teacher: list[Tensor]) -> Tensor:
         s, t = self.adapters["decoder"](student, teacher)
@@ -199,4 +259,4 @@ class SLKDDistiller(Distiller):
             raise
 
     def combine(self, terms: Mapping[str, Tensor]) -> Tensor:
-        return total_loss(terms, self.loss_weights)
+        return total_loss(terms, self.weights)

@@ -11,10 +11,8 @@ from torch import nn
 from slkd.data.datasets import DegradedImageDataset, PairedImageDataset
 from slkd.data.degrade import build_degradation
 from slkd.engine.config import ConfigError, DatasetConfig, TeacherConfig, TrainRunConfig
-from slkd.errors import DatasetError, SlkdError
-from slkd.models import build_model, get_preset, list_models, load_weights, read_state_dict
-from slkd.models.checkpoint import load_state
-from slkd.models.registry import variant_overrides
+from slkd.errors import CheckpointError, DatasetError, SlkdError
+from slkd.models import build_model, get_preset, list_models, load_pretrained, load_weights, weights_path
 
 
 def data_root(cfg: TrainRunConfig) -> Path:
@@ -26,16 +24,6 @@ def data_root(cfg: TrainRunConfig) -> Path:
 def _resolve(root: Path, folder: str) -> Path:
     path = Path(os.path.expanduser(folder))
     return path if path.is_absolute() else root / path
-
-
-def weights_path(spec: str) -> Path:
-    """A weights file, or a run folder of ``slkd train`` (its deployable ``weights.pth``)."""
-    path = Path(os.path.expanduser(spec))
-    if path.is_dir():
-        path = path / "weights.pth"
-    if not path.is_file():
-        raise SlkdError(f"weights not found: {path}")
-    return path
 
 
 def _build(name: str, options: dict, where: str) -> nn.Module:
@@ -67,25 +55,23 @@ def build_model_for_run(cfg: TrainRunConfig, log: Callable[[str], None] | None =
 
 
 def build_teacher(spec: TeacherConfig, where: str, log: Callable[[str], None] | None = None) -> nn.Module:
-    """A frozen teacher from a weights file or run folder; official Restormer variants (LayerNorm
-    type, channels) are recognised from the file."""
+    """A frozen teacher from a weights file or run folder (:func:`slkd.models.load_pretrained`:
+    official variants are recognised from the file), errors naming the config key.
+
+    The preset is first built as named, without options, to check the name: that build also
+    advances the random generator before the distiller initialises its adapters, so it stays
+    (without it every distilled run — the demo, the study — would start from other SCMs)."""
+    _build(spec.name, {}, where)
     try:
         path = weights_path(spec.weights)
-        state, source = read_state_dict(path)  # weights_only: a file carrying code is refused
-    except SlkdError as exc:
+        model = load_pretrained(spec.name, path, options=spec.options, note=log)
+    except CheckpointError as exc:  # missing, unsafe or non-matching file
         raise ConfigError(f"{where}.weights: {exc}") from None
-    _build(spec.name, {}, where)  # a wrong name is named before the file is blamed
-    adapted = {k: v for k, v in variant_overrides(spec.name, state).items() if k not in spec.options}
-    if adapted and log:
-        log(f"note: {path.name} needs {spec.name} with {adapted}; building it that way")
-    model = _build(spec.name, {**adapted, **spec.options}, where)
-    try:
-        load_state(model, state, path, strict=True, source_key=source)
-    except SlkdError as exc:
-        raise ConfigError(f"{where}.weights: {exc}") from None
+    except SlkdError as exc:  # the preset refuses an option
+        raise ConfigError(f"{where}.options: {exc}") from None
     if log:
         log(f"{where}: {spec.name} from {path}")
-    return model.eval().requires_grad_(False)
+    return model.requires_grad_(False)
 
 
 def build_dataset(spec: DatasetConfig, root: Path, *, train: bool, where: str):

@@ -25,11 +25,10 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from slkd.errors import SlkdError
-
-
-class ConfigError(SlkdError):
-    """A configuration file or override is invalid; the message names the key."""
+from slkd.distill import DEFAULT_METHOD, DistillerConfig, config_class, distill_config, registered_methods
+from slkd.distill.registry import option_names
+from slkd.errors import ConfigError
+from slkd.losses import PIXEL_LOSSES
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,6 +109,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     if tp is Any:
         _check_finite(value, path)
         return value
+    if tp is DistillerConfig:
+        return _distill_node(value, path)
     if origin in (Union, types.UnionType):
         options = get_args(tp)
         if value is None and type(None) in options:
@@ -385,7 +386,8 @@ class TrainConfig:
     iters: int
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    loss: Literal["l1", "mse", "charbonnier"] = "l1"
+    #: the pixel loss (slkd.losses.pixel_loss), also the distillers' L_pix
+    loss: Literal[PIXEL_LOSSES] = "l1"
     #: clip the global gradient norm to this value; null = no clipping (logged either way)
     grad_clip: float | None = None
     #: EMA decay of the weights (e.g. 0.999); null = no EMA
@@ -451,93 +453,59 @@ class TeachersConfig:
     b: TeacherConfig | None = None
 
 
-@dataclass
-class DistillConfig:
-    """Knowledge distillation (METHOD.md §2-3). Every [spec] choice is a key here."""
+#: the ``distill:`` node in Python: ``DistillConfig(method="fitnet", …)`` is
+#: :func:`slkd.distill.distill_config`, the registered config dataclass of the method
+DistillConfig = distill_config
 
-    method: Literal["slkd", "scratch", "output_kd", "fitnet", "at", "fakd"] = "slkd"
-    #: SLKD switches (METHOD.md §2.7)
-    drl: bool = True
-    irl: bool = True
-    extractor_nc: Literal["brisque", "identity"] = "brisque"
-    extractor_et: Literal["piqe", "identity"] = "piqe"
-    teacher_b: Literal["separate", "same_as_a"] = "separate"
-    encoder_taps: list[str] = field(default_factory=lambda: ["encoder_level1", "encoder_level2", "encoder_level3", "latent"])
-    decoder_taps: list[str] = field(default_factory=lambda: ["decoder_level3", "decoder_level2", "decoder_level1", "refinement"])
-    #: loss weights: L = pix·L_pix + kl·L_KL + nc·L_NC + et·L_ET + img·L_img (+ feature for baselines).
-    #: nc/et are the measured revision of the paper's 0.1/0.1 (docs/method.md); the paper's
-    #: weights are {kl: 0.5, nc: 0.1, et: 0.1}. ``feature`` (FitNet, AT, FAKD) defaults per
-    #: method, see :data:`slkd.distill.methods.FEATURE_WEIGHTS`.
-    loss_weights: dict[str, float] = field(default_factory=lambda: {
-        "pix": 1.0, "kl": 0.5, "nc": 0.01, "et": 0.03, "img": 0.0})
-    gamma_stat: float = 1.0
-    temperature: float = 1.0
-    scm_standardize: bool = True
-    brisque_scales: int = 1
-    mscn_c: float = 1e-2
-    piqe_block: int = 8
-    piqe_tau: float = 0.1
-    piqe_temperature: float = 0.02
-    #: FAKD pools features to this size before the HW×HW affinity
-    fakd_pool: int = 8
-    #: SLKD: torch.compile the feature terms (SCMs, extractors, L_NC, L_ET); models stay eager
-    compile_losses: bool = False
 
-    def validate(self, path: str) -> None:
-        known = {"pix", "kl", "nc", "et", "img", "feature"}
-        unknown = sorted(set(self.loss_weights) - known)
+def _distill_node(value: Any, path: str) -> DistillerConfig:
+    """The ``distill:`` node: the config dataclass registered for ``distill.method``
+    (:func:`slkd.distill.register_distiller`), each key checked by that class with its path.
+
+    One node serves every method, so that ``distill.method=fitnet`` on an SLKD config works: a
+    key that only another registered method has (``drl``, ``fakd_pool`` …) and a loss term of
+    another method are checked as that method checks them, then left out (recorded in
+    ``ignored_options`` and reported when the distiller is built). Anything else is unknown."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+    methods = registered_methods()
+    method = value.get("method", DEFAULT_METHOD)
+    if not isinstance(method, str) or method not in methods:
+        raise ConfigError(f"{_join(path, 'method')}: expected {' or '.join(map(repr, methods))}, got {method!r}")
+    cls = config_class(method)
+    own = option_names(cls)
+    others = {name: config_class(name) for name in methods if name != method}
+    data: dict[str, Any] = {}
+    ignored: list[str] = []
+    for key, item in value.items():
+        if key in own:
+            data[key] = item
+            continue
+        owner = next((c for c in others.values() if key in option_names(c)), None)
+        if owner is None:
+            known = set(own).union(*(option_names(c) for c in others.values()))
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys of {method}: {', '.join(own)}"
+            raise ConfigError(f"{_join(path, key)}: unknown key{hint}")
+        from_dict(owner, {key: item}, path)  # checked as the method that has it checks it
+        ignored.append(str(key))
+    weights = data.get("loss_weights")
+    if isinstance(weights, dict):
+        terms = cls.DEFAULT_WEIGHTS
+        known_terms = list(dict.fromkeys(t for m in methods for t in config_class(m).DEFAULT_WEIGHTS))
+        unknown = [str(t) for t in weights if t not in known_terms]
         if unknown:
             raise ConfigError(f"{_join(path, 'loss_weights')}: unknown term(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(sorted(known))}")
-        if any(v < 0 for v in self.loss_weights.values()):
-            raise ConfigError(f"{_join(path, 'loss_weights')}: weights must be >= 0")
-        if self.brisque_scales not in (1, 2):
-            raise ConfigError(f"{_join(path, 'brisque_scales')}: 1 or 2")
-        for key in ("temperature", "piqe_temperature"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"{_join(path, key)}: must be > 0 (it divides)")
-        if self.mscn_c <= 0:
-            raise ConfigError(f"{_join(path, 'mscn_c')}: must be > 0 (the MSCN stabiliser divides)")
-        for key in ("gamma_stat", "piqe_tau"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{_join(path, key)}: must be >= 0, got {getattr(self, key)}")
-        for key in ("piqe_block", "fakd_pool"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{_join(path, key)}: must be >= 1, got {getattr(self, key)}")
-
-    def weight(self, term: str) -> float:
-        """The weight of a loss term: ``loss_weights`` over the defaults (a partial mapping
-        changes only the terms it names; the baselines' ``feature`` default is set by
-        :func:`slkd.distill.methods.resolve_loss_weights`)."""
-        return float({**DistillConfig.__dataclass_fields__["loss_weights"].default_factory(),
-                      **self.loss_weights}.get(term, 0.0))
-
-    def uses_teacher_a(self) -> bool:
-        """Whether the method runs Teacher A (the config check, ``slkd distill`` and the
-        distillers all decide through :func:`slkd_teachers`)."""
-        if self.method == "slkd":
-            return slkd_teachers(self.drl, self.irl, self.teacher_b, self.weight("nc"), self.weight("et"),
-                                 self.weight("kl"), self.weight("img"))[0]
-        return self.method != "scratch"
-
-    def uses_teacher_b(self) -> bool:
-        """Whether the method runs Teacher B: SLKD's IRL with a separate Teacher B and et > 0."""
-        return self.method == "slkd" and slkd_teachers(
-            self.drl, self.irl, self.teacher_b, self.weight("nc"), self.weight("et"), self.weight("kl"),
-            self.weight("img"))[1]
-
-
-def slkd_teachers(drl: bool, irl: bool, teacher_b: str, nc: float, et: float, kl: float,
-                  img: float) -> tuple[bool, bool]:
-    """(Teacher A used, Teacher B used) by SLKD with these switches and loss weights: a term
-    whose weight is 0 is not computed, so its teacher is neither needed nor loaded. Teacher A
-    runs for DRL (nc > 0), KL and img, and for IRL with ``teacher_b: same_as_a``; Teacher B
-    only for IRL (et > 0) with ``teacher_b: separate``. The one rule for
-    :meth:`DistillConfig.uses_teacher_a`/``uses_teacher_b`` and for
-    :class:`slkd.distill.SLKDDistiller`."""
-    use_irl = bool(irl) and et > 0
-    needs_a = (bool(drl) and nc > 0) or kl > 0 or img > 0 or (use_irl and teacher_b == "same_as_a")
-    return needs_a, use_irl and teacher_b == "separate"
+                              f"known: {', '.join(known_terms)}")
+        for term, w in weights.items():
+            _convert(w, float, f"{path}.loss_weights.{term}")
+        data["loss_weights"] = {t: w for t, w in weights.items() if t in terms}
+        ignored += [f"loss_weights.{t}" for t in weights if t not in terms]
+    cfg = from_dict(cls, data, path)
+    cfg.ignored_options = tuple(ignored)
+    return cfg
 
 
 @dataclass
@@ -554,7 +522,8 @@ class TrainRunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     #: for role "distill": the frozen teachers and the method
     teachers: TeachersConfig | None = None
-    distill: DistillConfig | None = None
+    #: the method's registered config (slkd.distill), read by _distill_node
+    distill: DistillerConfig | None = None
 
     def validate(self, path: str) -> None:
         # the run folder is output_dir/name and a run writes nowhere else: a name that is a
@@ -570,9 +539,12 @@ class TrainRunConfig:
         if self.role == "distill":
             if self.teachers is None or self.distill is None:
                 raise ConfigError("teachers: role 'distill' needs a teachers section (and distill)")
-            if self.distill.uses_teacher_b() and self.teachers.b is None:
-                raise ConfigError("teachers.b: SLKD with IRL on needs Teacher B (or set distill.irl: false, "
-                                  "distill.teacher_b: same_as_a, or distill.loss_weights.et: 0)")
+            for role in self.distill.teacher_roles():  # the method's own rule
+                if role not in ("a", "b"):
+                    raise ConfigError(f"distill.method: {self.distill.method} runs a teacher {role!r}; "
+                                      "a config has teachers.a and teachers.b only")
+                if getattr(self.teachers, role) is None:
+                    raise ConfigError(f"teachers.{role}: {self.distill.missing_teacher(role)}")
         elif self.teachers is not None or self.distill is not None:
             raise ConfigError(f"role: {self.role!r} trains without teachers; use role 'distill' "
                               "for the teachers/distill sections")
@@ -607,6 +579,5 @@ __all__ = [
     "apply_overrides",
     "from_dict",
     "load_config",
-    "slkd_teachers",
     "to_dict",
 ]

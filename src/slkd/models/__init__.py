@@ -18,12 +18,14 @@ from slkd.models.complexity import (
 )
 from slkd.models.drsformer import DRSformer
 from slkd.models.nafnet import NAFNet
+from slkd.models.pretrained import load_pretrained, weights_path
 from slkd.models.registry import build_model, get_preset, list_models, preset_config
 from slkd.models.restormer import Restormer
+from slkd.models.protocol import RestorationModel, decoder_taps, default_taps, input_channels, size_multiple
 from slkd.models.taps import (
+    DECODER_LEVELS,
+    ENCODER_LEVELS,
     LEVEL_NAMES,
-    RESTORMER_DECODER_TAPS,
-    RESTORMER_ENCODER_TAPS,
     FeatureTaps,
     level_modules,
 )
@@ -42,17 +44,24 @@ __all__ = [
     "LEVEL_NAMES",
     "LoadReport",
     "NAFNet",
-    "RESTORMER_DECODER_TAPS",
-    "RESTORMER_ENCODER_TAPS",
+    "DECODER_LEVELS",
+    "ENCODER_LEVELS",
     "Restormer",
+    "RestorationModel",
     "Uformer",
     "build_model",
+    "decoder_taps",
+    "default_taps",
     "get_preset",
+    "input_channels",
     "layer_norm_type",
     "level_modules",
     "list_models",
+    "load_pretrained",
     "load_weights",
     "preset_config",
     "read_state_dict",
     "save_weights",
+    "size_multiple",
+    "weights_path",
 ]

@@ -240,6 +240,10 @@ class DRSformer(restormer.TransformerUNet):
     ``refinement``), plus ``encoder_level0``; so Restormer's feature taps apply unchanged.
     """
 
+    def level_modules(self) -> dict[str, str]:
+        """Without MEFC there is no refinement stage: ``refinement`` reads ``decoder_level1``."""
+        return {} if self.mefc else {"refinement": "decoder_level1"}
+
     def __init__(
         self,
         inp_channels: int = 3,

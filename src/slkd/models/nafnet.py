@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slkd.models.taps import DECODER_LEVELS, ENCODER_LEVELS, levels_by_resolution
+
 __all__ = ["NAFNet", "NAFBlock", "nafblock_parameters"]
 
 
@@ -123,6 +125,19 @@ class NAFNet(nn.Module):
     Feature taps (see :mod:`slkd.models.taps`): ``encoders.i`` is at 1/2^i of the input,
     ``middle_blks`` at 1/2^levels, ``decoders.i`` at 1/2^(levels-1-i).
     """
+
+    #: the level names distillers read (the model protocol, slkd.models.protocol)
+    encoder_taps = ENCODER_LEVELS
+    decoder_taps = DECODER_LEVELS
+
+    def level_modules(self) -> dict[str, str]:
+        """Level name → stage at the same resolution: with L levels the stage at 1/2^i is
+        ``encoders.i`` / ``decoders.(L-1-i)``, ``middle_blks`` at 1/2^L."""
+        n = len(self.encoders)
+        return levels_by_resolution(
+            {i: f"encoders.{i}" for i in range(n)} | {n: "middle_blks"},
+            {n - 1 - j: f"decoders.{j}" for j in range(n)} | {n: "middle_blks"},
+        )
 
     def __init__(
         self,

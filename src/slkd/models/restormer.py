@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slkd.models.taps import DECODER_LEVELS, ENCODER_LEVELS
+
 LAYER_NORM_TYPES = ("WithBias", "BiasFree")
 
 
@@ -198,6 +200,14 @@ class TransformerUNet(nn.Module):
 
     #: input sizes must be divisible by this (three 2× down-samplings)
     size_multiple = 8
+    #: the level names distillers read (the model protocol, slkd.models.protocol): the stages
+    #: themselves carry these names
+    encoder_taps = ENCODER_LEVELS
+    decoder_taps = DECODER_LEVELS
+
+    def level_modules(self) -> dict[str, str]:
+        """Level name → module path for level names that are not module names: none here."""
+        return {}
 
     def _check_config(self, inp_channels: int, out_channels: int, dim: int, num_blocks: list[int],
                       heads: list[int], residual: bool, fix: str) -> None:

@@ -9,10 +9,11 @@ keep loading and the same code serves every network.
 >>> taps.features["latent"].shape
 
 Level names across architectures. The distiller taps the student and its teachers with the same
-names, Restormer's module names of METHOD.md §2.2 (``encoder_level1`` … ``refinement``). Other
-architectures name their stages differently; :func:`level_modules` maps each level name to the
-stage of that architecture at the same depth and resolution, so any teacher–student pair works,
-also across architectures (the SCM resizes where resolutions still differ):
+names, Restormer's module names of METHOD.md §2.2 (``encoder_level1`` … ``refinement``,
+:data:`ENCODER_LEVELS` and :data:`DECODER_LEVELS`). Other architectures name their stages
+differently; each maps the level names to its stage at the same depth and resolution in its
+``level_modules()`` (the model protocol, :mod:`slkd.models.protocol`), so any teacher–student
+pair works, also across architectures (the SCM resizes where resolutions still differ):
 
 ==============  ==========  ====================  ==================  =====================
 level           resolution  Restormer, DRSformer  Uformer             NAFNet (L = 4 levels)
@@ -120,16 +121,14 @@ class FeatureTaps:
         self.remove()
 
 
-#: taps of METHOD.md §2.2 for Restormer-family models
-RESTORMER_ENCODER_TAPS = ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
-RESTORMER_DECODER_TAPS = ("decoder_level3", "decoder_level2", "decoder_level1", "refinement")
+#: encoder and decoder level names of METHOD.md §2.2 in tap order (Restormer's module names):
+#: the default taps of every family here (the model protocol's ``encoder_taps``/``decoder_taps``)
+ENCODER_LEVELS = ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
+DECODER_LEVELS = ("decoder_level3", "decoder_level2", "decoder_level1", "refinement")
+LEVEL_NAMES = ENCODER_LEVELS + DECODER_LEVELS
 
 
-#: level names of METHOD.md §2.2 in tap order (Restormer's module names)
-LEVEL_NAMES = RESTORMER_ENCODER_TAPS + RESTORMER_DECODER_TAPS
-
-
-def _levels_by_resolution(
+def levels_by_resolution(
     encoder_at: dict[int, str], decoder_at: dict[int, str]
 ) -> dict[str, str]:
     """Level names from the stage at each resolution 1/2^i: encoder levels 1-3 at i = 0-2 and
@@ -143,33 +142,9 @@ def _levels_by_resolution(
     return {name: path for name, path in wanted.items() if path is not None}
 
 
-def _uformer_levels(model: nn.Module) -> dict[str, str]:
-    return _levels_by_resolution(
-        {i: f"encoderlayer_{i}" for i in range(4)}, {3 - j: f"decoderlayer_{j}" for j in range(4)}
-    )
-
-
-def _nafnet_levels(model: nn.Module) -> dict[str, str]:
-    n = len(model.encoders)
-    return _levels_by_resolution(
-        {i: f"encoders.{i}" for i in range(n)} | {n: "middle_blks"},
-        {n - 1 - j: f"decoders.{j}" for j in range(n)} | {n: "middle_blks"},
-    )
-
-
-def _drsformer_levels(model: nn.Module) -> dict[str, str]:
-    # same module names as Restormer; without MEFC there is no refinement stage
-    return {} if hasattr(model, "refinement") else {"refinement": "decoder_level1"}
-
-
-#: architecture (class name) → function giving its level name → module path map
-_LEVELS = {"Uformer": _uformer_levels, "NAFNet": _nafnet_levels, "DRSformer": _drsformer_levels}
-
-
 def level_modules(model: nn.Module) -> dict[str, str]:
     """Level name → module path of ``model`` for the level names that are not module names of
-    its architecture (empty for Restormer). See the module docstring for the table."""
-    for cls in type(model).__mro__:
-        if cls.__name__ in _LEVELS:
-            return _LEVELS[cls.__name__](model)
-    return {}
+    its architecture: the model's own ``level_modules()`` (empty for Restormer, or for a model
+    that has none). See the module docstring for the table."""
+    own = getattr(model, "level_modules", None)
+    return dict(own()) if callable(own) and not isinstance(own, nn.Module) else {}

@@ -59,6 +59,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slkd.models.taps import DECODER_LEVELS, ENCODER_LEVELS, levels_by_resolution
+
 __all__ = ["Uformer"]
 
 #: the four 2× down-samplings: the input is padded to a multiple of this
@@ -338,6 +340,15 @@ class Uformer(nn.Module):
     #: the input is padded to a multiple of this inside :meth:`forward`; an exported ONNX graph
     #: expects it (padding stays outside the graph there)
     size_multiple = SIZE_MULTIPLE
+    #: the level names distillers read (the model protocol, slkd.models.protocol)
+    encoder_taps = ENCODER_LEVELS
+    decoder_taps = DECODER_LEVELS
+
+    def level_modules(self) -> dict[str, str]:
+        """Level name → stage at the same resolution (:mod:`slkd.models.taps`): ``encoderlayer_i``
+        at 1/2^i, ``decoderlayer_j`` at 1/2^(3-j); ``refinement`` is ``decoderlayer_3``."""
+        return levels_by_resolution({i: f"encoderlayer_{i}" for i in range(4)},
+                                    {3 - j: f"decoderlayer_{j}" for j in range(4)})
 
     def __init__(
         self,
