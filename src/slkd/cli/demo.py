@@ -30,15 +30,15 @@ import torch
 import yaml
 
 from slkd.cli.common import device_option, note, number, resolve_device, train_run
+from slkd.cli.distill import distiller_task
+from slkd.cli.train import supervised_task
 from slkd.data.folders import add_test_noise
 from slkd.data.image_io import IMAGE_EXTENSIONS, read_image, write_image
 from slkd.engine.builders import weights_path
-from slkd.engine.inference import restore
+from slkd.engine.evaluation import evaluate
 from slkd.engine.report import image_grid, markdown_table, plot_curves
-from slkd.engine.tasks import distiller_task, supervised_task
 from slkd.errors import SlkdError
 from slkd.fileio import atomic_write_bytes
-from slkd.metrics import psnr, ssim
 from slkd.models import build_model, load_weights
 from slkd.models.complexity import compare_latency, count_macs, count_parameters
 
@@ -232,31 +232,44 @@ def _load(stage: str, out: Path, options: dict, device: torch.device) -> torch.n
     return model.to(device).eval()
 
 
-def _evaluate(models: dict[str, torch.nn.Module], held_out: list[Path], device: torch.device,
-              out: Path) -> tuple[dict, dict]:
-    """PSNR/SSIM per model and image; restored images written to ``out/images/<model>/``."""
-    per_image: dict[str, dict[str, dict]] = {}
-    shown: dict[str, dict[str, torch.Tensor]] = {}
-    for path in held_out:
-        clean = read_image(path).tensor
+class _HeldOut:
+    """The held-out images as evaluation samples: RGB (grey replicated, alpha dropped) with the
+    seeded σ = 25 test noise of ``slkd eval``."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict:
+        clean = read_image(self.paths[i]).tensor
         if clean.shape[0] != 3:
             clean = clean[:1].expand(3, -1, -1).contiguous() if clean.shape[0] == 1 else clean[:3]
-        noisy = add_test_noise(clean, SIGMA, seed=0)
-        big = clean.shape[-1] * clean.shape[-2] > 1024 * 1024
-        outputs = {"input": noisy}
-        for name, model in models.items():
-            # Teacher B's task is reconstruction: it is scored on the clean image it was trained on
-            source = clean if name == "teacher_b" else noisy
-            outputs[name] = restore(model, source[None], tile=512 if big else None, overlap=32,
-                                    device=device)[0].cpu()
-        rows = {}
-        for name, img in outputs.items():
-            rows[name] = {"psnr": float(psnr(img, clean)), "ssim": float(ssim(img, clean))}
-            write_image(out / "images" / name / f"{path.stem}.png", img)
-        per_image[path.stem] = rows
-        shown[path.stem] = {**outputs, "ground_truth": clean}
-    means = {name: {k: sum(r[name][k] for r in per_image.values()) / len(per_image) for k in ("psnr", "ssim")}
-             for name in ("input", *models)}
+        return {"lq": add_test_noise(clean, SIGMA, seed=0), "gt": clean, "name": self.paths[i].stem}
+
+
+def _evaluate(models: dict[str, torch.nn.Module], held_out: list[Path], device: torch.device,
+              out: Path) -> tuple[dict, dict]:
+    """PSNR/SSIM per model and image (:func:`slkd.engine.evaluation.evaluate`, RGB); restored
+    images written to ``out/images/<model>/``. Images over 1024² pixels are restored in tiles."""
+    samples = _HeldOut(held_out)
+    per_image: dict[str, dict[str, dict]] = {p.stem: {} for p in held_out}
+    shown: dict[str, dict[str, torch.Tensor]] = {p.stem: {} for p in held_out}
+    means: dict[str, dict] = {}
+    for name, model in {"input": None, **models}.items():
+        def keep(i, sample, output, row, name=name):
+            write_image(out / "images" / name / f"{sample['name']}.png", output)
+            shown[sample["name"]][name] = output
+            if name == "input":
+                shown[sample["name"]]["ground_truth"] = sample["gt"]
+
+        # Teacher B's task is reconstruction: it is scored on the clean image it was trained on
+        result = evaluate(model, samples, task="denoise", device=device, tile="auto",
+                          clean_input=name == "teacher_b", on_image=keep)
+        for row in result.rows:
+            per_image[row["name"]][name] = {"psnr": row["psnr"], "ssim": row["ssim"]}
+        means[name] = result.mean
     return {"means": means, "per_image": per_image}, shown
 
 

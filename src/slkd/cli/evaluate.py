@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
 
 from slkd.cli.common import (
     INPUT_MODEL,
@@ -19,25 +16,11 @@ from slkd.cli.common import (
     number,
     resolve_device,
 )
-from slkd.data.folders import add_test_noise, scan_eval_folder
-from slkd.data.image_io import read_image, write_image
-from slkd.engine.inference import restore
+from slkd.data.folders import EvalSamples, scan_eval_folder
+from slkd.data.image_io import write_image
+from slkd.engine.evaluation import NO_REFERENCE, Convention, evaluate as evaluate_model
 from slkd.errors import DatasetError, SlkdError
-from slkd.metrics import brisque, piqe, psnr, ssim, task_uses_y_channel
-
-EVAL_TASKS = ("denoise", "derain", "deblur", "dehaze", "real")
-
-
-@dataclass(frozen=True)
-class Convention:
-    y_channel: bool
-    crop_border: int
-    matlab_compatible: bool
-
-    def describe(self) -> str:
-        space = "Y (BT.601)" if self.y_channel else "RGB"
-        extra = ", MATLAB rounding of Y" if self.matlab_compatible else ""
-        return f"{space} PSNR/SSIM on uint8-quantised outputs, border crop {self.crop_border}{extra}"
+from slkd.metrics import BENCHMARK_TASKS
 
 
 def add_parser(subparsers) -> None:
@@ -51,7 +34,7 @@ def add_parser(subparsers) -> None:
     )
     add_model_arguments(p, weights_required=False)
     p.add_argument("--data", required=True, metavar="DIR", help="benchmark folder")
-    p.add_argument("--task", required=True, choices=EVAL_TASKS,
+    p.add_argument("--task", required=True, choices=BENCHMARK_TASKS,
                    help="sets the metric convention: derain → Y channel, others → RGB")
     p.add_argument("--sigma", type=number(float, minimum=0, maximum=255), default=None,
                    help="noise level (0-255 scale) added to clean-only folders for --task denoise "
@@ -75,95 +58,60 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _degraded(item, task: str, sigma: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    clean = read_image(item.clean).tensor
-    if item.degraded is not None:
-        degraded = read_image(item.degraded).tensor
-        if degraded.shape[-2:] != clean.shape[-2:]:
-            raise DatasetError(
-                f"{item.degraded.name} is {degraded.shape[-1]}×{degraded.shape[-2]} but its target "
-                f"{item.clean.name} is {clean.shape[-1]}×{clean.shape[-2]}"
-            )
-        return degraded, clean
-    if task != "denoise":
-        raise DatasetError(
-            f"--task {task} needs degraded/clean pairs, but {item.clean.parent} holds clean images "
-            "only (noise can be synthesised for --task denoise)"
-        )
-    return add_test_noise(clean, sigma, seed), clean
+def _saver(args, report):
+    """The per-image hook: save the output under --save and print one progress line."""
 
+    def on_image(i, sample, output, row):
+        if args.save:
+            write_image(Path(args.save) / (sample["name"] + ".png"), output)
+        note(f"[{i + 1}/{report['count']}] {sample['name']}: {report['line'](row)}")
 
-def _model_output(model, degraded: torch.Tensor, args, device) -> torch.Tensor:
-    if model is None:
-        return degraded.clamp(0, 1)
-    return restore(model, degraded[None], tile=args.tile, overlap=args.overlap, blend=args.blend,
-                   device=device)[0]
-
-
-def _mean(rows: list[dict], *path: str) -> float:
-    values = []
-    for row in rows:
-        for key in path:
-            row = row[key]
-        values.append(row)
-    return sum(values) / len(values)
+    return on_image
 
 
 def _no_reference(args, folder, items, model, device) -> dict:
     """BRISQUE/PIQE of the degraded inputs and (with a model) of its outputs, per image."""
     note(f"{args.model} on {folder.root} ({len(items)} images without ground truth): "
          "no-reference BRISQUE and PIQE on luminance (lower is better)")
-    rows = []
-    for i, item in enumerate(items, 1):
-        path = item.degraded or item.clean
-        degraded = read_image(path).tensor
-        row = {"name": item.name, "input": {"brisque": float(brisque(degraded)), "piqe": float(piqe(degraded))}}
-        line = f"input BRISQUE {row['input']['brisque']:.2f} PIQE {row['input']['piqe']:.2f}"
-        if model is not None:
-            output = _model_output(model, degraded, args, device)
-            row["output"] = {"brisque": float(brisque(output)), "piqe": float(piqe(output))}
-            line += f" → output BRISQUE {row['output']['brisque']:.2f} PIQE {row['output']['piqe']:.2f}"
-            if args.save:
-                write_image(Path(args.save) / (item.name + ".png"), output)
-        rows.append(row)
-        note(f"[{i}/{len(items)}] {item.name}: {line}")
-    sides = ["input"] + (["output"] if model is not None else [])
+
+    def line(row):
+        text = f"input BRISQUE {row['input']['brisque']:.2f} PIQE {row['input']['piqe']:.2f}"
+        if "output" in row:
+            text += f" → output BRISQUE {row['output']['brisque']:.2f} PIQE {row['output']['piqe']:.2f}"
+        return text
+
+    result = evaluate_model(model, EvalSamples(items, args.task, reference=False), metrics=NO_REFERENCE,
+                            device=device, tile=args.tile, overlap=args.overlap, blend=args.blend,
+                            on_image=_saver(args, {"count": len(items), "line": line}))
     return {
-        "metrics": ["brisque", "piqe"],
+        "metrics": list(result.metrics),
         "convention": {"description": "no-reference BRISQUE (LIVE SVR) and PIQE on BT.601 luminance "
                                       "of uint8-quantised images; lower is better"},
-        "count": len(rows),
-        "mean": {side: {m: _mean(rows, side, m) for m in ("brisque", "piqe")} for side in sides},
-        "images": rows,
+        "count": result.count,
+        "mean": result.mean,
+        "images": result.rows,
     }
 
 
 def _full_reference(args, folder, items, model, device) -> dict:
-    y = task_uses_y_channel(args.task) if args.y_channel is None else args.y_channel
-    convention = Convention(y, args.crop_border, args.matlab_compatible)
+    convention = Convention.for_task(args.task, y_channel=args.y_channel, crop_border=args.crop_border,
+                                     matlab_compatible=args.matlab_compatible)
     synthetic = folder.layout == "clean-only"
     note(f"{args.model} on {folder.root} ({folder.layout}, {len(items)} images"
          + (f", Gaussian noise σ={args.sigma:g} seed {args.noise_seed}" if synthetic else "")
          + f"): {convention.describe()}")
-    rows = []
-    kw = asdict(convention)
-    for i, item in enumerate(items, 1):
-        degraded, clean = _degraded(item, args.task, args.sigma, args.noise_seed)
-        output = _model_output(model, degraded, args, device)
-        if output.shape[0] != clean.shape[0]:
-            raise DatasetError(f"{item.name}: output has {output.shape[0]} channel(s), target {clean.shape[0]}")
-        row = {"name": item.name, "psnr": float(psnr(output, clean, **kw)), "ssim": float(ssim(output, clean, **kw))}
-        rows.append(row)
-        if args.save:
-            write_image(Path(args.save) / (item.name + ".png"), output)
-        note(f"[{i}/{len(items)}] {item.name}: {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}")
+    samples = EvalSamples(items, args.task, sigma=args.sigma, seed=args.noise_seed)
+    result = evaluate_model(model, samples, convention=convention, device=device, tile=args.tile,
+                            overlap=args.overlap, blend=args.blend,
+                            on_image=_saver(args, {"count": len(items),
+                                                   "line": lambda r: f"{r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}"}))
     return {
-        "metrics": ["psnr", "ssim"],
+        "metrics": list(result.metrics),
         "sigma": args.sigma if synthetic else None,
-        "convention": {**kw, "quantize": True, "description": convention.describe()},
-        "count": len(rows),
-        "mean": {"psnr": _mean(rows, "psnr"), "ssim": _mean(rows, "ssim")},
-        "images": rows,
+        "convention": {**convention.as_dict(), "quantize": True, "description": convention.describe()},
+        "count": result.count,
+        "mean": result.mean,
+        "images": result.rows,
     }
 
 

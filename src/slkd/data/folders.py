@@ -1,8 +1,8 @@
 """Evaluation folders in the layouts of the public benchmarks, and the literature's test noise.
 
-Layouts understood (see ``../shared/data/README.md``):
+Layouts understood:
 
-* paired folders ``input/``+``target/`` (Rain100H), ``noisy/``+``mean/`` (PolyU, CC15),
+* paired folders ``input/``+``target/`` (Rain100L), ``noisy/``+``mean/`` (PolyU, CC15),
   ``hazy/``+``clear/`` (SOTS), ``blurred/``+``gt/`` (Levin), ``lq/``+``gt/`` (BasicSR);
 * clean-only folders of images (CBSD68, Kodak24, Set12 …), degraded on the fly.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slkd.data.image_io import list_images
+from slkd.data.image_io import list_images, read_image
 from slkd.errors import DatasetError
 
 #: (degraded folder, clean folder) names, tried in order
@@ -51,6 +51,45 @@ class EvalFolder:
     @property
     def paired(self) -> bool:
         return self.layout.startswith("paired")
+
+
+class EvalSamples:
+    """The items of an evaluation folder as evaluation samples ``{"lq", "gt", "name"}``
+    (:func:`slkd.engine.evaluation.evaluate`), read when asked for.
+
+    Paired items give their two files (which must have one size); clean-only items get Gaussian
+    test noise (:func:`add_test_noise` with ``sigma`` and ``seed``) for ``task="denoise"`` and are
+    refused for other tasks; items without ground truth give ``gt=None`` (no-reference metrics).
+    ``reference=False`` scores every item as it is, without ground truth: its degraded file, or
+    its clean one when there is no degraded file.
+    """
+
+    def __init__(self, items: tuple[EvalItem, ...] | list[EvalItem], task: str, sigma: float = 25.0,
+                 seed: int = 0, reference: bool = True) -> None:
+        self.items, self.task, self.sigma, self.seed, self.reference = list(items), task, sigma, seed, reference
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.items[i]
+        if not self.reference or item.clean is None:
+            return {"lq": read_image(item.degraded or item.clean).tensor, "gt": None, "name": item.name}
+        clean = read_image(item.clean).tensor
+        if item.degraded is not None:
+            degraded = read_image(item.degraded).tensor
+            if degraded.shape[-2:] != clean.shape[-2:]:
+                raise DatasetError(
+                    f"{item.degraded.name} is {degraded.shape[-1]}×{degraded.shape[-2]} but its target "
+                    f"{item.clean.name} is {clean.shape[-1]}×{clean.shape[-2]}"
+                )
+            return {"lq": degraded, "gt": clean, "name": item.name}
+        if self.task != "denoise":
+            raise DatasetError(
+                f"--task {self.task} needs degraded/clean pairs, but {item.clean.parent} holds clean "
+                "images only (noise can be synthesised for --task denoise)"
+            )
+        return {"lq": add_test_noise(clean, self.sigma, self.seed), "gt": clean, "name": item.name}
 
 
 def match_pairs(degraded: list[Path], clean: list[Path]) -> list[tuple[Path, Path]]:
