@@ -30,13 +30,12 @@ import torch
 import yaml
 
 from slkd.cli.common import device_option, note, number, resolve_device, train_run
-from slkd.cli.distill import distiller_task
-from slkd.cli.train import supervised_task
 from slkd.data.folders import add_test_noise
 from slkd.data.image_io import IMAGE_EXTENSIONS, read_image, write_image
 from slkd.engine.builders import weights_path
 from slkd.engine.evaluation import evaluate
 from slkd.engine.report import image_grid, markdown_table, plot_curves
+from slkd.engine.tasks import distiller_task, supervised_task
 from slkd.errors import SlkdError
 from slkd.fileio import atomic_write_bytes
 from slkd.models import build_model, load_weights

@@ -14,6 +14,7 @@ import random
 import signal
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,21 +25,21 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from slkd.data.sampler import TrainSampler
-from slkd.engine.config import ConfigError, EvalConfig, TrainRunConfig, from_dict, parse_yaml, to_dict
+from slkd.engine.config import ConfigError, EvalConfig, TrainConfig, TrainRunConfig, from_dict, parse_yaml, to_dict
 from slkd.engine.distributed import DistInfo, all_reduce_sum, barrier
 from slkd.engine.ema import ModelEMA
 from slkd.engine.inference import restore
 from slkd.engine.runlog import RunLogger, write_run_files
-from slkd.engine.tasks import feature_spread
 from slkd.errors import SlkdError
 from slkd.fileio import atomic_write, remove_stale_temps
 from slkd.metrics import psnr, ssim, task_uses_y_channel
 from slkd.metrics.fullref import SSIM_WINDOW
-from slkd.models import RESTORMER_DECODER_TAPS, save_weights
+from slkd.models import save_weights
 from slkd.models.checkpoint import read_checkpoint_file
+from slkd.models.pretrained import RUN_WEIGHTS
 
 CHECKPOINT = "checkpoint.pt"
-WEIGHTS = "weights.pth"
+WEIGHTS = RUN_WEIGHTS
 CONFIG = "config.yaml"
 #: what a checkpoint must hold to be resumed from
 CHECKPOINT_KEYS = ("step", "model", "ema", "optimizer", "scheduler", "best", "rng")
@@ -162,19 +163,51 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@dataclass(frozen=True)
+class TrainerConfig:
+    """What the trainer reads of a run's configuration (:meth:`from_run` takes it from a run
+    config; a script may fill it directly)."""
+
+    train: TrainConfig
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    batch_size: int = 8
+    num_workers: int = 0
+    seed: int = 0
+    #: what is trained, for the first console line (e.g. the model's preset name)
+    label: str = ""
+    #: the run's settings as plain data: written to config.yaml and compared, on ``--resume``,
+    #: with the stored one (only :data:`RESUME_MAY_CHANGE` may differ)
+    record: dict = field(default_factory=dict)
+    #: reads a stored config.yaml back as ``record`` would be today (defaults filled in)
+    read_record: Callable[[Any], dict] | None = None
+
+    @classmethod
+    def from_run(cls, cfg: TrainRunConfig) -> "TrainerConfig":
+        return cls(train=cfg.train, eval=cfg.eval, batch_size=cfg.data.batch_size,
+                   num_workers=cfg.data.num_workers, seed=cfg.seed, label=cfg.model.name,
+                   record=to_dict(cfg), read_record=lambda data: to_dict(from_dict(TrainRunConfig, data)))
+
+
 class Trainer:
     """Runs ``task`` for ``cfg.train.iters`` steps.
 
     The task exposes ``model`` (the network that is evaluated and exported) and, optionally,
     ``trainable_module()`` — the module whose parameters are optimised, checkpointed and wrapped
     in DistributedDataParallel (a distiller returns itself: student + adapters; teachers are not
-    part of it). ``task.loss(network, batch)`` receives that module, wrapped when distributed.
+    part of it). ``task.loss(network, batch)`` receives that module, wrapped when distributed;
+    ``task.set_progress(step, iters)``, if the task has it, is called before every step (the
+    steps done so far, so schedules read the same value after ``--resume``); ``feature_check``
+    (:class:`slkd.engine.tasks.FeatureCheck`), if it has it, after every validation.
     ``train_set`` yields dicts with ``lq``/``gt`` for ``(index, seed)`` keys; each entry of
     ``val_sets`` maps a name to a dataset whose integer items are full evaluation images.
+    ``cfg`` is a :class:`TrainerConfig` (a run config is converted by
+    :meth:`TrainerConfig.from_run`).
     """
 
-    def __init__(self, cfg: TrainRunConfig, task, train_set, val_sets: dict[str, Any], *,
+    def __init__(self, cfg: TrainerConfig | TrainRunConfig, task, train_set, val_sets: dict[str, Any], *,
                  run_dir: Path, dist: DistInfo, resume: bool = False, argv: list[str] | None = None) -> None:
+        if isinstance(cfg, TrainRunConfig):
+            cfg = TrainerConfig.from_run(cfg)
         self.cfg, self.task, self.dist, self.run_dir = cfg, task, dist, run_dir
         self.train_set, self.val_sets = train_set, val_sets
         check_val_sets(val_sets, cfg.eval)  # before anything is written or trained
@@ -222,7 +255,7 @@ class Trainer:
                 # temporary files of atomic writes cut short by a kill (nobody else writes here)
                 remove_stale_temps(run_dir, [CHECKPOINT, WEIGHTS, "metrics.jsonl"]
                                    + [f"best_{name}.pth" for name in val_sets])
-                write_run_files(run_dir, to_dict(cfg), dist.world_size, argv)
+                write_run_files(run_dir, cfg.record, dist.world_size, argv)
             barrier()
             self.log = RunLogger(run_dir, enabled=dist.is_main, total_iters=t.iters, resume_step=self.step)
         except OSError as exc:  # a read-only file system, no permission, a full disk
@@ -321,12 +354,13 @@ class Trainer:
             return {}
         try:
             stored = parse_yaml(path.read_text(encoding="utf-8"))
-            before = to_dict(from_dict(TrainRunConfig, stored))  # today's defaults filled in
+            read = self.cfg.read_record
+            before = read(stored) if read else stored  # today's defaults filled in
         except (OSError, UnicodeDecodeError, ValueError, SlkdError) as exc:
             raise SlkdError(f"cannot resume: {path} cannot be read to compare the settings "
                             f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
                             ) from None
-        changes = config_changes(before, to_dict(self.cfg))
+        changes = config_changes(before, self.cfg.record)
         refused = {k: v for k, v in changes.items() if k not in RESUME_MAY_CHANGE}
         if refused:
             listed = "; ".join(f"{k} ({a!r} → {b!r})" for k, (a, b) in refused.items())
@@ -354,25 +388,23 @@ class Trainer:
             results[name] = {"psnr": r.mean["psnr"], "ssim": r.mean["ssim"], "count": r.count}
         return results
 
-    def _teacher_b_check(self) -> dict[str, float]:
-        """Decoder feature spread of a clean → clean model on the first validation image."""
+    def _feature_check(self) -> None:
+        """The task's own check of the model after a validation (e.g. a Teacher B's decoder
+        features), on the first validation image: an event and, if it says so, a warning."""
+        check = getattr(self.task, "feature_check", None)
+        if check is None or not self.val_sets:
+            return
         dataset = next(iter(self.val_sets.values()))
-        gt = dataset[0]["gt"][None].to(self.dist.device)
-        pad_h, pad_w = (-gt.shape[-2]) % 8, (-gt.shape[-1]) % 8
-        gt = torch.nn.functional.pad(gt, (0, pad_w, 0, pad_h), mode="replicate")
-        model = self.ema.module if self.ema else self.model
-        spread = feature_spread(model, gt, RESTORMER_DECODER_TAPS)
-        flat = [name for name, value in spread.items() if value < 1e-3]
-        if flat:
-            self.log.console(f"  warning: Teacher B decoder features are near-constant at {', '.join(flat)}: "
-                             "it carries nothing to distil (is the global residual disabled?)")
-        return spread
+        result = check(self.ema.module if self.ema else self.model, dataset[0], self.dist.device)
+        if result is None:
+            return
+        if result.warning:
+            self.log.console(f"  warning: {result.warning}")
+        self.log.event(result.event, self.step, **result.values)
 
     def _record_validation(self) -> None:
         results = self.validate()
-        if getattr(self.task, "clean_input", False) and hasattr(self.model, "refinement"):
-            spread = self._teacher_b_check()
-            self.log.event("teacher_b_features", self.step, **{f"std_{k}": v for k, v in spread.items()})
+        self._feature_check()
         for name, r in results.items():
             best = self.best.get(name)
             finite = math.isfinite(r["psnr"]) or r["psnr"] == math.inf  # identical images: +inf
@@ -400,11 +432,11 @@ class Trainer:
 
     # ---------------------------------------------------------------- loop
     def _loader(self) -> DataLoader:
-        d = self.cfg.data
-        sampler = TrainSampler(len(self.train_set), d.batch_size, self.cfg.seed, rank=self.dist.rank,
+        c = self.cfg
+        sampler = TrainSampler(len(self.train_set), c.batch_size, c.seed, rank=self.dist.rank,
                                world_size=self.dist.world_size, start_step=self.step)
-        return DataLoader(self.train_set, batch_size=d.batch_size, sampler=sampler,
-                          num_workers=d.num_workers, persistent_workers=d.num_workers > 0,
+        return DataLoader(self.train_set, batch_size=c.batch_size, sampler=sampler,
+                          num_workers=c.num_workers, persistent_workers=c.num_workers > 0,
                           pin_memory=self.dist.device.type == "cuda")
 
     def _train_step(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool]:
@@ -444,8 +476,8 @@ class Trainer:
             self.log.console(f"already trained for {self.step} of {t.iters} iterations")
             return {"step": self.step, "best": self.best}
         clip = f"gradient clipping at norm {t.grad_clip}" if t.grad_clip else "no gradient clipping"
-        self.log.console(f"training {self.run_dir.name}: {self.cfg.model.name}, {t.iters} iterations, "
-                         f"batch {self.cfg.data.batch_size}×{self.dist.world_size}, {clip}, "
+        self.log.console(f"training {self.run_dir.name}: {self.cfg.label}, {t.iters} iterations, "
+                         f"batch {self.cfg.batch_size}×{self.dist.world_size}, {clip}, "
                          f"EMA {t.ema or 'off'}, bf16 {'on' if t.bf16 else 'off'}"
                          + (f", resuming at step {self.step}" if self.step else ""))
         if self.resume_changes:
@@ -466,6 +498,7 @@ class Trainer:
         previous = stop.install()
         loader = iter(self._loader())
         self._updating = False
+        set_progress = getattr(self.task, "set_progress", None)
         try:
             self.network.train()
             while self.step < t.iters:
@@ -477,6 +510,8 @@ class Trainer:
                     if stop.requested:  # a DataLoader worker that got the terminal's Ctrl-C too
                         raise KeyboardInterrupt from None
                     raise
+                if set_progress is not None:  # a function of the step: right after --resume too
+                    set_progress(self.step, t.iters)
                 terms, finite = self._train_step(batch)
                 self.step += 1  # an iteration is consumed even when its update is skipped
                 self._updating = False
