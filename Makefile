@@ -23,7 +23,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# every study of benchmarks/reproduce.py end to end at toy size (1 seed, a few iterations):
+# every study of the reproduction study (benchmarks/study) end to end at toy size (1 seed, a few iterations):
 # checks the scripts, not SLKD; needs ../shared/data (or SLKD_DATA)
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.reproduce all --quick --jobs 2

@@ -1,35 +1,43 @@
-"""The reproduction study's runner (benchmarks/reproduce.py): the configs it writes are valid
-training configs, reruns are reused or refused, failures propagate, and the statistics that
-decide "beyond seed noise" are right. The study itself runs with `make bench-quick`."""
+"""The reproduction study (benchmarks/study, run as `python -m benchmarks.reproduce`): the configs
+it writes are valid training configs, deraining trains on Rain100L/train only, reruns are reused
+or refused, failures propagate, and the statistics that decide "beyond seed noise" are right. The
+study itself runs with `make bench-quick`."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from benchmarks import reproduce as rp
+from benchmarks.study.cli import data_root, main
+from benchmarks.study.plan import Plan, build_plan
+from benchmarks.study.report import markdown
+from benchmarks.study.scheduler import Job, prepare, run_jobs, train_finished
+from benchmarks.study.settings import FULL, QUICK, STUDIES, Scale, StudyError
+from benchmarks.study.statistics import compare
+from benchmarks.study.summaries import summarise_denoise, summarise_precision
 from slkd.engine.config import load_config
 
 
-def _plan(tmp_path: Path, studies) -> rp.Plan:
-    plan = rp.Plan(tmp_path / "runs", tmp_path / "data", rp.QUICK, (0, 1), (0, 1))
+def _plan(tmp_path: Path, studies) -> Plan:
+    plan = Plan(tmp_path / "runs", tmp_path / "data", QUICK, (0, 1), (0, 1))
     # scratch-long's step timing is measured once per study folder; a saved one is reused
     saved = plan.out / "denoise25" / "scratch_long.json"
     saved.parent.mkdir(parents=True)
-    saved.write_text(json.dumps({"student_iters": rp.QUICK.student, "ratio": 3.5, "iters": 42}))
-    rp.build_plan(studies, plan)
+    saved.write_text(json.dumps({"student_iters": QUICK.student, "ratio": 3.5, "iters": 42}))
+    build_plan(studies, plan)
     return plan
 
 
 def test_every_study_config_is_a_valid_training_config(tmp_path):
-    plan = _plan(tmp_path, list(rp.STUDIES))
+    plan = _plan(tmp_path, list(STUDIES))
     trains = [j for j in plan.jobs.values() if j.config is not None]
     for job in trains:
-        rp._prepare(job)  # writes the config
+        prepare(job)  # writes the config
         cfg = load_config(job.config_path)
         assert cfg.name == job.run_dir.name
         assert Path(cfg.output_dir) == job.run_dir.parent
@@ -40,7 +48,7 @@ def test_every_study_config_is_a_valid_training_config(tmp_path):
     assert len(names) == 2 * (7 + 1 + 3 + 5) + 3 * 2 + 2 * 3 + 2 * 2 + 3 * 3 + 2 * 2
     by_name = {j.run_dir.name: j.config for j in trains if j.run_dir.parent.name == "denoise25"}
     assert by_name["scratch_long_s1"]["train"]["iters"] == 42
-    assert by_name["scratch_s1"]["train"]["iters"] == rp.QUICK.student
+    assert by_name["scratch_s1"]["train"]["iters"] == QUICK.student
     assert by_name["scratch_s1"]["role"] == "scratch" and by_name["slkd_s1"]["role"] == "distill"
     # identical data, iterations and seed; only the loss differs
     for run in ("fitnet_s1", "no_drl_s1", "teacher_b_is_a_s1"):
@@ -77,17 +85,64 @@ def test_every_study_config_is_a_valid_training_config(tmp_path):
             "denoise25/eval/teacher_a/PolyU100", "deblur/eval/input/Levin"} <= evals
 
 
+def test_deraining_trains_on_rain100l_train_and_tests_on_rain100l_test(tmp_path):
+    """Real rain pairs: 74 of the 84 Rain100L training pairs to train on, the other 10 (the same
+    split everywhere) to validate on, the complete test split for the tables; never CBSD432,
+    which holds 75 of the test backgrounds."""
+    plan = _plan(tmp_path, ["derain", "realworld"])
+    trains = {j.run_dir.name: j for j in plan.jobs.values() if j.config is not None and j.run_dir.parent.name == "derain"}
+    assert set(trains) == {"teacher_a", "teacher_b", "scratch_s0", "slkd_s0", "slkd_balanced_s0"}
+    for job in trains.values():
+        train = job.config["data"]["train"]
+        assert train["type"] == "paired" and train["roots"] == ["Rain100L/train"], job.name
+        assert train["holdout"] == {"count": 10, "take": "rest"} and "exclude" not in train
+    b = trains["teacher_b"].config
+    assert b["data"]["val"] == [{"name": "Rain100L-val10", "type": "paired", "roots": ["Rain100L/train"],
+                                 "holdout": {"count": 10, "take": "held"}}]
+    assert b["eval"] == {"task": "reconstruct", "y_channel": True}
+    for job in trains.values():  # every config is a valid training config
+        prepare(job)
+        assert load_config(job.config_path).data.train.holdout.take == "rest"
+    evals = {j.name: j for j in plan.jobs.values() if j.eval_out is not None and j.name.startswith("derain/")}
+    test = evals["derain/eval/slkd_s0/Rain100L/test"]
+    assert test.argv[test.argv.index("--data") + 1] == str(plan.data / "Rain100L" / "test")
+    assert test.argv[test.argv.index("--task") + 1] == "derain"  # Y channel
+    assert test.eval_out.name == "slkd_s0__Rain100L-test.json"
+    assert "derain/eval/input/Rain100L/test" in evals and "derain/eval/scratch_s0/RealRain20" in evals
+    # nothing of the deraining study reads CBSD432 (BSDS500) or another deraining set
+    text = json.dumps([j.config for j in trains.values()]) + json.dumps([j.argv for j in evals.values()])
+    assert "BSDS500" not in text and "CBSD68" not in text and "Rain100H" not in text
+
+
+def test_the_data_a_study_needs_is_checked_first(tmp_path, capsys):
+    for folder in ("BSDS500", "CBSD68"):
+        (tmp_path / folder).mkdir()
+    assert data_root(str(tmp_path), ["denoise"]) == tmp_path.resolve()
+    with pytest.raises(StudyError, match="no Rain100L/ folder"):
+        data_root(str(tmp_path), ["derain"])
+    code = main(["derain", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert code == 2 and "no Rain100L/ folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_reproduce_is_the_study_command(tmp_path):
+    """README and BENCHMARKS.md run `python -m benchmarks.reproduce`; it is the study's CLI."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.reproduce", "--help"], capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert proc.returncode == 0 and "Rain100L/train" in proc.stdout and "--teachers-from" in proc.stdout
+
+
 def test_a_run_folder_with_other_settings_is_refused(tmp_path):
     plan = _plan(tmp_path, ["denoise"])
     job = plan.jobs["denoise25/slkd_s0"]
-    assert rp._prepare(job) == "new"
+    assert prepare(job) == "new"
     (job.run_dir).mkdir(parents=True)
     (job.run_dir / "checkpoint.pt").write_bytes(b"x")
-    assert rp._prepare(job) == "resume"
+    assert prepare(job) == "resume"
     other = dict(job.config, seed=7)
     job.config_path.write_text(yaml.safe_dump(other))
-    with pytest.raises(rp.StudyError, match="other settings"):
-        rp._prepare(job)
+    with pytest.raises(StudyError, match="other settings"):
+        prepare(job)
     assert (job.run_dir / "checkpoint.pt").read_bytes() == b"x"  # nothing deleted
 
 
@@ -99,17 +154,18 @@ def test_finished_run_is_recognised_from_its_log(tmp_path):
              {"event": "checkpoint", "step": 5, "time": 130.0},
              {"event": "checkpoint", "step": 10, "time": 160.5}]
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n{cut")
-    assert rp._train_finished(run, 20) is None
-    assert rp._train_finished(run, 10) == pytest.approx(60.5)
+    assert train_finished(run, 20) is None
+    assert train_finished(run, 10) == pytest.approx(60.5)
 
 
+@pytest.mark.slow
 def test_failed_job_skips_its_dependents_and_others_go_on(tmp_path):
-    bad = rp.Job("bad", ["eval", "--model", "input", "--data", str(tmp_path / "missing"), "--task",
+    bad = Job("bad", ["eval", "--model", "input", "--data", str(tmp_path / "missing"), "--task",
                          "denoise", "--json"], eval_out=tmp_path / "e" / "eval" / "bad.json")
-    after = rp.Job("after", ["eval", "--help"], deps=["bad"], eval_out=tmp_path / "e" / "eval" / "after.json")
-    ok = rp.Job("ok", [ "profile", "--model", "res-sl-tiny", "--no-latency", "--size", "32", "32"],
+    after = Job("after", ["eval", "--help"], deps=["bad"], eval_out=tmp_path / "e" / "eval" / "after.json")
+    ok = Job("ok", [ "profile", "--model", "res-sl-tiny", "--no-latency", "--size", "32", "32"],
                 eval_out=tmp_path / "e" / "eval" / "ok.json")
-    state = rp.run_jobs([bad, after, ok], parallel=2, threads=1, env={})
+    state = run_jobs([bad, after, ok], parallel=2, threads=1, env={})
     assert state == {"bad": "failed", "after": "skipped", "ok": "done"}
     assert not bad.eval_out.exists() and ok.eval_out.is_file()
     assert "data folder not found" in bad.log.read_text()
@@ -123,7 +179,7 @@ def _eval(path: Path, psnrs: dict[str, float]) -> None:
 
 
 def test_paired_comparison_and_verdicts(tmp_path):
-    plan = rp.Plan(tmp_path, tmp_path, rp.FULL, (0, 1, 2))
+    plan = Plan(tmp_path, tmp_path, FULL, (0, 1, 2))
     ev = tmp_path / "denoise25" / "eval"
     # SLKD beats "a" on every seed by more than either family's seed spread
     for s, (x, y) in enumerate([(30.0, 29.5), (30.2, 29.6), (30.1, 29.7)]):
@@ -131,50 +187,50 @@ def test_paired_comparison_and_verdicts(tmp_path):
         _eval(ev / f"a_s{s}__CBSD68.json", {"i1": y + 0.3, "i2": y - 0.3})
         _eval(ev / f"b_s{s}__CBSD68.json", {"i1": x + 0.1 + (0.05 if s % 2 else -0.05), "i2": x - 0.1})
     runs = [f"slkd_s{s}" for s in range(3)]
-    c = rp.compare(plan, "denoise25", runs, [f"a_s{s}" for s in range(3)], "CBSD68")
+    c = compare(plan, "denoise25", runs, [f"a_s{s}" for s in range(3)], "CBSD68")
     assert c["psnr_diff_per_seed"] == pytest.approx([0.5, 0.6, 0.4])
     assert c["psnr_diff_mean"] == pytest.approx(0.5)
     # per image: i1 gains 0.5-0.2, i2 gains 0.5+0.2 on average over seeds
     assert c["per_image_mean_diff"] == pytest.approx(0.5) and c["images_better"] == 2
     assert c["verdict"] == "better, beyond seed noise"
-    c = rp.compare(plan, "denoise25", runs, [f"b_s{s}" for s in range(3)], "CBSD68")
+    c = compare(plan, "denoise25", runs, [f"b_s{s}" for s in range(3)], "CBSD68")
     assert c["verdict"] == "within seed noise"
-    c = rp.compare(plan, "denoise25", [f"a_s{s}" for s in range(3)], runs, "CBSD68")
+    c = compare(plan, "denoise25", [f"a_s{s}" for s in range(3)], runs, "CBSD68")
     assert c["verdict"] == "worse, beyond seed noise"
-    assert rp.compare(plan, "denoise25", runs[:1], ["a_s0"], "CBSD68")["verdict"] == "one seed: no claim possible"
-    assert rp.compare(plan, "denoise25", ["zz_s0"], ["a_s0"], "CBSD68") is None
+    assert compare(plan, "denoise25", runs[:1], ["a_s0"], "CBSD68")["verdict"] == "one seed: no claim possible"
+    assert compare(plan, "denoise25", ["zz_s0"], ["a_s0"], "CBSD68") is None
 
 
 def test_tables_from_a_partial_study(tmp_path):
     """The summary and its Markdown tables work with whatever runs have finished."""
-    plan = rp.Plan(tmp_path, tmp_path, rp.FULL, (0, 1), (0,))
+    plan = Plan(tmp_path, tmp_path, FULL, (0, 1), (0,))
     ev = tmp_path / "denoise25" / "eval"
     for s, (x, y) in enumerate([(27.0, 27.4), (27.1, 27.3)]):
         _eval(ev / f"slkd_s{s}__CBSD68.json", {"i1": x, "i2": x})
         _eval(ev / f"scratch_s{s}__CBSD68.json", {"i1": y, "i2": y})
     _eval(ev / "no_nc_s0__CBSD68.json", {"i1": 27.2, "i2": 27.2})
     _eval(ev / "teacher_a__CBSD68.json", {"i1": 28.0, "i2": 28.0})
-    summary = rp.summarise_denoise(plan, ablations=True)
+    summary = summarise_denoise(plan, ablations=True)
     rows = summary["table"]["CBSD68"]
     assert rows["scratch"]["psnr"]["mean"] == pytest.approx(27.35)
     assert rows["fitnet"] is None and summary["table"]["Kodak24"]["slkd"] is None
     assert summary["slkd_minus"]["CBSD68"]["no_nc"]["psnr_diff_per_seed"] == pytest.approx([-0.2])
-    text = rp.markdown({"denoise": summary})
+    text = markdown({"denoise": summary})
     assert "| scratch | 27.35 ± 0.07 (27.30–27.40)" in text
     assert "-0.30 [-0.40, -0.20]; 0/2 images; worse, beyond seed noise" in text
     assert "| SLKD w/o L_NC | 27.20 (1 seed)" in text and "FitNet" not in text
     # precision: the bf16 twin paired with its float32 run on the ablations' seed
     _eval(ev / "scratch_bf16_s0__CBSD68.json", {"i1": 27.5, "i2": 27.3})
-    prec = rp.summarise_precision(plan)
+    prec = summarise_precision(plan)
     assert prec["slkd_balanced_bf16"] == {"data": "CBSD68", "float32": None, "bf16": None, "bf16_minus_float32": None}
     assert prec["scratch_bf16"]["bf16_minus_float32"]["psnr_diff_per_seed"] == pytest.approx([0.0])
-    text = rp.markdown({"precision": prec})
+    text = markdown({"precision": prec})
     assert "| scratch | CBSD68 | 27.40 (1 seed) | 27.40 (1 seed) | +0.00 [+0.00]; 1/2 images; one seed" in text
     assert "SLKD balanced" not in text
 
 
 def test_missing_data_folder_is_a_plain_error(tmp_path, capsys):
-    code = rp.main(["denoise", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    code = main(["denoise", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
     assert code == 2
     assert "data folder not found" in capsys.readouterr().err
 
@@ -187,15 +243,15 @@ def test_longer_schedule_reuses_another_studys_teachers(tmp_path):
     """``--methods`` picks students and ``--teachers-from`` points them at another study's
     teachers and input evaluations, so a longer schedule is paired with the same teachers."""
     first = tmp_path / "study"
-    plan = rp.Plan(tmp_path / "long", tmp_path / "data", replace_iters(rp.QUICK, 99), (0,),
+    plan = Plan(tmp_path / "long", tmp_path / "data", replace_iters(QUICK, 99), (0,),
                    methods=("scratch", "slkd_balanced"), teachers_from=first)
-    rp.build_plan(["denoise"], plan)  # no scratch-long: no step timing, no scratch_long.json
+    build_plan(["denoise"], plan)  # no scratch-long: no step timing, no scratch_long.json
     assert not (plan.out / "denoise25" / "scratch_long.json").exists()
     trains = {j.name: j for j in plan.jobs.values() if j.config is not None}
     assert set(trains) == {"denoise25/teacher_a", "denoise25/teacher_b", "denoise25/scratch_s0",
                            "denoise25/slkd_balanced_s0"}
     assert trains["denoise25/teacher_a"].run_dir == first / "denoise25" / "teacher_a"
-    assert trains["denoise25/teacher_a"].config["train"]["iters"] == rp.QUICK.teacher_a
+    assert trains["denoise25/teacher_a"].config["train"]["iters"] == QUICK.teacher_a
     student = trains["denoise25/slkd_balanced_s0"]
     assert student.run_dir == plan.out / "denoise25" / "slkd_balanced_s0"
     assert student.config["train"]["iters"] == 99
@@ -207,12 +263,12 @@ def test_longer_schedule_reuses_another_studys_teachers(tmp_path):
     # the summary reads teacher and input from the shared folder, students from its own
     _eval(first / "denoise25" / "eval" / "teacher_a__CBSD68.json", {"i1": 30.0, "i2": 30.0})
     _eval(plan.out / "denoise25" / "eval" / "scratch_s0__CBSD68.json", {"i1": 28.0, "i2": 28.0})
-    rows = rp.summarise_denoise(plan, ablations=False)["table"]["CBSD68"]
+    rows = summarise_denoise(plan, ablations=False)["table"]["CBSD68"]
     assert rows["teacher_a"]["psnr"] == 30.0 and rows["scratch"]["psnr"]["mean"] == 28.0
     assert set(rows) == {"input", "teacher_a", "scratch", "slkd_balanced"}
 
 
-def replace_iters(scale: rp.Scale, iters: int) -> rp.Scale:
+def replace_iters(scale: Scale, iters: int) -> Scale:
     from dataclasses import replace
 
     return replace(scale, student=iters)
@@ -222,8 +278,8 @@ def test_bad_methods_and_teacher_folder_are_plain_errors(tmp_path, capsys):
     (tmp_path / "BSDS500").mkdir()
     (tmp_path / "CBSD68").mkdir()
     with pytest.raises(SystemExit):
-        rp.main(["denoise", "--methods", "nonsense", "--data", str(tmp_path)])
+        main(["denoise", "--methods", "nonsense", "--data", str(tmp_path)])
     assert "invalid choice: 'nonsense'" in capsys.readouterr().err
-    code = rp.main(["denoise", "--teachers-from", str(tmp_path / "missing"), "--data", str(tmp_path),
+    code = main(["denoise", "--teachers-from", str(tmp_path / "missing"), "--data", str(tmp_path),
                     "--out", str(tmp_path / "o")])
     assert code == 2 and "--teachers-from: no such study folder" in capsys.readouterr().err

@@ -1,0 +1,241 @@
+"""The study's plan: which runs and evaluations each study needs, with their configs and
+dependencies, in the order the scheduler should start them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from benchmarks.study.configs import TASKS, Task, schedule, train_data
+from benchmarks.study.scheduler import Job
+from benchmarks.study.settings import (
+    ABLATIONS,
+    BALANCED_BASELINES,
+    DENOISE_METHODS,
+    FAMILIES,
+    FEATURE_BASELINE_WEIGHT,
+    METHODS,
+    PRECISION,
+    REVISIONS,
+    SHARED_RUNS,
+    SLKD_PAPER_WEIGHTS,
+    STUDENT,
+    TASK_METHODS,
+    TEACHER,
+    VARIANTS,
+    Scale,
+)
+
+
+def eval_path(plan: "Plan", task_key: str, run: str, data: str) -> Path:
+    """Where the evaluation of ``run`` on the benchmark folder ``data`` is kept (a folder path such
+    as ``Rain100L/test`` becomes ``Rain100L-test``)."""
+    return plan.root(run) / task_key / "eval" / f"{run}__{data.replace('/', '-')}.json"
+
+
+class Plan:
+    """Builds the job list of the chosen studies at one scale."""
+
+    def __init__(self, out: Path, data: Path, scale: Scale, seeds: tuple[int, ...],
+                 ablation_seeds: tuple[int, ...] | None = None, methods: tuple[str, ...] | None = None,
+                 teachers_from: Path | None = None):
+        self.out, self.data, self.scale, self.seeds = out, data, scale, seeds
+        self.ablation_seeds = ablation_seeds or scale.ablation_seeds
+        #: the denoise study's student methods (default: all of them)
+        self.methods = methods or DENOISE_METHODS
+        #: where teachers, their evaluations and the inputs' evaluations live: another study's
+        #: folder lets a longer student schedule reuse that study's teachers as they are
+        self.teacher_root = teachers_from or out
+        self.jobs: dict[str, Job] = {}
+
+    def root(self, run: str) -> Path:
+        """Study folder holding ``run`` (teacher runs and input evaluations may be shared)."""
+        return self.teacher_root if run in SHARED_RUNS else self.out
+
+    def _add(self, job: Job) -> Job:
+        self.jobs.setdefault(job.name, job)
+        return self.jobs[job.name]
+
+    def train(self, task: Task, run: str, config: dict, deps=()) -> Job:
+        folder = self.root(run) / task.key
+        config = {"name": run, "output_dir": str(folder), **config}
+        command = "distill" if config["role"] == "distill" else "train"
+        return self._add(Job(f"{task.key}/{run}", [command], list(deps), config,
+                             folder / "configs" / f"{run}.yaml", folder / run))
+
+    def teachers(self, task: Task, iters_a: int, arch: str = TEACHER) -> tuple[Job, Job]:
+        s = self.scale
+        a = self.train(task, "teacher_a", {"role": "teacher_a", "seed": 0, "model": {"name": arch},
+                                           "data": train_data(task, s), "train": schedule(iters_a, 2e-3)})
+        b_data = train_data(task, s)
+        b_data["val"] = [task.val]
+        b = self.train(task, "teacher_b", {
+            "role": "teacher_b", "seed": 0,
+            "model": {"name": arch, "options": {"global_residual": False},
+                      "init_from": str(self.teacher_root / task.key / "teacher_a")},
+            "data": b_data, "train": schedule(s.teacher_b, 5e-4), "eval": dict(task.teacher_b_eval)},
+            deps=[a.name])
+        return a, b
+
+    def student(self, task: Task, run: str, seed: int, method: str, overrides: dict | None = None,
+                iters: int | None = None, arch: str = STUDENT, teacher: str = TEACHER,
+                teachers_of: Task | None = None, bf16: bool = False) -> Job:
+        """A student run in ``task``'s folder; its teachers are those of ``teachers_of``
+        (default: the same task), of architecture ``teacher``; ``bf16`` trains under bf16
+        autocast (``train.bf16``)."""
+        s = self.scale
+        base = {"seed": seed, "model": {"name": arch}, "data": train_data(task, s),
+                "train": schedule(iters or s.student, 2e-3)}
+        if bf16:
+            base["train"]["bf16"] = True
+        if method == "scratch":
+            return self.train(task, run, {"role": "scratch", **base})
+        source = teachers_of or task
+        folder = self.teacher_root / source.key
+        distill = {"method": method}
+        if method == "slkd":
+            overrides = {**SLKD_PAPER_WEIGHTS, **(overrides or {})}
+        elif method in ("fitnet", "at", "fakd"):
+            overrides = {**FEATURE_BASELINE_WEIGHT, **(overrides or {})}
+        for key, value in (overrides or {}).items():
+            node = distill
+            *parents, leaf = key.split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = value
+        config = {"role": "distill", **base,
+                  "teachers": {"a": {"name": teacher, "weights": str(folder / "teacher_a")},
+                               "b": {"name": teacher, "weights": str(folder / "teacher_b"),
+                                     "options": {"global_residual": False}}},
+                  "distill": distill}
+        return self.train(task, run, config, deps=[f"{source.key}/teacher_a", f"{source.key}/teacher_b"])
+
+    def evaluate(self, task_key: str, model: str, run: str, data: str, eval_task: str,
+                 deps=(), weights: Path | None = None) -> Job:
+        out = eval_path(self, task_key, run, data)
+        argv = ["eval", "--model", model, "--data", str(self.data / data), "--task", eval_task, "--json",
+                "--device", "cpu"]
+        if weights is not None:
+            argv += ["--weights", str(weights)]
+        if self.scale.eval_limit:
+            argv += ["--limit", str(self.scale.eval_limit)]
+        return self._add(Job(f"{task_key}/eval/{run}/{data}", argv, list(deps), eval_out=out))
+
+    def evaluate_run(self, task: Task, job: Job, model: str, tests=None) -> None:
+        for data, eval_task in tests or task.tests:
+            self.evaluate(task.key, model, job.run_dir.name, data, eval_task, deps=[job.name],
+                          weights=job.run_dir / "weights.pth")
+
+    def evaluate_inputs(self, task: Task, tests=None) -> None:
+        for data, eval_task in tests or task.tests:
+            self.evaluate(task.key, "input", "input", data, eval_task)
+
+
+def scratch_long_iters(plan: Plan) -> int:
+    """Iterations of scratch-long: the student iterations × (SLKD step time / scratch step time),
+    both timed side by side in this process (interleaved, medians). Measured once per study
+    folder and kept in ``scratch_long.json`` so that reruns build the same job."""
+    path = plan.out / TASKS["denoise"].key / "scratch_long.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved["student_iters"] == plan.scale.student:
+            return saved["iters"]
+    from benchmarks.speed import step_times
+
+    s = plan.scale
+    timing = step_times((TEACHER, STUDENT), s.batch, s.patch, s.step_timing_runs, methods=("scratch", "slkd"))
+    ratio = timing["median_s"]["step_slkd"] / timing["median_s"]["step_scratch"]
+    iters = max(s.student, round(s.student * ratio))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"student_iters": s.student, "ratio": ratio, "iters": iters,
+                                "median_s": timing["median_s"], "batch": s.batch, "patch": s.patch}, indent=2))
+    print(f"scratch-long: SLKD step / scratch step = {ratio:.2f} → {iters} iterations", flush=True)
+    return iters
+
+
+def add_ablations(plan: Plan, seeds) -> None:
+    den = TASKS["denoise"]
+    for seed in seeds:
+        for name, overrides in ABLATIONS.items():
+            job = plan.student(den, f"{name}_s{seed}", seed, "slkd", overrides)
+            plan.evaluate_run(den, job, STUDENT, tests=den.tests[:1])
+
+
+def task_student(plan: Plan, task: Task, name: str, seed: int, **kw) -> Job:
+    """Run ``<name>_s<seed>``: a plain method, a revision of SLKD, a balanced baseline, or
+    the bf16 twin of one of them (:data:`PRECISION`)."""
+    variant = PRECISION.get(name, name)
+    method, overrides = VARIANTS.get(variant, (variant, None))
+    return plan.student(task, f"{name}_s{seed}", seed, method, overrides, bf16=name in PRECISION, **kw)
+
+
+def build_plan(studies: list[str], plan: Plan) -> None:
+    """Jobs in priority order (the runner starts them in this order as dependencies allow):
+    the denoising comparison seed by seed, the first ablation seed, the other tasks and
+    real-world sets, the other architectures, then the remaining ablation seeds."""
+    s = plan.scale
+    den = TASKS["denoise"]
+    if {"denoise", "ablations", "realworld", "families", "precision", "compression"} & set(studies):
+        a, _ = plan.teachers(den, s.teacher_a)
+        plan.evaluate_run(den, a, TEACHER)
+        plan.evaluate_inputs(den)
+    if "denoise" in studies:
+        long_iters = scratch_long_iters(plan) if "scratch_long" in plan.methods else None
+        for seed in plan.seeds:
+            for method in (m for m in METHODS if m in plan.methods):
+                if method == "scratch_long":
+                    job = plan.student(den, f"scratch_long_s{seed}", seed, "scratch", iters=long_iters)
+                else:
+                    job = plan.student(den, f"{method}_s{seed}", seed, method)
+                plan.evaluate_run(den, job, STUDENT)
+            for name in REVISIONS:
+                if name in plan.methods:
+                    plan.evaluate_run(den, task_student(plan, den, name, seed), STUDENT)
+    if "ablations" in studies:
+        add_ablations(plan, plan.ablation_seeds[:1])
+    if "denoise" in studies:
+        for seed in plan.seeds:
+            for name in BALANCED_BASELINES:
+                if name in plan.methods:
+                    plan.evaluate_run(den, task_student(plan, den, name, seed), STUDENT)
+    for key in ("derain", "deblur"):
+        if key in studies or (key == "derain" and "realworld" in studies):
+            task = TASKS[key]
+            a, _ = plan.teachers(task, s.task_teacher_a)
+            plan.evaluate_run(task, a, TEACHER)
+            plan.evaluate_inputs(task)
+            for seed in s.task_seeds:
+                for method in TASK_METHODS:
+                    plan.evaluate_run(task, task_student(plan, task, method, seed), STUDENT)
+    if "realworld" in studies:
+        real_rain = (("RealRain20", "real"),)
+        der, seed = TASKS["derain"], s.task_seeds[0]
+        plan.evaluate_inputs(der, real_rain)
+        plan.evaluate_run(der, plan.jobs[f"{der.key}/teacher_a"], TEACHER, real_rain)
+        for method in TASK_METHODS:
+            plan.evaluate_run(der, plan.jobs[f"{der.key}/{method}_s{seed}"], STUDENT, real_rain)
+        real_noise = (("PolyU100", "denoise"), ("CC15", "denoise"))
+        plan.evaluate_inputs(den, real_noise)
+        plan.evaluate_run(den, plan.jobs[f"{den.key}/teacher_a"], TEACHER, real_noise)
+        for method in TASK_METHODS:
+            job = plan.jobs.get(f"{den.key}/{method}_s{seed}") or task_student(plan, den, method, seed)
+            plan.evaluate_run(den, job, STUDENT, real_noise)
+    if "families" in studies:
+        for key, (teacher, student) in FAMILIES.items():
+            task = replace(den, key=f"{den.key}-{key}")
+            source = den  # cross-architecture: the Restormer teachers of `denoise`
+            if teacher != TEACHER:
+                source = task
+                own_a, _ = plan.teachers(task, s.task_teacher_a, arch=teacher)
+                plan.evaluate_run(task, own_a, teacher)
+            for method in TASK_METHODS:
+                job = task_student(plan, task, method, 0, arch=student, teacher=teacher, teachers_of=source)
+                plan.evaluate_run(task, job, student)
+    if "precision" in studies:
+        for seed in plan.ablation_seeds:
+            for bf16, fp32 in PRECISION.items():
+                for name in (fp32, bf16):  # a run the denoise study already planned is reused
+                    plan.evaluate_run(den, task_student(plan, den, name, seed), STUDENT, tests=den.tests[:1])
+    if "ablations" in studies:
+        add_ablations(plan, plan.ablation_seeds[1:])

@@ -1,0 +1,160 @@
+"""Running the study's jobs: ordinary ``slkd`` commands as subprocesses, in dependency order, a
+few at a time; finished runs are reused, interrupted ones resumed, and a run folder holding other
+settings is refused (nothing is deleted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from benchmarks.study.settings import ROOT, StudyError
+
+
+@dataclass
+class Job:
+    """One subprocess: a training run (``config`` set) or an evaluation (``eval_out`` set)."""
+
+    name: str
+    argv: list[str]
+    deps: list[str] = field(default_factory=list)
+    config: dict | None = None
+    config_path: Path | None = None
+    run_dir: Path | None = None
+    eval_out: Path | None = None
+
+    @property
+    def log(self) -> Path:
+        base = self.run_dir.parent if self.run_dir else self.eval_out.parent.parent
+        return base / "logs" / (self.name.replace("/", "__") + ".log")
+
+
+def train_finished(run_dir: Path, iters: int) -> float | None:
+    """Seconds the run took if ``run_dir`` holds a run that reached ``iters``, else None."""
+    done = run_dir / "study.json"
+    if done.is_file():
+        return json.loads(done.read_text())["seconds"]
+    log = run_dir / "metrics.jsonl"
+    if not (run_dir / "weights.pth").is_file() or not log.is_file():
+        return None
+    events = []
+    for line in log.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    ends = [e for e in events if e.get("event") == "checkpoint" and e.get("step") == iters]
+    starts = [e for e in events if e.get("event") == "start"]
+    if not ends or not starts:
+        return None
+    return ends[-1]["time"] - starts[0]["time"]
+
+
+def same_config(path: Path, config: dict) -> bool:
+    return not path.is_file() or yaml.safe_load(path.read_text()) == config
+
+
+def prepare(job: Job) -> str:
+    """'done', 'resume' or 'new'; writes the config. Refuses a folder with other settings."""
+    if job.config is not None:
+        if job.run_dir.exists() and not same_config(job.config_path, job.config):
+            raise StudyError(f"{job.run_dir} holds a run with other settings than {job.config_path.name} "
+                             "now asks for; use --out DIR for a new study or delete that run folder")
+        job.config_path.parent.mkdir(parents=True, exist_ok=True)
+        job.config_path.write_text(yaml.safe_dump(job.config, sort_keys=False))
+        seconds = train_finished(job.run_dir, job.config["train"]["iters"])
+        if seconds is not None:
+            done = job.run_dir / "study.json"
+            if not done.is_file():
+                done.write_text(json.dumps({"seconds": seconds, "source": "metrics.jsonl"}))
+            return "done"
+        return "resume" if (job.run_dir / "checkpoint.pt").is_file() else "new"
+    weights = [Path(a) for a in job.argv if a.endswith(".pth")]
+    if job.eval_out.is_file() and all(job.eval_out.stat().st_mtime >= w.stat().st_mtime
+                                      for w in weights if w.is_file()):
+        return "done"
+    return "new"
+
+
+def run_jobs(jobs: list[Job], parallel: int, threads: int, env: dict) -> dict[str, str]:
+    """Run ``jobs`` in list order as their dependencies allow, ``parallel`` at a time with
+    ``threads`` intra-op threads each. Returns name → 'done' | 'failed' | 'skipped'."""
+    state: dict[str, str] = {}
+    pending = list(jobs)
+    running: dict[str, tuple[subprocess.Popen, Job, float, object]] = {}
+    child_env = {**os.environ, **env, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    total = len(jobs)
+    try:
+        _loop(pending, running, state, parallel, threads, child_env, total)
+    finally:  # Ctrl-C or a kill of the runner: stop the runs (training checkpoints on SIGTERM)
+        for proc, *_ in running.values():
+            proc.terminate()
+        for proc, *_ in running.values():
+            proc.wait()
+    return state
+
+
+def _loop(pending, running, state, parallel, threads, child_env, total) -> None:
+    while pending or running:
+        for job in list(pending):
+            if len(running) >= parallel:
+                break
+            if any(state.get(d) in ("failed", "skipped") for d in job.deps):
+                state[job.name] = "skipped"
+                pending.remove(job)
+                print(f"  skip {job.name}: a dependency failed", flush=True)
+                continue
+            if not all(state.get(d) == "done" for d in job.deps):
+                continue
+            pending.remove(job)
+            how = prepare(job)
+            if how == "done":
+                state[job.name] = "done"
+                continue
+            argv = [sys.executable, "-m", "slkd.cli.main", *job.argv]
+            if job.config is not None:
+                argv += ["--config", str(job.config_path), "--device", "cpu"]
+                if how == "resume":
+                    argv.append("--resume")
+            job.log.parent.mkdir(parents=True, exist_ok=True)
+            if job.eval_out is not None:
+                job.eval_out.parent.mkdir(parents=True, exist_ok=True)
+            log = open(job.log, "a")
+            stdout = open(job.eval_out.with_suffix(".tmp"), "w") if job.eval_out is not None else log
+            proc = subprocess.Popen(argv, stdout=stdout, stderr=log, env=child_env, cwd=ROOT)
+            running[job.name] = (proc, job, time.perf_counter(), {stdout, log})
+            done_count = sum(1 for s in state.values() if s == "done")
+            print(f"[{done_count}/{total}] start {job.name}" + (" (resume)" if how == "resume" else ""),
+                  flush=True)
+        time.sleep(0.5)
+        for name, (proc, job, start, files) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            for f in files:
+                f.close()
+            del running[name]
+            seconds = time.perf_counter() - start
+            if proc.returncode == 0:
+                if job.eval_out is not None:
+                    job.eval_out.with_suffix(".tmp").replace(job.eval_out)
+                else:
+                    (job.run_dir / "study.json").write_text(json.dumps({"seconds": seconds,
+                                                                       "threads": threads, "parallel": parallel}))
+                state[name] = "done"
+                print(f"  done {name} in {seconds:.0f} s", flush=True)
+            else:
+                state[name] = "failed"
+                tail = job.log.read_text(errors="replace").strip().splitlines()[-3:] if job.log.is_file() else []
+                print(f"  FAILED {name} (exit {proc.returncode}); log {job.log}:\n    " + "\n    ".join(tail),
+                      flush=True)
+        if pending and not running and not any(
+                all(state.get(d) == "done" for d in j.deps) or any(state.get(d) in ("failed", "skipped") for d in j.deps)
+                for j in pending):
+            raise StudyError("dependency cycle or unknown dependency: " + ", ".join(j.name for j in pending))
+

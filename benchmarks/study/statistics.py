@@ -1,0 +1,83 @@
+"""The study's statistics: evaluations read back, seed families (mean, spread), and paired
+comparisons by seed and by image with the verdict "beyond seed noise" or not."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+from benchmarks.study.plan import Plan, eval_path
+
+
+def load_eval(plan: Plan, task_key: str, run: str, data: str) -> dict | None:
+    path = eval_path(plan, task_key, run, data)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def spread(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values)}
+
+
+def image_scores(result: dict, metric: str) -> dict[str, float]:
+    return {row["name"]: row[metric] for row in result["images"]}
+
+
+def compare(plan: Plan, task_key: str, runs_a: list[str], runs_b: list[str], data: str) -> dict | None:
+    """SLKD-style run family A against family B, paired by seed (same index) and by image."""
+    pairs = [(load_eval(plan, task_key, a, data), load_eval(plan, task_key, b, data))
+             for a, b in zip(runs_a, runs_b)]
+    pairs = [(x, y) for x, y in pairs if x and y]
+    if not pairs:
+        return None
+    per_seed = [x["mean"]["psnr"] - y["mean"]["psnr"] for x, y in pairs]
+    images: dict[str, list[float]] = {}
+    for x, y in pairs:
+        px, py = image_scores(x, "psnr"), image_scores(y, "psnr")
+        for name in px:
+            images.setdefault(name, []).append(px[name] - py[name])
+    per_image = {n: statistics.fmean(v) for n, v in images.items()}
+    a_means = [x["mean"]["psnr"] for x, _ in pairs]
+    b_means = [y["mean"]["psnr"] for _, y in pairs]
+    noise = max(spread(a_means)["std"], spread(b_means)["std"])
+    mean = statistics.fmean(per_seed)
+    if len(pairs) < 2:
+        verdict = "one seed: no claim possible"
+    elif all(d > 0 for d in per_seed) and mean > noise:
+        verdict = "better, beyond seed noise"
+    elif all(d < 0 for d in per_seed) and -mean > noise:
+        verdict = "worse, beyond seed noise"
+    else:
+        verdict = "within seed noise"
+    return {"psnr_diff_per_seed": per_seed, "psnr_diff_mean": mean, "seed_std": noise,
+            "per_image_mean_diff": statistics.fmean(per_image.values()),
+            "images_better": sum(1 for d in per_image.values() if d > 0), "images": len(per_image),
+            "verdict": verdict}
+
+
+def family(plan: Plan, task_key: str, runs: list[str], data: str) -> dict | None:
+    results = [r for r in (load_eval(plan, task_key, run, data) for run in runs) if r]
+    if not results:
+        return None
+    return {"psnr": spread([r["mean"]["psnr"] for r in results]),
+            "ssim": spread([r["mean"]["ssim"] for r in results]), "runs": len(results)}
+
+
+def train_seconds(plan: Plan, task_key: str, run: str) -> float | None:
+    done = plan.root(run) / task_key / run / "study.json"
+    return json.loads(done.read_text())["seconds"] if done.is_file() else None
+
+
+def single(plan: Plan, task_key: str, run: str, data: str) -> dict | None:
+    r = load_eval(plan, task_key, run, data)
+    return None if r is None else {"psnr": r["mean"]["psnr"], "ssim": r["mean"]["ssim"], "count": r["count"]}
+
+
+def teacher_b_check(plan: Plan, task_key: str) -> dict | None:
+    log = plan.teacher_root / task_key / "teacher_b" / "metrics.jsonl"
+    if not log.is_file():
+        return None
+    vals = [json.loads(line) for line in log.read_text().splitlines() if '"val"' in line]
+    return {"reconstruction_psnr": vals[-1]["psnr"], "dataset": vals[-1]["dataset"],
+            "count": vals[-1]["count"]} if vals else None
+
