@@ -109,9 +109,12 @@ def test_deraining_trains_on_rain100l_train_and_tests_on_rain100l_test(tmp_path)
     assert test.argv[test.argv.index("--task") + 1] == "derain"  # Y channel
     assert test.eval_out.name == "slkd_s0__Rain100L-test.json"
     assert "derain/eval/input/Rain100L/test" in evals and "derain/eval/scratch_s0/RealRain20" in evals
-    # nothing of the deraining study reads CBSD432 (BSDS500) or another deraining set
-    text = json.dumps([j.config for j in trains.values()]) + json.dumps([j.argv for j in evals.values()])
-    assert "BSDS500" not in text and "CBSD68" not in text and "Rain100H" not in text
+    # the deraining study reads Rain100L (and RealRain20 for the no-reference scores), nothing else
+    roots = {r for j in trains.values() for d in [j.config["data"]["train"], *j.config["data"]["val"]]
+             for r in d["roots"]}
+    assert roots == {"Rain100L/train"}
+    read = {Path(j.argv[j.argv.index("--data") + 1]).relative_to(plan.data).as_posix() for j in evals.values()}
+    assert read == {"Rain100L/test", "RealRain20"}
 
 
 def test_the_data_a_study_needs_is_checked_first(tmp_path, capsys):

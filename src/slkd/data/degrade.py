@@ -348,13 +348,13 @@ def rain_streaks(
     ``angle`` degrees from vertical (all streaks of an image fall the same way, like wind-driven
     rain), giving thin streaks of roughly the drop's brightness; overlapping streaks add up. The
     streak layer is scaled by ``intensity``, clipped to [0, 1] and blended grey (the same in
-    every channel): ``"add"`` — ``clip(clean + rain)``, the O = B + S model of Rain100H; or
+    every channel): ``"add"`` — ``clip(clean + rain)``, the O = B + S model of the Rain100 sets; or
     ``"screen"`` — ``1 - (1 - clean)(1 - rain)``, softer on bright backgrounds. Drops are seeded
     on a margin around the image as wide as the kernel's radius, so streaks enter across the
     border like real ones, with no empty band at the edges.
 
-    The defaults give heavy rain roughly like Rain100H (mean brightness up by ≈ 0.1–0.25, most
-    of the image crossed by long near-vertical streaks).
+    The defaults give heavy rain (mean brightness up by ≈ 0.1–0.25, most of the image crossed by
+    long near-vertical streaks), far heavier than Rain100L's light streaks.
 
     Args:
         clean: C×H×W (or N×C×H×W, each image its own rain) float image in [0, 1].
