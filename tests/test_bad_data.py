@@ -183,7 +183,7 @@ def test_restore_writer_warnings_become_notes_naming_the_file(cli, tmp_path, tin
 @pytest.mark.parametrize("cache", ["memory", "none"])
 def test_dangling_links_and_gifs_among_training_images_are_named(tmp_path, cache):
     """A link whose target was deleted used to vanish from the data set without a word, and a
-    GIF renamed .png trained on its first frame (issue 17, item 10)."""
+    GIF renamed .png trained on its first frame (docs/reliability.md §8, item 10)."""
     folder = tmp_path / "train"
     write_image(folder / "good.png", torch.rand(3, 24, 24))
     (folder / "gone.png").symlink_to(tmp_path / "deleted.png")

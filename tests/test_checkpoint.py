@@ -161,7 +161,7 @@ def test_every_load_in_the_package_refuses_code():
 
 def test_refusal_of_code_says_plainly_that_nothing_was_loaded(tmp_path):
     """The refusal must not quote torch's hint to retry with weights_only=False, the unsafe fix
-    (issue 17, item 8): it says the file would run code and was not loaded."""
+    (docs/reliability.md §8, item 8): it says the file would run code and was not loaded."""
     marker = tmp_path / "pwned"
     torch.save({"params": tiny().state_dict(), "hook": _Payload(marker)}, tmp_path / "evil.pth")
     with pytest.raises(CheckpointError) as info:
@@ -176,7 +176,7 @@ def test_refusal_of_code_says_plainly_that_nothing_was_loaded(tmp_path):
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 @pytest.mark.parametrize("name", ["w.pth", "w.safetensors"])
 def test_non_finite_weights_are_refused_naming_the_file_and_tensor(tmp_path, bad, name):
-    """NaN weights gave black images with exit code 0 (issue 17, item 6)."""
+    """NaN weights gave black images with exit code 0 (docs/reliability.md §8, item 6)."""
     state = tiny().state_dict()
     key = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 4)
     state[key] = state[key].clone()
@@ -193,7 +193,7 @@ def test_non_finite_weights_are_refused_naming_the_file_and_tensor(tmp_path, bad
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.uint8, torch.bool])
 def test_integer_weights_are_refused(tmp_path, dtype):
-    """An int32 copy of a float tensor was loaded (cast silently) (issue 17, item 10)."""
+    """An int32 copy of a float tensor was loaded (cast silently) (docs/reliability.md §8, item 10)."""
     state = tiny().state_dict()
     key = next(k for k, v in state.items() if v.is_floating_point() and v.ndim == 4)
     state[key] = (state[key] * 100).to(dtype)

@@ -466,7 +466,7 @@ def test_eval_limit(cli, derain_folder):
 
 
 # --------------------------------------------------------------------------------------------
-# issue 17: numbers, devices, what eval and restore may write, odd inputs
+# docs/reliability.md §8: numbers, devices, what eval and restore may write, odd inputs
 # --------------------------------------------------------------------------------------------
 
 
@@ -520,7 +520,7 @@ PROFILE = ("profile", "--model", "res-sl-tiny")
 def test_numeric_options_refuse_non_finite_and_out_of_range_values(cli, capsys, monkeypatch, tmp_path,
                                                                    argv, option, fragment):
     """Every numeric option goes through one parser: finite, in range, or one clear line
-    (issue 17, items 6 and 9: --sigma nan printed NaN dB, --sigma -5 and --noise-seed -1 and
+    (docs/reliability.md §8, items 6 and 9: --sigma nan printed NaN dB, --sigma -5 and --noise-seed -1 and
     --iters-scale nan ended in tracebacks)."""
     monkeypatch.chdir(tmp_path)  # a command that ran anyway would write here, not in the checkout
     line = _argparse_error(cli, capsys, *argv)
@@ -532,7 +532,7 @@ def test_numeric_options_refuse_non_finite_and_out_of_range_values(cli, capsys, 
 @pytest.mark.parametrize("device", ["mps", "tpu", "cuda:x", "gpu"])
 def test_unknown_devices_are_refused_in_one_line(cli, capsys, monkeypatch, tmp_path, command, device):
     """--device mps passed torch.device() and failed in the model's .to() with a traceback; under
-    `slkd train` it quietly ran on the CPU (issue 17, item 9)."""
+    `slkd train` it quietly ran on the CPU (docs/reliability.md §8, item 9)."""
     monkeypatch.chdir(tmp_path)
     line = _argparse_error(cli, capsys, *command, "--device", device)
     assert "argument --device" in line and repr(device) in line and "cpu" in line
@@ -540,7 +540,7 @@ def test_unknown_devices_are_refused_in_one_line(cli, capsys, monkeypatch, tmp_p
 
 def test_eval_save_never_writes_into_the_benchmark(cli, derain_folder, tmp_path):
     """--save DIR used to overwrite the benchmark's own images when DIR was the data folder or
-    one of its sub-folders (issue 17, item 1)."""
+    one of its sub-folders (docs/reliability.md §8, item 1)."""
     before = _snapshot(derain_folder)
     for save in (derain_folder, derain_folder / "target", derain_folder / "input",
                  derain_folder / "input" / ".." / "target", derain_folder / "new"):
@@ -577,7 +577,7 @@ def test_eval_save_refuses_two_images_of_one_name(cli, tmp_path):
 
 
 def test_eval_noise_options_on_paired_data_are_an_error(cli, derain_folder):
-    """--sigma was ignored silently on a paired folder (issue 17, item 10)."""
+    """--sigma was ignored silently on a paired folder (docs/reliability.md §8, item 10)."""
     for option in (("--sigma", "50"), ("--noise-seed", "3")):
         r = cli("eval", "--model", "input", "--data", derain_folder, "--task", "derain", *option, *CPU)
         assert r.code == 2 and option[0] in r.err and "paired" in r.err and "Traceback" not in r.err
@@ -586,7 +586,7 @@ def test_eval_noise_options_on_paired_data_are_an_error(cli, derain_folder):
 
 
 def test_restore_refuses_to_overwrite_existing_outputs(cli, tmp_path, tiny_weights):
-    """Existing outputs were replaced silently (issue 17, item 10)."""
+    """Existing outputs were replaced silently (docs/reliability.md §8, item 10)."""
     src = write_image(tmp_path / "a.png", _rand(3, 16, 16, seed=70))
     dest = tmp_path / "o.png"
     dest.write_bytes(b"precious")
@@ -628,7 +628,7 @@ def _png_grey_alpha(path: Path, grey: np.ndarray, alpha: np.ndarray) -> None:
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 def test_restore_grey_alpha_comes_back_grey_alpha(cli, tmp_path, tiny_weights, dtype):
-    """A grey+alpha PNG came back as a coloured RGBA image (issue 17, item 10)."""
+    """A grey+alpha PNG came back as a coloured RGBA image (docs/reliability.md §8, item 10)."""
     from PIL import Image
 
     top = np.iinfo(dtype).max
@@ -658,7 +658,7 @@ def test_restore_grey_alpha_comes_back_grey_alpha(cli, tmp_path, tiny_weights, d
 
 def test_restore_refuses_gif_files_by_name(cli, tmp_path, tiny_weights):
     """Animated GIFs were skipped silently in a folder and lost their frames as a single file
-    (issue 17, item 10): each is now named and refused."""
+    (docs/reliability.md §8, item 10): each is now named and refused."""
     from PIL import Image
 
     inp = tmp_path / "in"
@@ -679,7 +679,7 @@ def test_restore_refuses_gif_files_by_name(cli, tmp_path, tiny_weights):
 
 
 def test_restore_names_dangling_links(cli, tmp_path, tiny_weights):
-    """A link whose target is gone was skipped without a word (issue 17, item 10)."""
+    """A link whose target is gone was skipped without a word (docs/reliability.md §8, item 10)."""
     inp = tmp_path / "in"
     write_image(inp / "a.png", _rand(3, 16, 16, seed=81))
     (inp / "gone.png").symlink_to(tmp_path / "deleted.png")
@@ -690,7 +690,7 @@ def test_restore_names_dangling_links(cli, tmp_path, tiny_weights):
 
 def test_an_os_error_no_command_put_into_words_is_still_one_line(cli, monkeypatch):
     """The last safety net of the command line: a full disk or a read-only folder anywhere
-    prints one line naming the file, never a traceback (issue 17, item 9)."""
+    prints one line naming the file, never a traceback (docs/reliability.md §8, item 9)."""
     import errno
 
     import slkd.cli.profile as profile_cli

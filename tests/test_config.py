@@ -157,7 +157,7 @@ def test_files_named_in_a_config_are_reported_with_their_key(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# issue 17: names that leave output_dir, non-finite numbers, exponent floats, binary configs
+# docs/reliability.md §8: names that leave output_dir, non-finite numbers, exponent floats, binary configs
 # --------------------------------------------------------------------------------------------
 
 
@@ -165,7 +165,7 @@ def test_files_named_in_a_config_are_reported_with_their_key(tmp_path):
                                   "a\\b", "", "~"])
 def test_run_name_cannot_leave_output_dir(name):
     """A run writes only into output_dir/name: an absolute name, '..' or a separator would
-    replace files of another folder (issue 17, item 2)."""
+    replace files of another folder (docs/reliability.md §8, item 2)."""
     data = minimal()
     data["name"] = name
     with pytest.raises(ConfigError, match="^name: "):
@@ -184,7 +184,7 @@ def test_run_name_cannot_leave_output_dir(name):
 ])
 def test_non_finite_numbers_are_refused_with_their_key(override, key):
     """NaN and infinity are never a valid setting; before, lr=.inf trained all-NaN weights and
-    lr=.nan ended in a traceback (issue 17, items 6 and 9)."""
+    lr=.nan ended in a traceback (docs/reliability.md §8, items 6 and 9)."""
     with pytest.raises(ConfigError, match=f"^{key}: expected a finite number"):
         from_dict(TrainRunConfig, apply_overrides(minimal(), [override]))
 
@@ -202,7 +202,7 @@ def test_non_finite_distill_weights_are_refused():
                                          ("5.0e-4", 5e-4)])
 def test_exponent_floats_are_numbers_in_files_and_overrides(tmp_path, text, value):
     """``lr: 1e-4`` is how everyone writes a learning rate; YAML 1.1 read it as a string
-    (issue 17, item 7). The file and the command line go through the same loader."""
+    (docs/reliability.md §8, item 7). The file and the command line go through the same loader."""
     data = minimal()
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(data) + f"seed: 0\n")
@@ -237,9 +237,9 @@ def test_binary_or_undecodable_config_is_a_config_error(tmp_path):
     ("fakd_pool", 0, "must be >= 1"),
 ])
 def test_distill_numbers_are_checked_with_their_key(key, value, message):
-    """Same class as issue 17's numbers: mscn_c=-1 trained on a loss of 3.5e7 without a word,
-    and gamma_stat, piqe_block and fakd_pool were refused only when the distiller was built,
-    without the key's path."""
+    """Same class as the numbers of docs/reliability.md §8: mscn_c=-1 trained on a loss of 3.5e7
+    without a word, and gamma_stat, piqe_block and fakd_pool were refused only when the distiller
+    was built, without the key's path."""
     data = minimal(role="distill")
     data["teachers"] = {"a": {"name": "restormer-tiny", "weights": "a.pth"}, "b": None}
     data["distill"] = {"method": "slkd", "irl": False, key: value}

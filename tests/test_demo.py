@@ -182,7 +182,8 @@ def _demo_error(capsys, *argv: str) -> str:
 
 def test_demo_refuses_an_out_folder_it_did_not_write(tmp_path, capsys):
     """The demo replaces report.md, summary.json, grid.png … in --out: a folder holding other
-    files is refused, and nothing is written into it (issue 17's rule for every command)."""
+    files is refused, and nothing is written into it (docs/reliability.md §7: the rule for every
+    command that writes)."""
     out = tmp_path / "mine"
     out.mkdir()
     (out / "report.md").write_text("my own report")

@@ -107,7 +107,7 @@ def test_configuration_errors_are_named(setup, capsys):
     assert "teachers.a.weights" in capsys.readouterr().err
     assert main(["distill", "--config", str(cfg), "distill.method=magic"]) == 2
     assert "distill.method" in capsys.readouterr().err
-    # Teacher B must not have a global residual (METHOD.md §2.1)
+    # Teacher B must not have a global residual (docs/spec.md §2.1)
     assert main(["distill", "--config", str(cfg), "teachers.b.options.global_residual=true",
                  f"teachers.b.weights={setup / 'teacher_a.pth'}"]) == 2
     assert "residual" in capsys.readouterr().err
@@ -186,7 +186,7 @@ def test_two_rank_distillation_resumes_bit_identically(setup):
 
 
 # --------------------------------------------------------------------------------------------
-# issue 17: train.loss for every method; Teacher B only where it is used
+# docs/reliability.md §8: train.loss for every method; Teacher B only where it is used
 # --------------------------------------------------------------------------------------------
 
 
@@ -205,7 +205,7 @@ def _distiller(setup, name, **changes):
 @pytest.mark.parametrize("method", ["scratch", "slkd", "output_kd", "fitnet", "at", "fakd"])
 def test_every_method_uses_the_configured_pixel_loss(setup, method, loss):
     """`slkd distill` computed L1 whatever train.loss said, while config.yaml recorded the
-    requested loss (issue 17, item 4). The pixel term is SupervisedTask's pixel_loss."""
+    requested loss (docs/reliability.md §8, item 4). The pixel term is SupervisedTask's pixel_loss."""
     from slkd.losses import pixel_loss
 
     distiller, student = _distiller(setup, f"loss-{method}-{loss}",
@@ -220,7 +220,7 @@ def test_every_method_uses_the_configured_pixel_loss(setup, method, loss):
 
 def test_slkd_without_the_et_term_neither_needs_nor_loads_teacher_b(setup, capsys):
     """With distill.loss_weights.et=0 IRL computes nothing, yet Teacher B was demanded by the
-    config check and loaded by the command (issue 17, item 10)."""
+    config check and loaded by the command (docs/reliability.md §8, item 10)."""
     from slkd.distill import distill_config
 
     assert not distill_config(loss_weights={"et": 0.0}).uses_teacher_b()

@@ -227,7 +227,7 @@ def test_cli_lists_export(cli, capsys):
 
 
 def test_cli_refuses_to_replace_an_existing_file_without_overwrite(cli, tmp_path):
-    """Every command that writes keeps an existing output unless told otherwise (issue 17:
+    """Every command that writes keeps an existing output unless told otherwise (docs/reliability.md §7:
     `slkd export` used to replace it with a note)."""
     out = tmp_path / "model.onnx"
     out.write_bytes(b"an older export")

@@ -25,8 +25,8 @@ def test_default_restormer_matches_official_counts():
     assert len(model.state_dict()) == 494
 
 
-# (key, shape) facts of the official release (PROTOCOLS.md): GDFN hidden widths 127/255/510/1021,
-# bias-free up/down-sampling convs, no channel reduction at level 1.
+# (key, shape) facts of the official Restormer release (docs/spec.md §4): GDFN hidden widths
+# 127/255/510/1021, bias-free up/down-sampling convs, no channel reduction at level 1.
 OFFICIAL_SHAPES = {
     "patch_embed.proj.weight": (48, 3, 3, 3),
     "encoder_level1.0.norm1.body.weight": (48,),

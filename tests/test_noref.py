@@ -1,7 +1,7 @@
 """Tests for the no-reference metrics BRISQUE and PIQE (slkd.metrics.brisque_metric and
 slkd.metrics.piqe_metric, on the MATLAB helpers of slkd.metrics.matlab).
 
-* calibration against the reference values of ``../shared/data/README.md`` (MATLAB ``piqe`` and
+* calibration against the reference values of docs/spec.md §6 (MATLAB ``piqe`` and
   the original BRISQUE release) on the five images of ``iqa-calibration`` -- skipped when the
   shared data folder is absent;
 * behaviour on synthetic images (noise, flat images, batches, grey/RGB, bad input);
@@ -36,7 +36,7 @@ from slkd.metrics import piqe_metric as piqe_module
 
 REPO = Path(__file__).resolve().parents[1]
 
-# "No-reference metric reference values" of ../shared/data/README.md.
+# The BRISQUE/PIQE reference values of docs/spec.md §6.
 REFERENCE = {
     "I03.bmp": (94.6421, 100.00),
     "I04.bmp": (-0.1076, 21.62),

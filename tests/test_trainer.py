@@ -327,7 +327,7 @@ def test_an_interrupt_inside_an_update_keeps_the_previous_checkpoint(data_root, 
 
 
 # --------------------------------------------------------------------------------------------
-# issue 17: nothing lost, nothing misleading
+# docs/reliability.md §8: nothing lost, nothing misleading
 # --------------------------------------------------------------------------------------------
 
 
@@ -335,7 +335,7 @@ def test_an_interrupt_inside_an_update_keeps_the_previous_checkpoint(data_root, 
                                   CHECKPOINT, "command.txt"])
 def test_a_run_folder_is_protected_by_any_file_of_an_earlier_run(data_root, tmp_path, left):
     """With checkpoint.pt deleted, a rerun replaced weights.pth, best_*.pth and config.yaml and
-    truncated metrics.jsonl (issue 17, item 2): any file of a run now protects its folder."""
+    truncated metrics.jsonl (docs/reliability.md §8, item 2): any file of a run now protects its folder."""
     make_trainer(data_root, tmp_path / "first", **{"train.iters": 3}).run()
     run = tmp_path / "again" / "tiny"
     run.mkdir(parents=True)
@@ -364,7 +364,7 @@ def _small_val(tmp_path: Path, size: int) -> Path:
 ])
 def test_an_invalid_validation_set_is_refused_before_step_1(data_root, tmp_path, changes, fragment):
     """An image too small for SSIM's 11×11 window (after eval.crop_border) stopped the run at its
-    first validation, after training and before any checkpoint (issue 17, item 3)."""
+    first validation, after training and before any checkpoint (docs/reliability.md §8, item 3)."""
     changes = dict(changes)
     if "small" in changes:
         changes["data.val"] = [{"name": "val", "type": "degraded", "roots": [str(_small_val(tmp_path, changes.pop("small")))],
@@ -378,7 +378,7 @@ def test_an_invalid_validation_set_is_refused_before_step_1(data_root, tmp_path,
 
 def test_resume_refuses_changed_settings_and_names_them(data_root, tmp_path, capsys):
     """--resume with a new learning rate kept the old one but wrote the new one into config.yaml
-    (issue 17, item 5). Changed settings are refused by name; only bookkeeping and the
+    (docs/reliability.md §8, item 5). Changed settings are refused by name; only bookkeeping and the
     iteration count may change, and the run says so."""
     make_trainer(data_root, tmp_path, **{"train.iters": 3}).run()
     run = tmp_path / "tiny"
@@ -408,7 +408,7 @@ def test_resume_refuses_changed_settings_and_names_them(data_root, tmp_path, cap
 
 @pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
 def test_weights_that_turn_non_finite_are_never_saved(data_root, tmp_path, monkeypatch):
-    """lr=.inf saved all-NaN weights and reported "best nan dB" (issue 17, item 6). The config
+    """lr=.inf saved all-NaN weights and reported "best nan dB" (docs/reliability.md §8, item 6). The config
     refuses .inf now; a run whose weights blow up anyway stops without saving them."""
     make_trainer(data_root, tmp_path / "a", **{"train.iters": 3}).run()  # a good run: a checkpoint
     trainer = make_trainer(data_root, tmp_path / "b")
@@ -461,7 +461,7 @@ def test_a_read_only_output_dir_is_one_line(data_root, tmp_path, monkeypatch, ca
 
 
 def test_a_full_disk_while_saving_the_best_weights_is_one_line(data_root, tmp_path, monkeypatch, capsys):
-    """The partial file was removed, but the user saw a traceback (issue 17, item 9)."""
+    """The partial file was removed, but the user saw a traceback (docs/reliability.md §8, item 9)."""
     import slkd.models.checkpoint as checkpoint
 
     real_save = torch.save

@@ -3,16 +3,15 @@
 PyTorch on CPU allocates activations and gradients with plain ``malloc``. With glibc's defaults
 a freed block above the mmap threshold (128 KiB, raised dynamically up to 32 MiB) goes back to
 the kernel, and free memory at the top of the heap is trimmed above 2 × that threshold, so the
-next forward pass faults the same pages in again and the kernel zero-fills them: on this 2-core
-machine half of a student's CPU inference time at 256×256 was page faults (res-sl-tiny 210 →
-100 ms, res-sl 1911 → 1000 ms, a distillation step 4–15 % faster; BENCHMARKS.md §8).
+next forward pass faults the same pages in again and the kernel zero-fills them: on a 2-core
+machine about half of a student's CPU inference time was page faults (measured before and after
+in BENCHMARKS.md §8).
 
 :func:`tune_allocator` fixes the mmap threshold at its 32 MiB maximum and the trim threshold at
 2 GiB, so blocks up to 32 MiB are reused from the heap and at most 2 GiB of free heap is kept
 for the next step. Blocks above 32 MiB are still mapped and unmapped each time (never mapping
-them was faster again but raised peak memory by 44–80 % through fragmentation). The cost is a
-few percent of peak memory (+4.5 % measured for untiled res-sl and restormer) and freed memory
-held until the process ends — the usual trade for a process that repeats the same work, and
+them was faster again but raised peak memory a lot through fragmentation). The cost is a few
+percent of peak memory (BENCHMARKS.md §8) and freed memory held until the process ends — the usual trade for a process that repeats the same work, and
 what the jemalloc/tcmalloc preloads that PyTorch's CPU tuning guides recommend also do.
 
 It is applied by the ``slkd`` command (every sub-command, every ``torchrun`` rank) and by the

@@ -29,9 +29,8 @@ Round-off
     MSCN coefficient is ``c - mu`` with ``mu`` the filtered constant: 0 in exact arithmetic,
     but +-1e-14 or exactly 0 in floating point depending on the level and on the order of the
     operations. BRISQUE's AGGD fit counts the *signs* of the paired products, so those
-    round-off values move its score -- by up to ~10 points on an image that is 30% flat (I19
-    of the calibration set gives anything from 64 to 74 under equally valid evaluation orders).
-    The release's code has the same ill-conditioning. Here the Gaussian filter and the
+    round-off values move its score by several points on a largely flat image (BENCHMARKS.md
+    §4). The release's code has the same ill-conditioning. Here the Gaussian filter and the
     half-scale resize are written as fixed-order sequences of element-wise IEEE
     multiplications and additions (no BLAS, no convolution kernels, no fused multiply-add), so
     the MSCN coefficients and their signs are bit-for-bit the same for any thread count and
