@@ -16,7 +16,8 @@ from torch import nn
 from slkd.engine.builders import build_model_for_run, build_train_set, build_val_sets
 from slkd.engine.config import ConfigError, load_config
 from slkd.engine.distributed import barrier, init_distributed, shutdown
-from slkd.engine.trainer import Trainer, resolve_run_dir, seed_everything
+from slkd.engine.runstate import seed_everything
+from slkd.engine.trainer import Trainer, TrainerConfig, resolve_run_dir
 from slkd.errors import SlkdError
 from slkd.models import list_models, load_pretrained
 
@@ -159,8 +160,8 @@ def train_run(args, *, roles: tuple[str, ...], command: str, make_task) -> dict 
         seed_everything(cfg.seed)  # same initial weights on every rank and in every rerun
         model = build_model_for_run(cfg, log=log)
         task, summary = make_task(cfg, model, log)
-        trainer = Trainer(cfg, task, build_train_set(cfg), build_val_sets(cfg), run_dir=run_dir,
-                          dist=dist, resume=args.resume, argv=sys.argv)
+        trainer = Trainer(TrainerConfig.from_run(cfg), task, build_train_set(cfg), build_val_sets(cfg),
+                          run_dir=run_dir, dist=dist, resume=args.resume, argv=sys.argv)
         result = trainer.run()
         # wait for rank 0's last checkpoint before tearing gloo down: destroying the group
         # while a peer is still busy aborted that peer ("terminate called without an active

@@ -57,7 +57,8 @@ _DISTILLERS: dict[str, type[Distiller]] = {}
 DISTILLERS = MappingProxyType(_DISTILLERS)
 
 
-def register_distiller(name: str, config_cls: type[DistillerConfig]) -> Callable[[type[Distiller]], type[Distiller]]:
+def register_distiller(name: str,
+                       config_cls: type[DistillerConfig]) -> Callable[[type[Distiller]], type[Distiller]]:
     """Class decorator: register a :class:`Distiller` subclass as method ``name``, configured by
     the dataclass ``config_cls`` (a :class:`DistillerConfig` subclass used by no other method).
 
@@ -66,7 +67,8 @@ def register_distiller(name: str, config_cls: type[DistillerConfig]) -> Callable
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"a method name is a plain word (letters, digits, _), got {name!r}")
     if not (isinstance(config_cls, type) and issubclass(config_cls, DistillerConfig) and is_dataclass(config_cls)):
-        raise TypeError(f"the config of {name!r} must be a dataclass subclassing DistillerConfig, got {config_cls!r}")
+        raise TypeError(f"the config of {name!r} must be a dataclass subclassing DistillerConfig, "
+                        f"got {config_cls!r}")
 
     def decorate(cls: type[Distiller]) -> type[Distiller]:
         if not (isinstance(cls, type) and issubclass(cls, Distiller)):
@@ -130,7 +132,8 @@ def _given_teachers(teachers, teacher_b) -> dict[str, nn.Module]:
     elif isinstance(teachers, Mapping):
         given = {str(role): t for role, t in teachers.items() if t is not None}
     else:
-        raise TypeError(f"teachers: a mapping role → module (e.g. {{'a': A, 'b': B}}), got {type(teachers).__name__}")
+        raise TypeError("teachers: a mapping role → module (e.g. {'a': A, 'b': B}), "
+                        f"got {type(teachers).__name__}")
     if teacher_b is not None:
         if "b" in given:
             raise TypeError("Teacher B given twice (in teachers and as teacher_b)")
