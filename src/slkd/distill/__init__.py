@@ -1,4 +1,4 @@
-"""Knowledge distillation (METHOD.md §2–3): building blocks (scale conversion, extractors,
+"""Knowledge distillation (docs/spec.md §2–3): building blocks (scale conversion, extractors,
 losses), the :class:`Distiller` base, and the methods — SLKD and the baselines — each a
 config dataclass plus a distiller registered together (:func:`register_distiller`), built by
 :func:`build_distiller`.

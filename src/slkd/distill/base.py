@@ -1,4 +1,4 @@
-"""The :class:`Distiller` base class shared by SLKD and the baselines (METHOD.md §2–3).
+"""The :class:`Distiller` base class shared by SLKD and the baselines (docs/spec.md §2–3).
 
 A distiller is the trainer's *task* and its *trainable module* at once:
 

@@ -1,4 +1,4 @@
-"""The baselines shipped beside SLKD (METHOD.md §3): same student, data and iterations; only
+"""The baselines shipped beside SLKD (docs/spec.md §3): same student, data and iterations; only
 the loss differs.
 
 =========  ==================================================================================
@@ -158,16 +158,17 @@ class FeatureKDConfig(DistillerConfig):
             raise ConfigError(f"{path}.loss_weights.feature: {self.method} with feature weight 0 is "
                               "scratch; set it above 0 or use method scratch")
 
-    def taps(self, student: nn.Module) -> list[str]:
+    def levels(self, student: nn.Module) -> list[str]:
+        """The levels compared, encoder then decoder (the student's own when the config says null)."""
         enc, dec = default_taps(student)
         return [*(enc if self.encoder_taps is None else self.encoder_taps),
                 *(dec if self.decoder_taps is None else self.decoder_taps)]
 
 
-#: The default feature weights [spec, measured]: at a weight of 1.0 the feature gradient is 114×
-#: (FitNet), 248× (AT) and 183× (FAKD) the pixel gradient at a trained student and they end
-#: 1.5-3.6 dB below scratch; these weights bring it to about 0.4× and put them at or above
-#: scratch (BENCHMARKS.md §9, benchmarks/loss_balance.py).
+# The feature baselines' default weights [spec, measured]: at a weight of 1.0 their feature
+# gradient dwarfs the pixel gradient at a trained student and they end below scratch; these
+# weights bring it under the pixel gradient and put them at or above scratch (BENCHMARKS.md §9,
+# benchmarks/loss_balance.py).
 
 
 @dataclass
@@ -243,7 +244,7 @@ class FeatureDistiller(Distiller):
     student and of Teacher A, both on x)."""
 
     def __init__(self, cfg: FeatureKDConfig, student: nn.Module, teachers: Mapping[str, nn.Module]) -> None:
-        names = list(dict.fromkeys(cfg.taps(student)))
+        names = list(dict.fromkeys(cfg.levels(student)))
         if not names:
             raise SlkdError(f"{self.method} needs at least one tapped level (encoder_taps/decoder_taps)")
         super().__init__(student, teachers, cfg.loss_weights, student_taps=names, teacher_taps={"a": names})

@@ -1,4 +1,4 @@
-"""Differentiable BRISQUE (Φ_N, METHOD.md §2.4) and PIQE (Φ_E, §2.5) feature extractors.
+"""Differentiable BRISQUE (Φ_N, docs/spec.md §2.4) and PIQE (Φ_E, §2.5) feature extractors.
 
 The papers name the extractors ("BRISQUE-based", "PIQE-based") but give no equations; what is
 here is the project's reconstruction [spec]. Everything is per channel and vectorised over
@@ -193,7 +193,7 @@ class NSSFeatures:
 
 
 class BrisqueExtractor(nn.Module):
-    """Φ_N (METHOD.md §2.4): MSCN map, four pairwise products and 18 moment statistics per
+    """Φ_N (docs/spec.md §2.4): MSCN map, four pairwise products and 18 moment statistics per
     channel and scale.
 
     Args:
@@ -302,7 +302,7 @@ def block_cues(n: Tensor, k: int, eps: float = 1e-6, ratio_eps: float = 0.1) -> 
 
 
 class PiqeExtractor(nn.Module):
-    """Φ_E (METHOD.md §2.5): MSCN map, then PIQE block cues (see :func:`block_cues`).
+    """Φ_E (docs/spec.md §2.5): MSCN map, then PIQE block cues (see :func:`block_cues`).
 
     Args:
         block: block size k at full resolution [spec, 8 as in PIQE's 16-pixel blocks halved].
@@ -373,7 +373,7 @@ class PiqeExtractor(nn.Module):
 
 
 class IdentityExtractor(nn.Module):
-    """Ablation ``extractor_nc: identity`` / ``extractor_et: identity`` (METHOD.md §2.7): the
+    """Ablation ``extractor_nc: identity`` / ``extractor_et: identity`` (docs/spec.md §2.7): the
     losses compare the SCM features directly with plain L1."""
 
     def forward(self, x: Tensor) -> NSSFeatures:

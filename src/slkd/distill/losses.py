@@ -1,4 +1,4 @@
-"""SLKD loss terms (METHOD.md §2.4–2.6) and their weighted sum.
+"""SLKD loss terms (docs/spec.md §2.4–2.6) and their weighted sum.
 
 All feature losses take features that already went through the
 :class:`~slkd.distill.scm.ScaleConversion` (student converted, teacher processed). Teacher
@@ -69,7 +69,7 @@ def nc_loss(
     extractor,
     gamma_stat: float = 1.0,
 ) -> Tensor:
-    """L_NC (METHOD.md §2.4) between converted student and Teacher A encoder features.
+    """L_NC (docs/spec.md §2.4) between converted student and Teacher A encoder features.
 
     ``extractor`` is a :class:`BrisqueExtractor` (or a list, one per level) or an
     :class:`IdentityExtractor` (ablation: Σ_levels mean|S − T|). ``gamma_stat`` weighs the
@@ -96,7 +96,7 @@ def et_loss(
     extractors_per_level,
     eps: float = 1e-8,
 ) -> Tensor:
-    """L_ET (METHOD.md §2.5) between converted student and Teacher B decoder features.
+    """L_ET (docs/spec.md §2.5) between converted student and Teacher B decoder features.
 
     ``extractors_per_level``: one :class:`PiqeExtractor` per level (its ``level_index`` sets
     the block size), a single extractor for all levels, or :class:`IdentityExtractor`
@@ -120,7 +120,7 @@ def et_loss(
 
 
 def kl_loss(student_out: Tensor, teacher_out: Tensor, temperature: float = 1.0) -> Tensor:
-    """L_KL = KL(p_T ‖ p_S)·T² (METHOD.md §2.6), spatial softmax per image and channel.
+    """L_KL = KL(p_T ‖ p_S)·T² (docs/spec.md §2.6), spatial softmax per image and channel.
 
     Summed over the H×W positions, averaged over the B·C (image, channel) distributions.
     """

@@ -1,4 +1,4 @@
-"""Scale Conversion Module (METHOD.md §2.3) and the handling of teacher tensors.
+"""Scale Conversion Module (docs/spec.md §2.3) and the handling of teacher tensors.
 
 Every tapped level gets one adapter that maps the student's feature into the teacher's
 feature space:
@@ -59,7 +59,7 @@ def standardize_channels(x: Tensor, eps: float = 1e-5) -> Tensor:
 
 
 class ScaleConversion(nn.Module):
-    """One 1×1 conv adapter per tapped level (METHOD.md §2.3).
+    """One 1×1 conv adapter per tapped level (docs/spec.md §2.3).
 
     Args:
         student_channels: C_S of each tapped level, in tap order.

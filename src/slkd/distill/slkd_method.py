@@ -1,4 +1,4 @@
-"""SLKD (METHOD.md §2): dual teachers, one student, DRL and IRL run simultaneously.
+"""SLKD (docs/spec.md §2): dual teachers, one student, DRL and IRL run simultaneously.
 
     L = pix·L_pix + kl·L_KL + nc·L_NC + et·L_ET + img·L_img
 
@@ -45,18 +45,18 @@ __all__ = ["SLKDConfig", "SLKDDistiller"]
 
 @dataclass
 class SLKDConfig(DistillerConfig):
-    """SLKD's options (METHOD.md §2), every [spec] choice a key, and its default weights.
+    """SLKD's options (docs/spec.md §2), every [spec] choice a key, and its default weights.
 
     Loss weights: the paper's three trade-off weights are 0.5, 0.1, 0.1 [paper]; which belongs
     to which term is [spec] (λ_kl 0.5, λ_nc 0.1, λ_et 0.1). Our L_NC and L_ET are
     reconstructions whose scale the paper's weights were not tuned for: with 0.1/0.1 their
-    gradients are 5.4× and 1.3× the pixel gradient at a trained student and orthogonal to it,
-    and the student ends 0.38 dB worse on every seed than with the defaults here, λ_nc 0.01 and
-    λ_et 0.03 [spec, measured] (docs/method.md, BENCHMARKS.md §9). λ_img 0, λ_pix 1 [spec].
+    gradients outweigh the pixel gradient at a trained student, and the student ends worse on
+    every seed than with the defaults here, λ_nc 0.01 and λ_et 0.03 [spec, measured:
+    BENCHMARKS.md §9, docs/method.md]. λ_img 0, λ_pix 1 [spec].
     ``loss_weights: {kl: 0.5, nc: 0.1, et: 0.1}`` gives the paper's.
     """
 
-    #: ablation switches (METHOD.md §2.7)
+    #: ablation switches (docs/spec.md §2.7)
     drl: bool = True
     irl: bool = True
     extractor_nc: Literal["brisque", "identity"] = "brisque"
@@ -64,7 +64,7 @@ class SLKDConfig(DistillerConfig):
     #: IRL's teacher: a separate clean → clean Teacher B, or Teacher A run on the clean image
     teacher_b: Literal["separate", "same_as_a"] = "separate"
     #: levels read by DRL (encoder) and IRL (decoder); null: the student's own level names
-    #: (slkd.models.default_taps: METHOD.md §2.2's encoder_level1 … refinement)
+    #: (slkd.models.default_taps: docs/spec.md §2.2's encoder_level1 … refinement)
     encoder_taps: list[str] | None = None
     decoder_taps: list[str] | None = None
     #: weight of the statistics part of L_NC
@@ -82,10 +82,12 @@ class SLKDConfig(DistillerConfig):
     piqe_tau: float = 0.1
     piqe_temperature: float = 0.02
     #: run the feature terms (SCMs, extractors, L_NC, L_ET) through ``torch.compile``; the
-    #: networks stay eager. The same numbers to float rounding; 1.13× faster steps on CPU at the
-    #: tiny pair, 1.03× at the paper's (BENCHMARKS.md §8); the first step pays the compilation
+    #: networks stay eager. The same numbers to float rounding and somewhat faster steps on CPU
+    #: (BENCHMARKS.md §8); the first step pays the compilation
     compile_losses: bool = False
 
+    #: pix: L_pix to the clean image; kl: L_KL to Teacher A's output; nc: L_NC, natural-statistics
+    #: consistency (DRL, Φ_N); et: L_ET, edge-texture (IRL, Φ_E); img: L1 to Teacher A's output
     DEFAULT_WEIGHTS = MappingProxyType({"pix": 1.0, "kl": 0.5, "nc": 0.01, "et": 0.03, "img": 0.0})
 
     def validate(self, path: str = "distill") -> None:
@@ -134,7 +136,7 @@ class SLKDConfig(DistillerConfig):
                     "same_as_a, or distill.loss_weights.et: 0)")
         return "SLKD with DRL, KL, img or IRL via same_as_a needs Teacher A (teachers.a)"
 
-    def taps(self, student: nn.Module) -> tuple[list[str], list[str]]:
+    def drl_irl_taps(self, student: nn.Module) -> tuple[list[str], list[str]]:
         """(encoder, decoder) levels actually read: none for a part that does not run."""
         enc, dec = default_taps(student)
         enc = list(dict.fromkeys(enc if self.encoder_taps is None else self.encoder_taps))
@@ -147,7 +149,7 @@ def _check_teacher_b(teacher_b: nn.Module) -> None:
         raise SlkdError(
             "Teacher B has its global input-to-output residual enabled. Teacher B is trained "
             "clean → clean, and with the residual it learns the identity through the skip, so its "
-            "decoder features carry nothing to distil (METHOD.md §2.1). Train it with "
+            "decoder features carry nothing to distil (docs/spec.md §2.1). Train it with "
             "model.options.global_residual: false (role teacher_b), or use distill.teacher_b: "
             "same_as_a or distill.irl: false."
         )
@@ -155,14 +157,14 @@ def _check_teacher_b(teacher_b: nn.Module) -> None:
 
 @register_distiller("slkd", SLKDConfig)
 class SLKDDistiller(Distiller):
-    """SLKD with the ablation switches of METHOD.md §2.7, configured by :class:`SLKDConfig`.
+    """SLKD with the ablation switches of docs/spec.md §2.7, configured by :class:`SLKDConfig`.
 
     ``teachers`` holds the roles of ``cfg.teacher_roles()``: Teacher B only when IRL is active
     with ``teacher_b: separate``.
     """
 
     def __init__(self, cfg: SLKDConfig, student: nn.Module, teachers: Mapping[str, nn.Module]) -> None:
-        enc, dec = cfg.taps(student)
+        enc, dec = cfg.drl_irl_taps(student)
         if cfg.uses_drl and not enc:
             raise SlkdError("DRL needs at least one encoder tap (distill.encoder_taps)")
         if cfg.uses_irl and not dec:

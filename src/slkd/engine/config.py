@@ -161,10 +161,10 @@ class TrainConfig:
     grad_clip: float | None = None
     #: EMA decay of the weights (e.g. 0.999); null = no EMA
     ema: float | None = None
-    #: bf16 autocast of the networks' forward passes (adapters and feature losses stay float32).
-    #: Measured on CPU with AVX512-BF16 (BENCHMARKS.md §8, §9.6): step 1.16-1.24x faster, PSNR
-    #: within 0.02 dB of float32 on 2 seeds. Off by default: without native bf16 (older CPUs,
-    #: pre-Ampere GPUs) it is emulated and slower, and results then depend on the machine.
+    #: bf16 autocast of the networks' forward passes (adapters and feature losses stay float32):
+    #: faster steps at the same PSNR on a CPU with AVX512-BF16 (measured: BENCHMARKS.md §8,
+    #: §9.6). Off by default: without native bf16 (older CPUs, pre-Ampere GPUs) it is emulated
+    #: and slower, and results then depend on the machine.
     bf16: bool = False
     #: stop after this many consecutive steps with a non-finite loss or gradient
     max_bad_steps: int = 5
@@ -190,7 +190,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    #: metric convention: derain → Y channel, others RGB (PROTOCOLS.md)
+    #: metric convention: derain → Y channel, others RGB (docs/spec.md §6)
     task: Literal["denoise", "derain", "deblur", "dehaze", "real", "reconstruct"] = "denoise"
     y_channel: bool | None = None
     crop_border: int = 0
@@ -286,7 +286,7 @@ class TrainRunConfig:
     model: ModelConfig
     data: DataConfig
     train: TrainConfig
-    #: teacher_a: degraded → clean; teacher_b: clean → clean (METHOD.md §2.1); scratch: a
+    #: teacher_a: degraded → clean; teacher_b: clean → clean (docs/spec.md §2.1); scratch: a
     #: student trained degraded → clean without distillation
     role: Literal["teacher_a", "teacher_b", "scratch", "distill"] = "teacher_a"
     seed: int = 0

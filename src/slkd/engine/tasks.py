@@ -85,7 +85,7 @@ class SupervisedTask:
 @torch.no_grad()
 def feature_spread(model: nn.Module, x: torch.Tensor, names) -> dict[str, float]:
     """Standard deviation of each tapped feature map on ``x``: a Teacher B whose decoder
-    features are near-constant carries nothing to distil (METHOD.md §2.1)."""
+    features are near-constant carries nothing to distil (docs/spec.md §2.1)."""
     was_training = model.training
     model.eval()
     with FeatureTaps(model, names) as taps:

@@ -28,7 +28,7 @@ Differences from the release that do not touch the parameters:
 
 * the channel LayerNorm is written with plain tensor operations (the release uses a custom
   autograd function, which blocks ONNX export); same forward values;
-* ``global_residual=False`` drops the input-to-output skip (SLKD's Teacher B, METHOD.md §2.1);
+* ``global_residual=False`` drops the input-to-output skip (SLKD's Teacher B, docs/spec.md §2.1);
 * the GoPro checkpoints are evaluated in the release with ``NAFNetLocal`` (test-time local
   converter: the global average pool of the channel attention becomes a sliding one). That
   test-time variant is not implemented: the GoPro weights load and run with the global pool

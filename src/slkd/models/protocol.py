@@ -59,7 +59,7 @@ def input_channels(model: nn.Module, default: int = 3) -> int:
 
 def default_taps(model: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(encoder, decoder) level names a distiller reads from ``model`` by default: the model's
-    own ``encoder_taps``/``decoder_taps``, else the level names of METHOD.md §2.2."""
+    own ``encoder_taps``/``decoder_taps``, else the level names of docs/spec.md §2.2."""
     return (tuple(getattr(model, "encoder_taps", ENCODER_LEVELS)),
             tuple(getattr(model, "decoder_taps", DECODER_LEVELS)))
 

@@ -9,7 +9,7 @@ keep loading and the same code serves every network.
 >>> taps.features["latent"].shape
 
 Level names across architectures. The distiller taps the student and its teachers with the same
-names, Restormer's module names of METHOD.md §2.2 (``encoder_level1`` … ``refinement``,
+names, Restormer's module names of docs/spec.md §2.2 (``encoder_level1`` … ``refinement``,
 :data:`ENCODER_LEVELS` and :data:`DECODER_LEVELS`). Other architectures name their stages
 differently; each maps the level names to its stage at the same depth and resolution in its
 ``level_modules()`` (the model protocol, :mod:`slkd.models.protocol`), so any teacher–student
@@ -121,7 +121,7 @@ class FeatureTaps:
         self.remove()
 
 
-#: encoder and decoder level names of METHOD.md §2.2 in tap order (Restormer's module names):
+#: encoder and decoder level names of docs/spec.md §2.2 in tap order (Restormer's module names):
 #: the default taps of every family here (the model protocol's ``encoder_taps``/``decoder_taps``)
 ENCODER_LEVELS = ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
 DECODER_LEVELS = ("decoder_level3", "decoder_level2", "decoder_level1", "refinement")
