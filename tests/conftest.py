@@ -12,6 +12,17 @@ from slkd.cli.main import main
 from slkd.models import build_model, save_weights
 
 
+#: tests marked ``slow`` here rather than in their own file: the GPU check's dry run runs the
+#: whole check (tests, a torchrun training, timings) in child processes
+SLOW_TESTS = {"test_gpu_check.py::test_dry_run_runs_every_stage"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if f"{item.path.name}::{item.originalname}" in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
+
 @dataclass
 class CliResult:
     code: int

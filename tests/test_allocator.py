@@ -12,6 +12,9 @@ import pytest
 
 from slkd.engine.allocator import tune_allocator
 
+#: each test measures page faults in a fresh child process
+pytestmark = pytest.mark.slow
+
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 # a second forward pass of a small student, counting the minor page faults it causes

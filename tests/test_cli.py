@@ -68,6 +68,7 @@ def test_models_lists_presets(cli):
     assert "student of restormer-tiny" in next(l for l in r.out.splitlines() if l.startswith("res-sl-tiny "))
 
 
+@pytest.mark.slow
 def test_console_script_runs():
     """The installed ``slkd`` entry point (or ``python -m slkd.cli.main`` without one)."""
     script = shutil.which("slkd", path=str(Path(sys.executable).parent))

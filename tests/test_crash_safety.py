@@ -32,7 +32,7 @@ import yaml
 
 from slkd.engine.trainer import CHECKPOINT, WEIGHTS
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
+pytestmark = [pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL"), pytest.mark.slow]
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "slkd" / "assets"
 ITERS = 30

@@ -37,6 +37,7 @@ def _png_size(path: Path) -> tuple[int, int]:
         return img.size
 
 
+@pytest.mark.slow
 def test_demo_summary_has_every_model(demo_run):
     summary = json.loads((demo_run / "summary.json").read_text())
     assert list(summary["models"]) == list(MODELS)
@@ -59,6 +60,7 @@ def test_demo_summary_has_every_model(demo_run):
     assert models["teacher_a"]["train_iters"] == 2 and models["student_slkd"]["train_iters"] == 2
 
 
+@pytest.mark.slow
 def test_demo_writes_report_images_and_configs(demo_run):
     report = (demo_run / "report.md").read_text()
     assert "| Teacher A | restormer-tiny |" in report and "student (SLKD)" in report
@@ -72,11 +74,13 @@ def test_demo_writes_report_images_and_configs(demo_run):
         assert read_image(demo_run / "images" / "student_slkd" / f"{name}.png").tensor.shape[0] == 3
 
 
+@pytest.mark.slow
 def test_demo_student_weights_are_the_student_alone(demo_run):
     student = build_model("res-sl-tiny")
     load_weights(student, demo_run / "student_slkd" / "weights.pth")  # strict: no adapter keys
 
 
+@pytest.mark.slow
 def test_demo_rerun_reuses_finished_stages(demo_run, capsys):
     before = json.loads((demo_run / "summary.json").read_text())
     mtime = (demo_run / "teacher_a" / "weights.pth").stat().st_mtime_ns
@@ -88,6 +92,7 @@ def test_demo_rerun_reuses_finished_stages(demo_run, capsys):
     assert after["evaluation"]["means"] == before["evaluation"]["means"]
 
 
+@pytest.mark.slow
 def test_demo_refuses_other_settings_in_the_same_folder(demo_run, capsys):
     code = main(["demo", "--quick", "--iters-scale", "0.03", "--out", str(demo_run)])
     assert code != 0
@@ -104,6 +109,7 @@ def _noise_folder(folder: Path, n: int, size=(48, 56)) -> None:
         write_image(folder / f"img{i:02d}.png", torch.from_numpy(img).permute(2, 0, 1).float())
 
 
+@pytest.mark.slow
 def test_demo_on_a_user_folder(tmp_path, capsys):
     data = tmp_path / "clean"
     _noise_folder(data, 3)

@@ -119,6 +119,7 @@ def test_train_and_distill_refuse_each_others_configs(setup, capsys):
     assert "is a 'distill' config; use `slkd distill`" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
                     reason="torchrun not installed beside this Python")
 def test_slkd_under_two_cpu_ranks_matches_one_process(setup, capsys):
@@ -154,6 +155,7 @@ def test_slkd_under_two_cpu_ranks_matches_one_process(setup, capsys):
     assert not any(k.startswith("module.") for k in ckpt["model"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
                     reason="torchrun not installed beside this Python")
 def test_two_rank_distillation_resumes_bit_identically(setup):

@@ -184,6 +184,7 @@ def test_cli_train_and_errors(data_root, tmp_path, capsys):
     assert "data.train.roots: folder not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
                     reason="torchrun not installed beside this Python")
 def test_two_cpu_ranks_match_one_process(data_root, tmp_path):
