@@ -132,7 +132,8 @@ def test_a_method_registered_outside_the_package_trains_through_the_config_path(
     assert set(torch.load(run / "weights.pth", weights_only=True)["params"]) == \
         set(build_model("res-sl-tiny").state_dict())  # the student only
     stored = yaml.safe_load((run / "config.yaml").read_text())["distill"]
-    assert stored == {"method": "toy_match", "loss_weights": {"pix": 1.0, "match": 0.25}, "scale": 2.0}
+    assert stored == {"method": "toy_match", "loss_weights": {"pix": 1.0, "match": 0.25}, "scale": 2.0,
+                      "teacher_decay": "none", "teacher_decay_start": 0.75}
     # teachers.b is not loaded: the toy method does not run one (a missing file does not matter)
     capsys.readouterr()
     data = config_data(setup, "toy-no-b", {"method": "toy_match"})
@@ -210,7 +211,7 @@ def test_options_of_other_methods_are_checked_then_left_out(setup, capsys):
                                                 "loss_weights.img"}
     assert "drl" not in to_dict(cfg)["distill"]
     assert from_dict(TrainRunConfig, to_dict(cfg)) == cfg
-    with pytest.raises(ConfigError, match=r"^distill.extractor_nc: expected 'brisque' or 'identity'"):
+    with pytest.raises(ConfigError, match=r"^distill.extractor_nc: expected 'brisque' or 'mscn' or 'identity'"):
         load_config(repo_config, ["distill.method=fitnet", "distill.extractor_nc=sobel"])
     with pytest.raises(ConfigError, match=r"^distill.fakd_pool: must be >= 1"):
         load_config(repo_config, ["distill.fakd_pool=0"])  # FAKD's key under SLKD

@@ -129,6 +129,9 @@ class Distiller(nn.Module):
     pixel_loss: str = "l1"
     #: fraction of the training done before the current step, in [0, 1] (:meth:`set_progress`)
     progress: float = 0.0
+    #: the method's config, when built by :func:`slkd.distill.build_distiller` (its
+    #: ``teacher_factor`` schedules the teacher terms)
+    config = None
 
     def __init__(
         self,
@@ -345,11 +348,22 @@ class Distiller(nn.Module):
         with torch.autocast(s[0].device.type, enabled=False):
             return fn(s, t)
 
+    def teacher_factor(self) -> float:
+        """Multiplier of every term but ``pix`` now (the config's ``teacher_decay`` schedule)."""
+        return 1.0 if self.config is None else self.config.teacher_factor(self.progress)
+
+    def scheduled_weights(self) -> dict[str, float]:
+        """The loss weights at the current progress: ``pix`` as configured, the teacher terms
+        times :meth:`teacher_factor`."""
+        factor = self.teacher_factor()
+        return {k: (v if k == "pix" else v * factor) for k, v in self.weights.items()}
+
     def combine(self, terms: Mapping[str, Tensor]) -> Tensor:
-        """Σ weight·term over the terms with a non-zero weight."""
+        """Σ weight·term over the terms with a non-zero weight (weights as scheduled)."""
+        weights = self.scheduled_weights()
         total = None
         for name, value in terms.items():
-            w = self.weights.get(name, 0.0)
+            w = weights.get(name, 0.0)
             if w == 0:
                 continue
             total = w * value if total is None else total + w * value
@@ -373,8 +387,17 @@ class Distiller(nn.Module):
             if missing:
                 raise SlkdError(f"a distillation batch needs 'lq' and 'gt' tensors; missing {', '.join(missing)}")
             degraded, clean = batch["lq"], batch["gt"]
-        terms = self.compute_terms(degraded, clean)
-        total = self.combine(terms)
+        if self.teacher_factor() == 0.0:
+            # the teacher terms are switched off: no teacher forward, no feature term; the
+            # adapters join the graph with a zero gradient (DDP needs every parameter used)
+            out, _ = self.run_student(degraded)
+            terms = {"pix": self.pixel_term(out, clean)}
+            total = self.weights.get("pix", 1.0) * terms["pix"]
+            for p in self.adapters.parameters():
+                total = total + 0.0 * p.sum()
+        else:
+            terms = self.compute_terms(degraded, clean)
+            total = self.combine(terms)
         return total, {f"loss_{name}": value.detach() for name, value in terms.items()}
 
     def loss(self, network: nn.Module, batch: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slkd.distill.extractors import IdentityExtractor
+from slkd.distill.extractors import EdgeWeightExtractor, IdentityExtractor
 from slkd.distill.scm import teacher_constant
 
 __all__ = [
@@ -99,8 +99,9 @@ def et_loss(
     """L_ET (docs/spec.md §2.5) between converted student and Teacher B decoder features.
 
     ``extractors_per_level``: one :class:`PiqeExtractor` per level (its ``level_index`` sets
-    the block size), a single extractor for all levels, or :class:`IdentityExtractor`
-    (ablation: Σ_levels mean|S − T|). The activity weight comes from the TEACHER's block
+    the block size), a single extractor for all levels, :class:`IdentityExtractor`
+    (ablation: Σ_levels mean|S − T|) or :class:`EdgeWeightExtractor` (variant: Σ_levels
+    mean(w ⊙ |S − T|)/mean(w), w from the teacher's edges, broadcast over channels). The activity weight comes from the TEACHER's block
     variance; ``eps`` guards the division by mean(w).
     """
     extractors = _per_level(extractors_per_level, len(student_feats), "et_loss")
@@ -109,6 +110,10 @@ def et_loss(
         ext = extractors[i]
         if isinstance(ext, IdentityExtractor):
             level = (s - t).abs().mean()
+        elif isinstance(ext, EdgeWeightExtractor):
+            with torch.no_grad():
+                w = ext.weight(t)
+            level = (w * (s - t).abs()).mean() / (w.mean() + eps)
         else:
             cs = ext(s)
             with torch.no_grad():

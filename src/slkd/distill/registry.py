@@ -180,4 +180,5 @@ def build_distiller(
     except ValueError as exc:  # parameter checks of the extractors, SCMs and loss functions
         raise SlkdError(f"distill ({cfg.method}): {exc}") from exc
     distiller.set_pixel_loss(pixel_loss)
+    distiller.config = cfg
     return distiller

@@ -30,7 +30,9 @@ from slkd.distill.base import Distiller
 from slkd.distill.config import DistillerConfig
 from slkd.distill.extractors import (
     BrisqueExtractor,
+    EdgeWeightExtractor,
     IdentityExtractor,
+    MSCNExtractor,
     level_indices_from_sizes,
     piqe_extractors,
 )
@@ -59,8 +61,12 @@ class SLKDConfig(DistillerConfig):
     #: ablation switches (docs/spec.md §2.7)
     drl: bool = True
     irl: bool = True
-    extractor_nc: Literal["brisque", "identity"] = "brisque"
-    extractor_et: Literal["piqe", "identity"] = "piqe"
+    #: Φ_N: BRISQUE maps + statistics; ``mscn``: the MSCN map alone, compared densely
+    #: [variant]; ``identity``: plain L1 (ablation)
+    extractor_nc: Literal["brisque", "mscn", "identity"] = "brisque"
+    #: Φ_E: PIQE block cues; ``edge``: the features compared densely, weighted by the teacher's
+    #: edges [variant]; ``identity``: plain L1 (ablation)
+    extractor_et: Literal["piqe", "edge", "identity"] = "piqe"
     #: IRL's teacher: a separate clean → clean Teacher B, or Teacher A run on the clean image
     teacher_b: Literal["separate", "same_as_a"] = "separate"
     #: levels read by DRL (encoder) and IRL (decoder); null: the student's own level names
@@ -206,8 +212,11 @@ class SLKDDistiller(Distiller):
                 self.probe["student"].channels(enc), self.probe["a"].channels(enc),
                 standardize=cfg.scm_standardize,
             )
-            self.extractor_nc = (BrisqueExtractor(scales=cfg.brisque_scales, c=cfg.mscn_c)
-                                 if cfg.extractor_nc == "brisque" else IdentityExtractor())
+            self.extractor_nc = {
+                "brisque": lambda: BrisqueExtractor(scales=cfg.brisque_scales, c=cfg.mscn_c),
+                "mscn": lambda: MSCNExtractor(c=cfg.mscn_c),
+                "identity": IdentityExtractor,
+            }[cfg.extractor_nc]()
         if self.irl:
             teacher_probe = self.probe[irl_role]
             self.adapters["decoder"] = ScaleConversion(
@@ -219,6 +228,8 @@ class SLKDDistiller(Distiller):
                 self.extractors_et = nn.ModuleList(piqe_extractors(
                     levels, block=cfg.piqe_block, tau=cfg.piqe_tau, temperature=cfg.piqe_temperature,
                     c=cfg.mscn_c))
+            elif cfg.extractor_et == "edge":
+                self.extractors_et = EdgeWeightExtractor()
             else:
                 self.extractors_et = IdentityExtractor()
 
@@ -261,4 +272,4 @@ class SLKDDistiller(Distiller):
             raise
 
     def combine(self, terms: Mapping[str, Tensor]) -> Tensor:
-        return total_loss(terms, self.weights)
+        return total_loss(terms, self.scheduled_weights())

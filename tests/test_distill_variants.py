@@ -1,0 +1,97 @@
+"""The variants of the distillation study: the teacher-term schedule, Φ_N as a dense MSCN
+comparison and Φ_E as an edge weighting of the decoder-feature distance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from slkd.distill import EdgeWeightExtractor, MSCNExtractor, build_distiller, distill_config, et_loss, mscn, nc_loss
+from slkd.errors import ConfigError
+from test_distillers import CallLog, _batch, _nets
+
+
+@pytest.mark.parametrize("mode, progress, factor", [
+    ("none", 0.9, 1.0), ("linear", 0.5, 1.0), ("linear", 0.75, 1.0), ("linear", 0.875, 0.5),
+    ("linear", 1.0, 0.0), ("step", 0.74, 1.0), ("step", 0.75, 0.0),
+])
+def test_teacher_factor_follows_the_schedule(mode, progress, factor):
+    cfg = distill_config("fitnet", teacher_decay=mode, teacher_decay_start=0.75)
+    assert cfg.teacher_factor(progress) == pytest.approx(factor)
+
+
+@pytest.mark.parametrize("start", [-0.1, 1.0, 2])
+def test_teacher_decay_start_must_be_a_fraction(start):
+    with pytest.raises(ConfigError, match="teacher_decay_start"):
+        distill_config("slkd", teacher_decay="linear", teacher_decay_start=start)
+
+
+def test_linear_decay_scales_every_teacher_term_but_not_pix():
+    student, a, b = _nets()
+    d = build_distiller(distill_config("slkd", teacher_decay="linear", teacher_decay_start=0.5), student, a, b)
+    batch = _batch()
+    d.set_progress(0, 100)
+    full, terms = d(batch)
+    d.set_progress(75, 100)  # halfway through the decay: teacher terms at half weight
+    half, terms_half = d(batch)
+    w = d.weights
+    expected = terms["loss_pix"] + 0.5 * sum(w[k] * terms[f"loss_{k}"] for k in ("kl", "nc", "et"))
+    assert torch.allclose(half, expected, rtol=1e-5)
+    assert torch.allclose(full, terms["loss_pix"] + sum(w[k] * terms[f"loss_{k}"] for k in ("kl", "nc", "et")),
+                          rtol=1e-5)
+
+
+def test_switched_off_teachers_are_not_run_and_adapters_get_zero_gradients():
+    student, a, b = _nets()
+    d = build_distiller(distill_config("slkd", teacher_decay="step", teacher_decay_start=0.5), student, a, b)
+    log_a, log_b = CallLog(a), CallLog(b)
+    d.set_progress(60, 100)
+    loss, terms = d(_batch())
+    assert set(terms) == {"loss_pix"} and log_a.calls == 0 and log_b.calls == 0
+    loss.backward()
+    adapters = list(d.adapters.parameters())
+    assert adapters and all(p.grad is not None and not p.grad.any() for p in adapters)
+    assert any(p.grad.abs().sum() > 0 for p in d.student.parameters())
+
+
+def test_mscn_extractor_compares_the_maps_densely():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(2, 4, 12, 12, generator=g), torch.randn(2, 4, 12, 12, generator=g)
+    ext = MSCNExtractor(c=0.01)
+    assert nc_loss([s], [t], ext).item() == pytest.approx((mscn(s, c=0.01) - mscn(t, c=0.01)).abs().mean().item(),
+                                                          rel=1e-6)
+    assert nc_loss([t], [t], ext).item() == 0.0
+    # contrast normalisation: a brighter, higher-contrast copy of a map is (nearly) the same map
+    assert nc_loss([3 * t + 1], [t], ext).item() < 0.02 * nc_loss([s], [t], ext).item()
+
+
+def test_edge_weights_favour_the_teachers_edges():
+    t = torch.zeros(1, 2, 16, 16)
+    t[..., 8:] = 1.0  # a vertical step edge between columns 7 and 8
+    w = EdgeWeightExtractor().weight(t)
+    assert w.shape == (1, 1, 16, 16)
+    assert w[..., 7:9].min() > 3 * w[..., :5].max()
+    assert torch.allclose(w[..., :5], torch.ones(1, 1, 16, 5), atol=1e-3)  # flat: weight ~1
+
+
+def test_edge_weighted_et_is_plain_l1_on_a_flat_teacher_and_edge_heavy_otherwise():
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(1, 2, 16, 16, generator=g)
+    flat = torch.full((1, 2, 16, 16), 0.3)
+    assert et_loss([s], [flat], EdgeWeightExtractor()).item() == pytest.approx((s - flat).abs().mean().item(), rel=1e-5)
+    edge = torch.zeros(1, 2, 16, 16)
+    edge[..., 8:] = 1.0
+    off_edge, on_edge = edge.clone(), edge.clone()
+    off_edge[..., 2] += 1.0  # the same error, once far from the edge, once on it
+    on_edge[..., 8] += 1.0
+    assert et_loss([on_edge], [edge], EdgeWeightExtractor()) > 2 * et_loss([off_edge], [edge], EdgeWeightExtractor())
+
+
+@pytest.mark.parametrize("nc, et", [("mscn", "edge"), ("brisque", "edge"), ("mscn", "piqe")])
+def test_slkd_trains_with_the_variant_extractors(nc, et):
+    student, a, b = _nets()
+    d = build_distiller(distill_config("slkd", extractor_nc=nc, extractor_et=et), student, a, b)
+    loss, terms = d(_batch())
+    assert {"loss_nc", "loss_et"} <= set(terms) and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None for p in d.adapters.parameters())
