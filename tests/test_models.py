@@ -134,7 +134,8 @@ def test_residual_needs_matching_channels():
               global_residual=False)
 
 
-@pytest.mark.parametrize("student, teacher", [("res-sl", "restormer"), ("res-sl-tiny", "restormer-tiny")])
+@pytest.mark.parametrize("student, teacher", [("res-sl", "restormer"), ("res-sl-tiny", "restormer-tiny"),
+                                              ("res-sl-tiny-deep", "restormer-tiny")])
 def test_students_cut_params_and_macs_by_80_percent(student, teacher):
     s, t = build_model(student), build_model(teacher)
     assert count_parameters(s) <= 0.2 * count_parameters(t)

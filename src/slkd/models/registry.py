@@ -96,6 +96,13 @@ _add(ModelPreset(
     "tiny Res-SL student of restormer-tiny",
     teacher="restormer-tiny",
 ))
+_add(ModelPreset(
+    "res-sl-tiny-deep", Restormer,
+    _restormer(dim=6, num_blocks=[2, 2, 2, 2], num_refinement_blocks=2),
+    "student of restormer-tiny cut in width only (dim 6, the teacher's depth): the same >= 80 % "
+    "cut as res-sl-tiny without removing blocks, the student shape MiPKD finds KD works for",
+    teacher="restormer-tiny",
+))
 
 
 
