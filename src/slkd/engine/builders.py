@@ -13,6 +13,7 @@ from slkd.data.degrade import build_degradation
 from slkd.engine.config import ConfigError, DatasetConfig, TeacherConfig, TrainRunConfig
 from slkd.errors import CheckpointError, DatasetError, SlkdError
 from slkd.models import build_model, get_preset, list_models, load_pretrained, load_weights, weights_path
+from slkd.models.slicing import init_from_teacher
 
 
 def data_root(cfg: TrainRunConfig) -> Path:
@@ -49,6 +50,15 @@ def build_model_for_run(cfg: TrainRunConfig, log: Callable[[str], None] | None =
             raise ConfigError(f"model.init_from: {exc}") from None
         if log:
             log(f"initialised {cfg.model.name} from {path}")
+    elif cfg.model.init_from_teacher:
+        teacher = build_teacher(cfg.model.init_from_teacher, "model.init_from_teacher")
+        try:
+            counts = init_from_teacher(model, teacher)
+        except SlkdError as exc:
+            raise ConfigError(f"model.init_from_teacher: {exc}") from None
+        if log:
+            log(f"initialised {cfg.model.name} from a cut of {cfg.model.init_from_teacher.name} "
+                f"({counts['cut']} tensors cut, {counts['copied']} copied whole)")
     elif cfg.role == "teacher_b" and log:
         log("note: Teacher B is usually initialised from Teacher A (model.init_from)")
     return model

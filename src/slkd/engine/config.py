@@ -42,6 +42,14 @@ class ModelConfig:
     options: dict[str, Any] = field(default_factory=dict)
     #: weights file, or a run folder of `slkd train` (its weights.pth), to start from
     init_from: str | None = None
+    #: start from a cut of a larger teacher's weights ({name, weights}: the teacher's first
+    #: blocks and channels, slkd.models.slicing) — offered to every role, scratch included, so
+    #: that comparisons of methods can give all of them the same start
+    init_from_teacher: TeacherConfig | None = None
+
+    def validate(self, path: str) -> None:
+        if self.init_from and self.init_from_teacher:
+            raise ConfigError(f"{_join(path, 'init_from_teacher')}: give init_from or init_from_teacher, not both")
 
 
 @dataclass

@@ -22,6 +22,7 @@ from slkd.models.pretrained import load_pretrained, weights_path
 from slkd.models.registry import build_model, get_preset, list_models, preset_config
 from slkd.models.restormer import Restormer
 from slkd.models.protocol import RestorationModel, decoder_taps, default_taps, input_channels, size_multiple
+from slkd.models.slicing import init_from_teacher
 from slkd.models.taps import (
     DECODER_LEVELS,
     ENCODER_LEVELS,
@@ -32,6 +33,7 @@ from slkd.models.taps import (
 from slkd.models.uformer import Uformer
 
 __all__ = [
+    "init_from_teacher",
     "LatencyReport",
     "MacReport",
     "compare_latency",
