@@ -26,6 +26,7 @@ from benchmarks.common import machine, write_report
 from slkd.engine.builders import build_model_for_run, build_train_set
 from slkd.data.sampler import TrainSampler
 from slkd.engine.config import load_config
+from slkd.engine.tasks import distiller_task
 from slkd.engine.trainer import seed_everything
 from slkd.models import load_weights
 
@@ -71,8 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model_for_run(cfg)
     if args.student:
         load_weights(model, args.student)
-    from slkd.cli.distill import distiller_task
-
     distiller, _ = distiller_task(cfg, model, None)
     distiller.train()
     train_set = build_train_set(cfg)

@@ -32,8 +32,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import machine, run_measured_child
-from slkd.distill import build_distiller
-from slkd.engine.config import DistillConfig
+from slkd.distill import build_distiller, distill_config
 from slkd.models import build_model
 from slkd.models.complexity import compare_latency, count_macs
 
@@ -51,7 +50,7 @@ def _models(pair: tuple[str, str], seed: int = 0, device: torch.device = CPU):
 def _distiller(method: str, pair, teacher_a, teacher_b, device: torch.device = CPU, **options):
     torch.manual_seed(1)
     student = build_model(pair[1])
-    d = build_distiller(DistillConfig(method=method, **options), student, teacher_a, teacher_b)
+    d = build_distiller(distill_config(method, **options), student, {"a": teacher_a, "b": teacher_b})
     return d.to(device).train()
 
 
