@@ -205,10 +205,10 @@ def test_options_of_other_methods_are_checked_then_left_out(setup, capsys):
     repo_config = Path(__file__).resolve().parents[1] / "configs" / "denoise25" / "slkd_tiny.yaml"
     cfg = load_config(repo_config, ["distill.method=fitnet"])
     assert cfg.distill.method == "fitnet"
-    assert cfg.distill.loss_weights == {"pix": 1.0, "feature": 1.0}  # the file's feature: 1.0
+    # the file's feature: 1.0 and img: 0.0 (the feature baselines have an output term too)
+    assert cfg.distill.loss_weights == {"pix": 1.0, "feature": 1.0, "img": 0.0}
     assert set(cfg.distill.ignored_options) == {"drl", "irl", "extractor_nc", "extractor_et", "teacher_b",
-                                                "loss_weights.kl", "loss_weights.nc", "loss_weights.et",
-                                                "loss_weights.img"}
+                                                "loss_weights.kl", "loss_weights.nc", "loss_weights.et"}
     assert "drl" not in to_dict(cfg)["distill"]
     assert from_dict(TrainRunConfig, to_dict(cfg)) == cfg
     with pytest.raises(ConfigError, match=r"^distill.extractor_nc: expected 'brisque' or 'mscn' or 'identity'"):

@@ -95,3 +95,22 @@ def test_slkd_trains_with_the_variant_extractors(nc, et):
     assert {"loss_nc", "loss_et"} <= set(terms) and torch.isfinite(loss)
     loss.backward()
     assert all(p.grad is not None for p in d.adapters.parameters())
+
+
+@pytest.mark.parametrize("method", ["fitnet", "at", "fakd"])
+def test_feature_baselines_add_l1_to_teacher_output_only_when_weighted(method):
+    from slkd.distill import image_l1
+
+    student, a, b = _nets()
+    plain = build_distiller(distill_config(method), student, {"a": a})
+    _, terms = plain(_batch())
+    assert "loss_img" not in terms
+    d = build_distiller(distill_config(method, loss_weights={"img": 0.5}), student, {"a": a})
+    batch = _batch()
+    loss, terms = d(batch)
+    with torch.no_grad():
+        expected_img = image_l1(student(batch["lq"]), a(batch["lq"]))
+    assert terms["loss_img"].item() == pytest.approx(expected_img.item(), rel=1e-5)
+    w = d.weights
+    assert loss.item() == pytest.approx(
+        terms["loss_pix"].item() + w["feature"] * terms["loss_feature"].item() + 0.5 * expected_img.item(), rel=1e-5)

@@ -453,10 +453,10 @@ def test_feature_baselines_default_to_their_measured_weights():
     """FitNet / AT / FAKD get their own feature weight unless the config names one; a term the
     method does not have is refused."""
     for method, weight in (("fitnet", 0.003), ("at", 0.0015), ("fakd", 0.002)):
-        assert distill_config(method=method).loss_weights == {"pix": 1.0, "feature": weight}
+        assert distill_config(method=method).loss_weights == {"pix": 1.0, "feature": weight, "img": 0.0}
         assert distill_config(method=method, loss_weights={"feature": 1.0}).loss_weights["feature"] == 1.0
     assert distill_config(method="slkd").loss_weights == {"pix": 1.0, "kl": 0.5, "nc": 0.01, "et": 0.03, "img": 0.0}
-    with pytest.raises(SlkdError, match="unknown term.*bogus.*fitnet; its terms: pix, feature"):
+    with pytest.raises(SlkdError, match="unknown term.*bogus.*fitnet; its terms: pix, feature, img"):
         distill_config(method="fitnet", loss_weights={"bogus": 1.0})
 
 

@@ -145,7 +145,9 @@ class OutputKDConfig(DistillerConfig):
 
 @dataclass
 class FeatureKDConfig(DistillerConfig):
-    """Options shared by the feature baselines: which levels they compare."""
+    """Options shared by the feature baselines: which levels they compare. Each also has an
+    output-level term, ``img``·L1(S(x), A(x)) (0 by default; FAKD's paper uses 0.5), so that
+    every method can be compared with the same teacher-output term [variant]."""
 
     #: student / Teacher A levels compared, encoder then decoder; null: the student's own level
     #: names (slkd.models.default_taps)
@@ -178,14 +180,14 @@ class FitNetConfig(FeatureKDConfig):
     #: standardise both sides in the SCM as SLKD does (false: the classic 1×1 regressor)
     scm_standardize: bool = True
 
-    DEFAULT_WEIGHTS = MappingProxyType({"pix": 1.0, "feature": 0.003})
+    DEFAULT_WEIGHTS = MappingProxyType({"pix": 1.0, "feature": 0.003, "img": 0.0})
 
 
 @dataclass
 class ATConfig(FeatureKDConfig):
     """``at``: L_pix + feature·attention transfer."""
 
-    DEFAULT_WEIGHTS = MappingProxyType({"pix": 1.0, "feature": 0.0015})
+    DEFAULT_WEIGHTS = MappingProxyType({"pix": 1.0, "feature": 0.0015, "img": 0.0})
 
 
 @dataclass
@@ -195,7 +197,7 @@ class FAKDConfig(FeatureKDConfig):
     #: features are pooled to at most this size per side before the HW×HW affinity
     fakd_pool: int = 8
 
-    DEFAULT_WEIGHTS = MappingProxyType({"pix": 1.0, "feature": 0.002})
+    DEFAULT_WEIGHTS = MappingProxyType({"pix": 1.0, "feature": 0.002, "img": 0.0})
 
     def validate(self, path: str = "distill") -> None:
         super().validate(path)
@@ -249,6 +251,9 @@ class FeatureDistiller(Distiller):
             raise SlkdError(f"{self.method} needs at least one tapped level (encoder_taps/decoder_taps)")
         super().__init__(student, teachers, cfg.loss_weights, student_taps=names, teacher_taps={"a": names})
         self.levels = names
+        if self.weights["img"] > 0:
+            with self.closing_on_error():
+                self._check_same_output("a")
 
     def feature_loss(self, student_feats: list[Tensor], teacher_feats: list[Tensor]) -> Tensor:
         raise NotImplementedError
@@ -256,7 +261,9 @@ class FeatureDistiller(Distiller):
     def compute_terms(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         out, s_feats = self.run_student(x)
         terms = {"pix": self.pixel_term(out, y)}
-        _, t_feats = self.run_teacher("a", x, self.levels)
+        a_out, t_feats = self.run_teacher("a", x, self.levels)
+        if self.weights["img"] > 0:
+            terms["img"] = image_l1(out, a_out)
         terms["feature"] = self.feature_loss_fp32(self.feature_loss, [s_feats[n] for n in self.levels],
                                                   [t_feats[n] for n in self.levels])
         return terms
