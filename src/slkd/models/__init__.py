@@ -19,7 +19,7 @@ from slkd.models.complexity import (
 from slkd.models.drsformer import DRSformer
 from slkd.models.nafnet import NAFNet
 from slkd.models.pretrained import load_pretrained, weights_path
-from slkd.models.registry import build_model, get_preset, list_models, preset_config
+from slkd.models.registry import build_model, default_student, get_preset, list_models, preset_config
 from slkd.models.restormer import Restormer
 from slkd.models.protocol import RestorationModel, decoder_taps, default_taps, input_channels, size_multiple
 from slkd.models.slicing import init_from_teacher
@@ -53,6 +53,7 @@ __all__ = [
     "Uformer",
     "build_model",
     "decoder_taps",
+    "default_student",
     "default_taps",
     "get_preset",
     "input_channels",

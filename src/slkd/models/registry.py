@@ -11,6 +11,7 @@ preset name in a config or on the command line always means the same architectur
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -35,6 +36,9 @@ class ModelPreset:
     description: str
     #: for a student preset: the teacher preset it is sized against (≥ 80 % fewer params and MACs)
     teacher: str | None = None
+    #: for a teacher preset: the student preset ``slkd compress`` distils it into by default
+    #: (:func:`default_student`); ≥ 80 % fewer params and MACs than this teacher (tested)
+    student: str | None = None
 
 
 _RESTORMER_DEFAULT: dict[str, Any] = dict(
@@ -65,10 +69,12 @@ def _add(preset: ModelPreset) -> None:
 _add(ModelPreset(
     "restormer", Restormer, _restormer(),
     "official Restormer (26.1 M params); deraining / motion deblurring checkpoints (WithBias)",
+    student="res-sl",
 ))
 _add(ModelPreset(
     "restormer-denoise", Restormer, _restormer(LayerNorm_type="BiasFree"),
     "official Restormer for colour Gaussian and real denoising checkpoints (BiasFree)",
+    student="res-sl",
 ))
 _add(ModelPreset(
     "restormer-denoise-gray", Restormer,
@@ -89,6 +95,7 @@ _add(ModelPreset(
     "restormer-tiny", Restormer,
     _restormer(dim=16, num_blocks=[2, 2, 2, 2], num_refinement_blocks=2),
     "tiny Restormer teacher that trains on a CPU in minutes",
+    student="res-sl-tiny",
 ))
 _add(ModelPreset(
     "res-sl-tiny", Restormer,
@@ -141,10 +148,12 @@ _add(ModelPreset(
 _add(ModelPreset(
     "uformer-b", Uformer, _uformer(depths=_UFORMER_B_DEPTHS),
     "Uformer-B (50.88 M params), as the released GoPro deblurring checkpoint (img_size 256)",
+    student="ufor-sl",
 ))
 _add(ModelPreset(
     "uformer-b-sidd", Uformer, _uformer(depths=_UFORMER_B_DEPTHS, img_size=128),
     "Uformer-B as the released SIDD denoising checkpoint (img_size 128: no shift in the bottleneck)",
+    student="ufor-sl",
 ))
 _add(ModelPreset(
     "ufor-sl", Uformer, _uformer(embed_dim=16, depths=[1, 1, 4, 4, 1, 4, 4, 1, 1]),
@@ -154,6 +163,7 @@ _add(ModelPreset(
 _add(ModelPreset(
     "uformer-tiny", Uformer, _uformer(embed_dim=8, img_size=32, win_size=4),
     "tiny Uformer teacher (embed_dim 8, 4×4 windows, img_size 32) for CPU runs",
+    student="ufor-sl-tiny",
 ))
 _add(ModelPreset(
     "ufor-sl-tiny", Uformer,
@@ -184,6 +194,7 @@ def _drsformer(**changes: Any) -> dict[str, Any]:
 _add(ModelPreset(
     "drsformer", DRSformer, _drsformer(),
     "official DRSformer for deraining (33.66 M params, with the MEFC compensators)",
+    student="drs-sl",
 ))
 _add(ModelPreset(
     "drsformer-no-mefc", DRSformer, _drsformer(mefc=False),
@@ -197,6 +208,7 @@ _add(ModelPreset(
 _add(ModelPreset(
     "drsformer-tiny", DRSformer, _drsformer(dim=16, num_blocks=[2, 2, 2, 2]),
     "tiny DRSformer teacher (with MEFC) for CPU runs",
+    student="drs-sl-tiny",
 ))
 _add(ModelPreset(
     "drs-sl-tiny", DRSformer, _drsformer(dim=6, num_blocks=[1, 1, 1, 1]),
@@ -216,10 +228,12 @@ _NAFNET_GOPRO: dict[str, Any] = dict(
 _add(ModelPreset(
     "nafnet-sidd-32", NAFNet, dict(_NAFNET_SIDD),
     "official NAFNet width 32 for SIDD denoising (29.16 M params)",
+    student="nafnet-sl",
 ))
 _add(ModelPreset(
     "nafnet-sidd-64", NAFNet, {**_NAFNET_SIDD, "width": 64},
     "official NAFNet width 64 for SIDD denoising (115.98 M params)",
+    student="nafnet-sl",
 ))
 _add(ModelPreset(
     "nafnet-gopro-32", NAFNet, dict(_NAFNET_GOPRO),
@@ -228,6 +242,7 @@ _add(ModelPreset(
 _add(ModelPreset(
     "nafnet-gopro-64", NAFNet, {**_NAFNET_GOPRO, "width": 64},
     "official NAFNet width 64 for GoPro deblurring (67.89 M params; released for NAFNetLocal)",
+    student="nafnet-sl",
 ))
 _add(ModelPreset(
     "nafnet-sl", NAFNet,
@@ -240,6 +255,7 @@ _add(ModelPreset(
     "nafnet-tiny", NAFNet,
     dict(img_channel=3, width=16, enc_blk_nums=[2, 2, 2, 2], middle_blk_num=2, dec_blk_nums=[2, 2, 2, 2]),
     "tiny NAFNet teacher for CPU runs",
+    student="nafnet-sl-tiny",
 ))
 _add(ModelPreset(
     "nafnet-sl-tiny", NAFNet,
@@ -259,9 +275,27 @@ def get_preset(name: str) -> ModelPreset:
     try:
         return _PRESETS[name]
     except KeyError:
+        close = difflib.get_close_matches(str(name), list(_PRESETS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise SlkdError(
-            f"unknown model {name!r}; known models: {', '.join(_PRESETS)}"
+            f"unknown model {name!r}{hint}; known models: {', '.join(_PRESETS)}"
         ) from None
+
+
+def default_student(teacher: str) -> str:
+    """The student preset a teacher preset is distilled into by default (``slkd compress``):
+    the ``student`` its preset names. A teacher without one (a grey or dual-pixel variant, a
+    small official model no student preset is ≥ 80 % smaller than) raises, naming the
+    students there are."""
+    preset = get_preset(teacher)
+    if preset.student is not None:
+        return preset.student
+    if preset.teacher is not None:
+        raise SlkdError(f"{teacher!r} is itself a student preset (of {preset.teacher!r}); give "
+                        "the teacher it should be distilled from")
+    students = ", ".join(p.name for p in _PRESETS.values() if p.teacher)
+    raise SlkdError(f"no student preset is sized against {teacher!r} (>= 80 % fewer parameters "
+                    f"and MACs); choose one with --student ({students})")
 
 
 def preset_config(name: str, **overrides: Any) -> dict[str, Any]:
