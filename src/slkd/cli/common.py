@@ -13,11 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from slkd.engine.builders import build_model_for_run, build_train_set, build_val_sets
 from slkd.engine.config import ConfigError, load_config
-from slkd.engine.distributed import barrier, init_distributed, shutdown
-from slkd.engine.runstate import seed_everything
-from slkd.engine.trainer import Trainer, TrainerConfig, resolve_run_dir
+from slkd.engine.runner import run_config
 from slkd.errors import SlkdError
 from slkd.models import list_models, load_pretrained
 
@@ -144,32 +141,17 @@ def add_run_arguments(parser) -> None:
 
 
 def train_run(args, *, roles: tuple[str, ...], command: str, make_task) -> dict | None:
-    """The life of one training run, shared by ``slkd train``, ``slkd distill`` and ``slkd
-    demo``: read and check the config, join the ranks, seed, build the student and datasets, let
-    ``make_task`` build what the step computes, run the trainer, leave the ranks. Returns the
-    run's result on rank 0 (None on the other ranks)."""
+    """One training run from a config file, shared by ``slkd train`` and ``slkd distill``: read
+    and check the config (its role must be one of ``roles``), then
+    :func:`slkd.engine.runner.run_config`. Returns the run's result on rank 0 (None on the
+    other ranks)."""
     cfg = load_config(args.config, args.overrides)
     if cfg.role not in roles:
         other = "slkd distill" if cfg.role == "distill" else "slkd train"
         raise ConfigError(f"role: {args.config} is a {cfg.role!r} config; use `{other}` for it, "
                           f"not `slkd {command}`")
-    dist = init_distributed(args.device)
-    log = note if dist.is_main else None
-    try:
-        run_dir = resolve_run_dir(cfg)
-        seed_everything(cfg.seed)  # same initial weights on every rank and in every rerun
-        model = build_model_for_run(cfg, log=log)
-        task, summary = make_task(cfg, model, log)
-        trainer = Trainer(TrainerConfig.from_run(cfg), task, build_train_set(cfg), build_val_sets(cfg),
-                          run_dir=run_dir, dist=dist, resume=args.resume, argv=sys.argv)
-        result = trainer.run()
-        # wait for rank 0's last checkpoint before tearing gloo down: destroying the group
-        # while a peer is still busy aborted that peer ("terminate called without an active
-        # exception"). Only on success, so a rank that failed alone cannot hang the others here.
-        barrier()
-        return {"run_dir": str(run_dir), **summary, **result} if dist.is_main else None
-    finally:
-        shutdown()
+    return run_config(cfg, make_task=make_task, resume=args.resume, device=args.device,
+                      argv=sys.argv, log=note)
 
 
 def run_training(args, *, roles: tuple[str, ...], command: str, make_task) -> int:
