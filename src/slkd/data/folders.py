@@ -2,9 +2,14 @@
 
 Layouts understood:
 
-* paired folders ``input/``+``target/`` (Rain100L), ``noisy/``+``mean/`` (PolyU, CC15),
-  ``hazy/``+``clear/`` (SOTS), ``blurred/``+``gt/`` (Levin), ``lq/``+``gt/`` (BasicSR);
-* clean-only folders of images (CBSD68, Kodak24, Set12 …), degraded on the fly.
+* paired folders ``input/``+``target/`` (Rain100L; Restormer's ``Datasets/`` for Rain13K,
+  GoPro, HIDE and the deraining test sets), ``noisy/``+``mean/`` (PolyU, CC15),
+  ``hazy/``+``clear/`` (SOTS here, RESIDE ITS/OTS), ``hazy/``+``gt/`` (RESIDE's own SOTS),
+  ``blurred/``+``gt/`` (Levin), ``lq/``+``gt/`` (BasicSR), ``input_crops/``+``target_crops/``
+  (Restormer's SIDD crops);
+* clean-only folders of images (CBSD68, Kodak24, Set12 …), degraded on the fly;
+* a folder of such sets (Restormer's ``Datasets/test/`` holding ``Test100/``, ``Rain100H/`` …):
+  :func:`scan_eval_sets`.
 
 Pairs are matched **by file name**, never by sorted position: a degraded image ``X`` pairs with
 the target of the same stem, or else with the target whose stem is the longest prefix of ``X``
@@ -27,8 +32,10 @@ PAIRED_LAYOUTS = (
     ("input", "target"),
     ("noisy", "mean"),
     ("hazy", "clear"),
+    ("hazy", "gt"),
     ("blurred", "gt"),
     ("lq", "gt"),
+    ("input_crops", "target_crops"),
 )
 
 
@@ -145,6 +152,28 @@ def scan_eval_folder(root: str | Path) -> EvalFolder:
             + ", ".join(f"{a}/+{b}/" for a, b in PAIRED_LAYOUTS)
         )
     return EvalFolder(root, "clean-only", tuple(EvalItem(p.stem, None, p) for p in images))
+
+
+def scan_eval_sets(root: str | Path) -> dict[str, EvalFolder]:
+    """The evaluation sets in ``root``: ``root`` itself when it is one (any layout of
+    :func:`scan_eval_folder`), else each sub-folder, by name (Restormer's ``Datasets/test/``
+    with ``Test100/``, ``Rain100H/`` …). A sub-folder in no known layout is named in the error
+    rather than skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"data folder not found: {root}")
+    own = any((root / d).is_dir() for pair in PAIRED_LAYOUTS for d in pair) or list_images(root)
+    subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if own or not subs:
+        return {root.name: scan_eval_folder(root)}
+    sets = {}
+    for sub in subs:
+        try:
+            sets[sub.name] = scan_eval_folder(sub)
+        except DatasetError as exc:
+            raise DatasetError(f"{root} holds no images of its own, so each sub-folder is read as "
+                               f"a set, but {sub.name}/ is not one: {exc}") from None
+    return sets
 
 
 def add_test_noise(clean: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:
