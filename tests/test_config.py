@@ -252,3 +252,19 @@ def test_seed_must_be_a_63_bit_number(seed):
     """A seed of 2**64 passed the schema and ended in an overflow traceback when seeding."""
     with pytest.raises(ConfigError, match=r"^seed: must be from 0 to 2\*\*63 - 1"):
         from_dict(TrainRunConfig, {**minimal(), "seed": seed})
+
+
+def test_distill_scratch_needs_no_teachers_but_teacher_methods_do():
+    """`distill.method: scratch` under `slkd distill` (the study's reference on the distillers'
+    code path) runs no teacher, so it needs no teachers section; a method that runs one does."""
+    data = minimal(role="distill")
+    data["distill"] = {"method": "scratch"}
+    cfg = from_dict(TrainRunConfig, data)
+    assert cfg.teachers is None and cfg.distill.method == "scratch"
+    data["distill"] = {"method": "fitnet"}
+    with pytest.raises(ConfigError, match=r"^teachers: distill.method fitnet needs a teachers section "
+                                          r"\(teachers.a: method 'fitnet' needs Teacher A"):
+        from_dict(TrainRunConfig, data)
+    del data["distill"]
+    with pytest.raises(ConfigError, match=r"^distill: role 'distill' needs a distill section"):
+        from_dict(TrainRunConfig, data)

@@ -317,12 +317,16 @@ class TrainRunConfig:
         if not 0 <= self.seed < 2**63:  # torch, NumPy and the sampler's hashes take 63 bits
             raise ConfigError(f"seed: must be from 0 to 2**63 - 1, got {self.seed}")
         if self.role == "distill":
-            if self.teachers is None or self.distill is None:
-                raise ConfigError("teachers: role 'distill' needs a teachers section (and distill)")
-            for role in self.distill.teacher_roles():  # the method's own rule
+            if self.distill is None:
+                raise ConfigError("distill: role 'distill' needs a distill section (and the teachers its "
+                                  "method runs)")
+            for role in self.distill.teacher_roles():  # the method's own rule (scratch runs none)
                 if role not in ("a", "b"):
                     raise ConfigError(f"distill.method: {self.distill.method} runs a teacher {role!r}; "
                                       "a config has teachers.a and teachers.b only")
+                if self.teachers is None:
+                    raise ConfigError(f"teachers: distill.method {self.distill.method} needs a teachers "
+                                      f"section (teachers.{role}: {self.distill.missing_teacher(role)})")
                 if getattr(self.teachers, role) is None:
                     raise ConfigError(f"teachers.{role}: {self.distill.missing_teacher(role)}")
         elif self.teachers is not None or self.distill is not None:
