@@ -27,18 +27,25 @@ def compare(plan: Plan, task_key: str, runs_a: list[str], runs_b: list[str], dat
     """SLKD-style run family A against family B, paired by seed (same index) and by image."""
     pairs = [(load_eval(plan, task_key, a, data), load_eval(plan, task_key, b, data))
              for a, b in zip(runs_a, runs_b)]
-    pairs = [(x, y) for x, y in pairs if x and y]
+    return paired([(x, y) for x, y in pairs if x and y])
+
+
+def paired(pairs: list[tuple[dict, dict]], metric: str = "psnr") -> dict | None:
+    """Evaluations of family A against family B (``slkd eval --json`` results), paired by seed
+    (same index) and by image: per-seed differences, their mean, the larger of the two
+    families' seed spreads, per-image mean differences and the verdict (beyond seed noise
+    only when every seed agrees and the mean difference exceeds the spread)."""
     if not pairs:
         return None
-    per_seed = [x["mean"]["psnr"] - y["mean"]["psnr"] for x, y in pairs]
+    per_seed = [x["mean"][metric] - y["mean"][metric] for x, y in pairs]
     images: dict[str, list[float]] = {}
     for x, y in pairs:
-        px, py = image_scores(x, "psnr"), image_scores(y, "psnr")
+        px, py = image_scores(x, metric), image_scores(y, metric)
         for name in px:
             images.setdefault(name, []).append(px[name] - py[name])
     per_image = {n: statistics.fmean(v) for n, v in images.items()}
-    a_means = [x["mean"]["psnr"] for x, _ in pairs]
-    b_means = [y["mean"]["psnr"] for _, y in pairs]
+    a_means = [x["mean"][metric] for x, _ in pairs]
+    b_means = [y["mean"][metric] for _, y in pairs]
     noise = max(spread(a_means)["std"], spread(b_means)["std"])
     mean = statistics.fmean(per_seed)
     if len(pairs) < 2:
@@ -49,7 +56,7 @@ def compare(plan: Plan, task_key: str, runs_a: list[str], runs_b: list[str], dat
         verdict = "worse, beyond seed noise"
     else:
         verdict = "within seed noise"
-    return {"psnr_diff_per_seed": per_seed, "psnr_diff_mean": mean, "seed_std": noise,
+    return {f"{metric}_diff_per_seed": per_seed, f"{metric}_diff_mean": mean, "seed_std": noise,
             "per_image_mean_diff": statistics.fmean(per_image.values()),
             "images_better": sum(1 for d in per_image.values() if d > 0), "images": len(per_image),
             "verdict": verdict}

@@ -1,0 +1,515 @@
+"""Distillation that pays: does a distilled student beat the same student trained alone, at its
+plateau, with strong teachers, choosing everything on a validation split?
+
+Three stages, each an ordinary set of ``slkd distill`` / ``slkd eval`` runs (the study's job
+runner: finished runs are reused, interrupted ones resumed, other settings refused):
+
+* ``plateau``  the scratch student on a ladder of budgets (one cosine schedule each, validated
+               every quarter): the budget is the first rung whose last quarter gains less than
+               :data:`PLATEAU_GAIN` dB on the validation split.
+* ``screen``   every variant (:data:`VARIANTS`, with ``+init`` = teacher-initialised student and
+               ``@deep`` = the width-cut student) for one seed at the screening budget, on the
+               validation split only: the table of every variant tried.
+* ``final``    the finalists (one SLKD variant, its scratch twin with the same initialisation and
+               student, the baselines named) for every seed at the budget and at twice it, plus
+               scratch given SLKD's wall-clock; tested on the task's test sets (per image,
+               paired by seed), the best baseline chosen on validation; writes the headline file
+               and publishes the students under ``benchmarks/weights/<task>/students/``.
+
+The teachers are the committed ones (``benchmarks/weights/<task>/teacher_{a,b}.safetensors``,
+:mod:`benchmarks.publish`), or ``--teachers DIR`` holding ``teacher_a``/``teacher_b`` (files or
+run folders). The task's training data, validation split and metric convention are read from the
+teacher's config (``configs/<task>/teacher_a_tiny.yaml``), so students hold out exactly the
+images the teachers held out.
+
+    python -m benchmarks.study.pays plateau --task denoise --ladder 1000 2000 4000 8000 --jobs 2
+    python -m benchmarks.study.pays screen --task denoise --iters 2000 --jobs 2
+    python -m benchmarks.study.pays final --task denoise --iters 8000 --slkd slkd_img+init \\
+        --baselines output_kd+init fakd_img+init --seeds 0 1 2 --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from benchmarks.study.configs import schedule
+from benchmarks.study.scheduler import Job, run_jobs
+from benchmarks.study.settings import ROOT, STUDENT, TEACHER, StudyError
+from benchmarks.study.statistics import paired, spread
+
+#: a budget is at the plateau when its last quarter gains less than this on validation (dB)
+PLATEAU_GAIN = 0.05
+WEIGHTS = ROOT / "benchmarks" / "weights"
+RESULTS = ROOT / "benchmarks" / "results"
+LR = 2e-3
+
+
+@dataclass(frozen=True)
+class PaysTask:
+    key: str                             # folder under --out and benchmarks/weights
+    config: str                          # Teacher A's config: data, validation split, eval
+    tests: tuple[tuple[str, str], ...]   # (data folder, slkd eval --task)
+    headline: str                        # results file of the final stage
+    sets: tuple[str, ...]                # headline names of the test sets
+    extra: dict = field(default_factory=dict)  # headline's "students" extras (e.g. sigma)
+
+    def setting(self) -> dict:
+        """``data.train``, the validation set and ``eval`` of the teacher's config."""
+        cfg = yaml.safe_load((ROOT / self.config).read_text())
+        train = {k: v for k, v in cfg["data"]["train"].items() if k not in ("patch_size", "augment")}
+        vals = cfg["data"].get("val") or []
+        if len(vals) != 1:
+            raise StudyError(f"{self.config}: expected one validation set, found {len(vals)}")
+        return {"train": train, "val": vals[0], "eval": cfg.get("eval", {})}
+
+
+TASKS = {
+    "denoise": PaysTask("denoise25", "configs/denoise25/teacher_a_tiny.yaml",
+                        (("CBSD68", "denoise"), ("Kodak24", "denoise")), "headline.json",
+                        ("CBSD68", "Kodak24"), {"sigma": 25}),
+    "derain": PaysTask("derain", "configs/derain/teacher_a_tiny.yaml", (("Rain100L/test", "derain"),),
+                       "headline_derain.json", ("Rain100L",)),
+}
+
+#: base variants: name → (method, distill node overrides). Library defaults unless stated: the
+#: feature baselines at their balanced weights, SLKD at λ_kl 0.5, λ_nc 0.01, λ_et 0.03.
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "scratch": ("scratch", {}),
+    "output_kd": ("output_kd", {"loss_weights": {"img": 0.5, "kl": 0.0}}),   # FAKD/DCKD's L1 to A(x)
+    "output_kd_kl": ("output_kd", {"loss_weights": {"img": 0.0, "kl": 0.5}}),
+    "fitnet": ("fitnet", {}),
+    "at": ("at", {}),
+    "fakd": ("fakd", {}),
+    "fakd_img": ("fakd", {"loss_weights": {"img": 0.5}}),                   # FAKD as published
+    "slkd": ("slkd", {}),
+    "slkd_img": ("slkd", {"loss_weights": {"img": 0.5}}),
+    "slkd_mscn": ("slkd", {"extractor_nc": "mscn"}),
+    "slkd_edge": ("slkd", {"extractor_et": "edge"}),
+    "slkd_mscn_edge_img": ("slkd", {"extractor_nc": "mscn", "extractor_et": "edge", "loss_weights": {"img": 0.5}}),
+    "slkd_decay": ("slkd", {"teacher_decay": "linear", "teacher_decay_start": 0.5}),
+    "slkd_img_decay": ("slkd", {"loss_weights": {"img": 0.5}, "teacher_decay": "linear", "teacher_decay_start": 0.5}),
+    "slkd_deep_levels": ("slkd", {"encoder_taps": ["encoder_level3", "latent"],
+                                  "decoder_taps": ["decoder_level3", "decoder_level2"]}),
+    "slkd_paper": ("slkd", {"loss_weights": {"nc": 0.1, "et": 0.1}}),
+}
+#: modifiers: ``+init`` starts the student from a slice of Teacher A; ``@deep`` uses the student
+#: cut by width alone (the teacher's depth)
+INIT, DEEP = "+init", "@deep"
+DEEP_STUDENT = "res-sl-tiny-deep"
+#: the screening list (every variant tried is reported)
+SCREEN = ("scratch", "scratch+init", "output_kd", "output_kd+init", "output_kd_kl", "fitnet", "at", "fakd",
+          "fakd_img", "fakd_img+init", "slkd", "slkd+init", "slkd_img", "slkd_img+init", "slkd_mscn", "slkd_edge",
+          "slkd_mscn_edge_img", "slkd_decay", "slkd_img_decay", "slkd_deep_levels", "slkd_paper",
+          "scratch@deep", "slkd_img@deep")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    method: str
+    distill: dict
+    init: bool
+    student: str
+
+    @property
+    def scratch_twin(self) -> str:
+        """The scratch run with the same initialisation and student."""
+        return "scratch" + (INIT if self.init else "") + (DEEP if self.student == DEEP_STUDENT else "")
+
+
+def variant(name: str) -> Variant:
+    base, deep = (name[:-len(DEEP)], True) if name.endswith(DEEP) else (name, False)
+    base, init = (base[:-len(INIT)], True) if base.endswith(INIT) else (base, False)
+    if base not in VARIANTS:
+        raise StudyError(f"unknown variant {name!r}: known {', '.join(VARIANTS)} (+init, @deep)")
+    method, distill = VARIANTS[base]
+    return Variant(name, method, distill, init, DEEP_STUDENT if deep else STUDENT)
+
+
+@dataclass(frozen=True)
+class Scale:
+    patch: int = 48
+    batch: int = 8
+    val_points: int = 4          # validations per run (the plateau test reads the last quarter)
+    eval_limit: int | None = None  # images per test set and validation split (None: all)
+
+
+QUICK = Scale(patch=16, batch=2, eval_limit=2)
+
+
+class Study:
+    """The runs of one task under ``out``, against ``teachers`` (a folder with teacher_a/b)."""
+
+    def __init__(self, task: PaysTask, out: Path, data: Path, teachers: Path, scale: Scale):
+        self.task, self.out, self.data, self.scale = task, out / task.key, data, scale
+        self.teachers = {r: _teacher_path(teachers, r) for r in ("a", "b")}
+        self.setting = task.setting()
+        self.jobs: dict[str, Job] = {}
+
+    def run_name(self, v: Variant, seed: int, iters: int) -> str:
+        return f"{v.name}_s{seed}_i{iters}"
+
+    def student(self, v: Variant, seed: int, iters: int) -> Job:
+        name = self.run_name(v, seed, iters)
+        if name in self.jobs:
+            return self.jobs[name]
+        s = self.scale
+        train = schedule(iters, LR)
+        train["val_every"] = max(1, iters // s.val_points)
+        model: dict = {"name": v.student}
+        if v.init:
+            model["init_from_teacher"] = {"name": TEACHER, "weights": str(self.teachers["a"])}
+        config = {
+            "name": name, "output_dir": str(self.out), "role": "distill", "seed": seed, "model": model,
+            "distill": {"method": v.method, **json.loads(json.dumps(v.distill))},
+            "data": {"train": {**self.setting["train"], "patch_size": s.patch, "augment": True},
+                     "val": [{**self.setting["val"], **({"limit": s.eval_limit} if s.eval_limit else {})}],
+                     "batch_size": s.batch},
+            "train": train, "eval": self.setting["eval"],
+        }
+        if v.method != "scratch":
+            config["teachers"] = {"a": {"name": TEACHER, "weights": str(self.teachers["a"])},
+                                  "b": {"name": TEACHER, "weights": str(self.teachers["b"]),
+                                        "options": {"global_residual": False}}}
+        job = Job(name, ["distill"], [], config, self.out / "configs" / f"{name}.yaml", self.out / name)
+        self.jobs[name] = job
+        return job
+
+    def evaluate(self, label: str, model: str, weights: Path | None, deps=()) -> list[Job]:
+        jobs = []
+        for data, eval_task in self.task.tests:
+            out = self.out / "eval" / f"{label}__{data.replace('/', '-')}.json"
+            argv = ["eval", "--model", model, "--data", str(self.data / data), "--task", eval_task, "--json",
+                    "--device", "cpu"]
+            if weights is not None:
+                argv += ["--weights", str(weights)]
+            if self.scale.eval_limit:
+                argv += ["--limit", str(self.scale.eval_limit)]
+            name = f"eval/{label}/{data}"
+            jobs.append(self.jobs.setdefault(name, Job(name, argv, list(deps), eval_out=out)))
+        return jobs
+
+    def evaluate_run(self, job: Job, model: str) -> list[Job]:
+        return self.evaluate(job.name, model, job.run_dir / "weights.pth", deps=[job.name])
+
+    def load_eval(self, label: str, data: str) -> dict | None:
+        path = self.out / "eval" / f"{label}__{data.replace('/', '-')}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _teacher_path(folder: Path, role: str) -> Path:
+    for candidate in (folder / f"teacher_{role}.safetensors", folder / f"teacher_{role}"):
+        if candidate.exists():
+            return candidate.resolve()
+    raise StudyError(f"Teacher {role.upper()} not found in {folder} (teacher_{role}.safetensors or a run "
+                     f"folder teacher_{role}/): publish it first with python -m benchmarks.publish")
+
+
+def validations(run_dir: Path) -> list[dict]:
+    """The run's validation events (step, psnr, ssim) in order."""
+    log = run_dir / "metrics.jsonl"
+    if not log.is_file():
+        return []
+    out = []
+    for line in log.read_text().splitlines():
+        try:
+            e = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if e.get("event") == "val":
+            out.append({"step": e["step"], "psnr": e["psnr"], "ssim": e["ssim"]})
+    return out
+
+
+def run_seconds(run_dir: Path) -> float | None:
+    done = run_dir / "study.json"
+    return json.loads(done.read_text())["seconds"] if done.is_file() else None
+
+
+def last_quarter_gain(vals: list[dict], iters: int) -> float | None:
+    """Validation PSNR at the end minus at three quarters of the run (None if either is missing)."""
+    at = {v["step"]: v["psnr"] for v in vals}
+    q3 = (3 * iters) // 4
+    if iters not in at or q3 not in at:
+        return None
+    return at[iters] - at[q3]
+
+
+# --------------------------------------------------------------------------------- stages
+
+def plateau(study: Study, ladder: list[int]) -> tuple[list[Job], callable]:
+    scratch = variant("scratch")
+    jobs = [study.student(scratch, 0, iters) for iters in ladder]
+
+    def summary() -> dict:
+        rungs = []
+        for iters, job in zip(ladder, jobs):
+            vals = validations(job.run_dir)
+            rungs.append({"iters": iters, "val_psnr": vals[-1]["psnr"] if vals and vals[-1]["step"] == iters else None,
+                          "last_quarter_gain": last_quarter_gain(vals, iters), "seconds": run_seconds(job.run_dir),
+                          "curve": vals})
+        budget = next((r["iters"] for r in rungs if r["last_quarter_gain"] is not None
+                       and r["last_quarter_gain"] < PLATEAU_GAIN), None)
+        teacher = _teacher_validation(study)
+        best = max((r["val_psnr"] for r in rungs if r["val_psnr"] is not None), default=None)
+        return {"rungs": rungs, "rule": f"first budget whose last quarter gains < {PLATEAU_GAIN} dB on "
+                f"{study.setting['val'].get('name', 'validation')}", "budget": budget,
+                "teacher_a_validation": teacher,
+                "teacher_minus_best_scratch": None if teacher is None or best is None else teacher["psnr"] - best}
+    return jobs, summary
+
+
+def _teacher_validation(study: Study) -> dict | None:
+    meta = study.teachers["a"].with_suffix(".json")
+    if meta.is_file():
+        return json.loads(meta.read_text()).get("validation")
+    return None
+
+
+def screen(study: Study, names: list[str], iters: int, seed: int = 0) -> tuple[list[Job], callable]:
+    variants = [variant(n) for n in names]
+    for v in list(variants):  # every variant is compared with its scratch twin
+        if v.scratch_twin not in names:
+            variants.append(variant(v.scratch_twin))
+    jobs = {v.name: study.student(v, seed, iters) for v in variants}
+
+    def summary() -> dict:
+        rows = {}
+        for v in variants:
+            run = jobs[v.name].run_dir
+            vals = validations(run)
+            end = vals[-1]["psnr"] if vals and vals[-1]["step"] == iters else None
+            rows[v.name] = {"method": v.method, "distill": v.distill, "init": v.init, "student": v.student,
+                            "val_psnr": end, "best_val_psnr": max((x["psnr"] for x in vals), default=None),
+                            "seconds": run_seconds(run), "scratch_twin": v.scratch_twin}
+        for row in rows.values():
+            twin = rows.get(row["scratch_twin"], {}).get("val_psnr")
+            row["minus_scratch_twin"] = None if twin is None or row["val_psnr"] is None else row["val_psnr"] - twin
+        return {"iters": iters, "seed": seed, "validation": study.setting["val"].get("name"), "variants": rows}
+    return list(jobs.values()), summary
+
+
+def final(study: Study, slkd_name: str, baselines: list[str], seeds: list[int], iters: int,
+          publish: bool) -> tuple[list[Job], callable, callable]:
+    slkd_v = variant(slkd_name)
+    scratch_v = variant(slkd_v.scratch_twin)
+    base_vs = [variant(b) for b in baselines]
+    families = {"slkd": slkd_v, "scratch": scratch_v, **{b.name: b for b in base_vs}}
+    jobs: list[Job] = []
+    teacher = study.evaluate("teacher_a", TEACHER, study.teachers["a"])
+    inputs = study.evaluate("input", "input", None)
+    jobs += teacher + inputs
+    for budget in (iters, 2 * iters):
+        for seed in seeds:
+            for v in families.values():
+                run = study.student(v, seed, budget)
+                jobs += [run, *study.evaluate_run(run, v.student)]
+
+    def parity_iters() -> int | None:
+        t_slkd = [run_seconds(study.out / study.run_name(slkd_v, s, iters)) for s in seeds]
+        t_scr = [run_seconds(study.out / study.run_name(scratch_v, s, iters)) for s in seeds]
+        if None in t_slkd or None in t_scr:
+            return None
+        return round(iters * statistics.fmean(t_slkd) / statistics.fmean(t_scr))
+
+    def summary() -> dict:
+        return _final_summary(study, families, seeds, iters, parity_iters(), publish)
+    return jobs, summary, parity_iters
+
+
+def _family_runs(study: Study, v: Variant, seeds, iters) -> list[str]:
+    return [study.run_name(v, s, iters) for s in seeds]
+
+
+def _final_summary(study: Study, families: dict[str, Variant], seeds, iters, parity, publish) -> dict:
+    out = {"iters": iters, "seeds": list(seeds), "parity_iters": parity, "families": {}, "sets": {}}
+    for key, v in families.items():
+        runs = _family_runs(study, v, seeds, iters)
+        vals = [validations(study.out / r) for r in runs]
+        out["families"][key] = {"variant": v.name, "val_psnr": [x[-1]["psnr"] if x else None for x in vals]}
+    # the best baseline is chosen on validation (mean over seeds), never on a test set
+    baseline_keys = [k for k in families if k not in ("slkd", "scratch")]
+    scored = {k: statistics.fmean(p for p in out["families"][k]["val_psnr"] if p is not None)
+              for k in baseline_keys if any(p is not None for p in out["families"][k]["val_psnr"])}
+    best = max(scored, key=scored.get) if scored else None
+    out["best_baseline"] = best
+    for (data, _), set_name in zip(study.task.tests, study.task.sets):
+        row: dict = {"seeds": len(seeds)}
+        teacher = study.load_eval("teacher_a", data)
+        inp = study.load_eval("input", data)
+        row["teacher"] = teacher["mean"]["psnr"] if teacher else None
+        row["input"] = inp["mean"]["psnr"] if inp else None
+        for budget, suffix in ((iters, ""), (2 * iters, "_2x")):
+            evs = {k: [study.load_eval(r, data) for r in _family_runs(study, v, seeds, budget)]
+                   for k, v in families.items()}
+            for k, e in evs.items():
+                got = [x["mean"]["psnr"] for x in e if x]
+                row[f"{k}{suffix}"] = spread(got) if got else None
+            for k in families:
+                if k == "scratch":
+                    continue
+                pairs = [(x, y) for x, y in zip(evs[k], evs["scratch"]) if x and y]
+                row[f"{k}_minus_scratch{suffix}"] = paired(pairs)
+            if best:
+                pairs = [(x, y) for x, y in zip(evs["slkd"], evs[best]) if x and y]
+                row[f"slkd_minus_best_baseline{suffix}"] = paired(pairs)
+        out["sets"][set_name] = row
+    if publish:
+        out["published"] = _publish_students(study, families, seeds, iters)
+    return out
+
+
+def _publish_students(study: Study, families: dict[str, Variant], seeds, iters) -> dict:
+    from benchmarks.publish import PublishError, publish
+
+    published: dict[str, list[str]] = {}
+    for key, v in families.items():
+        paths = []
+        for seed in seeds:
+            run = study.out / study.run_name(v, seed, iters)
+            dest = WEIGHTS / study.task.key / "students" / f"{v.name.replace('+', '-').replace('@', '-')}_s{seed}"
+            try:
+                publish(run, dest, which="final", overwrite=True)
+            except PublishError as exc:
+                print(f"  not published: {exc}", file=sys.stderr)
+                continue
+            paths.append(str(dest.with_suffix(".safetensors").relative_to(ROOT)))
+        published[key] = paths
+    return published
+
+
+def headline(summary: dict, task: PaysTask, student: str) -> dict:
+    """The headline file: PSNR means over seeds per test set and the published students."""
+    best = summary["best_baseline"]
+    sets = {}
+    for name, row in summary["sets"].items():
+        mean = lambda key: row[key]["mean"] if row.get(key) else None  # noqa: E731
+        sets[name] = {"teacher": row["teacher"], "scratch": mean("scratch"), "slkd": mean("slkd"),
+                      "best_baseline": {"name": summary["families"][best]["variant"] if best else None,
+                                        "psnr": mean(best) if best else None},
+                      "seeds": row["seeds"]}
+    pub = summary.get("published", {})
+    students = {"model": student, **task.extra, "scratch": pub.get("scratch", []), "slkd": pub.get("slkd", [])}
+    if best:
+        students[summary["families"][best]["variant"]] = pub.get(best, [])
+    return {"sets": sets, "students": students}
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.study.pays", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", choices=("plateau", "screen", "final"))
+    p.add_argument("--task", choices=tuple(TASKS), default="denoise")
+    p.add_argument("--ladder", type=int, nargs="+", default=[1000, 2000, 4000, 8000, 16000],
+                   help="plateau: scratch budgets tried (iterations)")
+    p.add_argument("--iters", type=int, help="screen/final: student iterations (final also runs twice this)")
+    p.add_argument("--variants", nargs="+", default=list(SCREEN), help="screen: variants (default: all)")
+    p.add_argument("--slkd", default="slkd", help="final: the SLKD variant")
+    p.add_argument("--baselines", nargs="+", default=["output_kd", "fitnet", "at", "fakd"],
+                   help="final: the baselines (their best on validation is the headline's)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="final: seeds")
+    p.add_argument("--teachers", type=Path, help="folder with teacher_a/teacher_b (.safetensors or run folders); "
+                   "default benchmarks/weights/<task>")
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "pays")
+    p.add_argument("--data", type=Path, default=Path(os.environ.get("SLKD_DATA", ROOT.parent / "shared" / "data")))
+    p.add_argument("--results", type=Path, help="where the JSON goes (default benchmarks/results, "
+                   "<out>/results with --quick)")
+    p.add_argument("--quick", action="store_true", help="tiny crops and 2 test images: checks the stages end "
+                   "to end; numbers mean nothing")
+    p.add_argument("--no-publish", action="store_true", help="final: do not copy students to benchmarks/weights")
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(args)
+    except StudyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stopped; finished runs are kept and the same command resumes the rest", file=sys.stderr)
+        return 130
+
+
+def _main(args) -> int:
+    task = TASKS[args.task]
+    if not args.data.is_dir():
+        raise StudyError(f"data folder not found: {args.data} (pass --data DIR or set SLKD_DATA)")
+    if args.stage != "plateau" and (args.iters is None or args.iters < 4):
+        raise StudyError(f"{args.stage} needs --iters N (N >= 4; the plateau stage says which)")
+    if any(n < 4 for n in args.ladder):
+        raise StudyError("--ladder budgets must be >= 4 iterations")
+    study = Study(task, args.out.resolve(), args.data.resolve(), (args.teachers or WEIGHTS / task.key).resolve(),
+                  QUICK if args.quick else Scale())
+    parity = None
+    if args.stage == "plateau":
+        jobs, summary = plateau(study, sorted(set(args.ladder)))
+    elif args.stage == "screen":
+        jobs, summary = screen(study, list(dict.fromkeys(args.variants)), args.iters)
+    else:
+        jobs, summary, parity = final(study, args.slkd, list(dict.fromkeys(args.baselines)), args.seeds,
+                                      args.iters, publish=not (args.no_publish or args.quick))
+    env = {"SLKD_DATA": str(study.data)}
+    print(f"{len(jobs)} jobs, {args.jobs} at a time × {args.threads} thread(s); runs in {study.out}", flush=True)
+    state = run_jobs(list({j.name: j for j in jobs}.values()), args.jobs, args.threads, env)
+    if parity is not None and parity() is not None:  # scratch given SLKD's wall-clock
+        extra = []
+        for seed in args.seeds:
+            run = study.student(variant(variant(args.slkd).scratch_twin), seed, parity())
+            extra += [run, *study.evaluate_run(run, run.config["model"]["name"])]
+        state.update(run_jobs(extra, args.jobs, args.threads, env))
+    result = summary()
+    if parity is not None and result.get("parity_iters"):
+        result["parity"] = _parity_rows(study, args, result["parity_iters"])
+    results = args.results or (study.out / "results" if args.quick else RESULTS)
+    results.mkdir(parents=True, exist_ok=True)
+    command = "python -m benchmarks.study.pays " + " ".join(args.argv)
+    path = results / f"pays_{task.key}_{args.stage}.json"
+    path.write_text(json.dumps({"stage": args.stage, "task": args.task, "command": command.strip(),
+                                "summary": result}, indent=2, default=_json_default) + "\n")
+    written = [path]
+    if args.stage == "final":
+        student = variant(args.slkd).student
+        head = results / task.headline
+        head.write_text(json.dumps(headline(result, task, student), indent=2, default=_json_default) + "\n")
+        written.append(head)
+    print("wrote " + ", ".join(map(str, written)))
+    failed = [n for n, s in state.items() if s != "done"]
+    if failed:
+        print(f"{len(failed)} job(s) did not finish: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _parity_rows(study: Study, args, iters: int) -> dict:
+    twin = variant(variant(args.slkd).scratch_twin)
+    slkd = variant(args.slkd)
+    rows = {}
+    for (data, _), set_name in zip(study.task.tests, study.task.sets):
+        par = [study.load_eval(study.run_name(twin, s, iters), data) for s in args.seeds]
+        sl = [study.load_eval(study.run_name(slkd, s, args.iters), data) for s in args.seeds]
+        rows[set_name] = {"iters": iters, "slkd_minus_scratch_parity": paired([(x, y) for x, y in zip(sl, par) if x and y])}
+    return rows
+
+
+def _json_default(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(type(obj))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

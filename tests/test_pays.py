@@ -1,0 +1,179 @@
+"""The "distillation that pays" study (benchmarks/study/pays.py): variants, the configs it
+writes (accepted by the engine, holding out the teachers' validation images), the plateau rule,
+the choice of the best baseline on validation only, the headline file, and the weights
+publisher (benchmarks/publish.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.publish import PublishError, publish
+from benchmarks.study import pays
+from benchmarks.study.settings import StudyError
+from slkd.engine.config import TrainRunConfig, from_dict
+from slkd.models import build_model
+from slkd.models.checkpoint import save_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def teachers(tmp_path):
+    folder = tmp_path / "teachers"
+    torch.manual_seed(0)
+    save_weights(build_model("restormer-tiny"), folder / "teacher_a.safetensors")
+    save_weights(build_model("restormer-tiny", global_residual=False), folder / "teacher_b.safetensors")
+    return folder
+
+
+def test_variant_names_compose_init_and_student():
+    v = pays.variant("slkd_img+init@deep")
+    assert (v.method, v.init, v.student, v.scratch_twin) == ("slkd", True, "res-sl-tiny-deep", "scratch+init@deep")
+    assert v.distill == {"loss_weights": {"img": 0.5}}
+    assert pays.variant("fakd").scratch_twin == "scratch"
+    with pytest.raises(StudyError, match="unknown variant 'slkd_bogus'"):
+        pays.variant("slkd_bogus")
+    for name in pays.SCREEN:  # every screened variant exists
+        pays.variant(name)
+
+
+@pytest.mark.parametrize("task", ["denoise", "derain"])
+def test_student_configs_are_valid_runs_holding_out_the_teachers_validation(task, teachers, tmp_path):
+    study = pays.Study(pays.TASKS[task], tmp_path / "out", DATA, teachers, pays.Scale())
+    teacher_cfg = pays.TASKS[task].setting()
+    for name in ("slkd_img+init", "scratch", "fakd_img@deep"):
+        job = study.student(pays.variant(name), 1, 800)
+        cfg = from_dict(TrainRunConfig, json.loads(json.dumps(job.config)))  # the engine accepts it
+        assert cfg.train.iters == 800 and cfg.train.val_every == 200 and cfg.seed == 1
+        assert job.config["data"]["val"] == [teacher_cfg["val"]]
+        assert job.config["data"]["train"]["holdout"] == teacher_cfg["train"]["holdout"]
+        assert job.config["data"]["train"]["holdout"]["take"] == "rest"
+    slkd = study.jobs["slkd_img+init_s1_i800"].config
+    assert slkd["model"]["init_from_teacher"]["weights"] == str(teachers / "teacher_a.safetensors")
+    assert slkd["distill"] == {"method": "slkd", "loss_weights": {"img": 0.5}}
+    assert "teachers" not in study.jobs["scratch_s1_i800"].config
+    assert study.jobs["fakd_img@deep_s1_i800"].config["model"] == {"name": "res-sl-tiny-deep"}
+
+
+def test_missing_teachers_are_one_clear_error(tmp_path):
+    with pytest.raises(StudyError, match="Teacher A not found .*python -m benchmarks.publish"):
+        pays.Study(pays.TASKS["denoise"], tmp_path, DATA, tmp_path, pays.Scale())
+
+
+def _metrics(run: Path, vals: list[tuple[int, float]], seconds: float | None = None) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"event": "val", "step": s, "psnr": p, "ssim": 0.5, "dataset": "val32"}) for s, p in vals]
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    if seconds is not None:
+        (run / "study.json").write_text(json.dumps({"seconds": seconds}))
+
+
+def test_plateau_budget_is_the_first_rung_whose_last_quarter_gains_little(teachers, tmp_path):
+    study = pays.Study(pays.TASKS["denoise"], tmp_path / "out", DATA, teachers, pays.Scale())
+    jobs, summary = pays.plateau(study, [1000, 2000, 4000])
+    _metrics(jobs[0].run_dir, [(250, 28.0), (500, 28.5), (750, 28.8), (1000, 29.0)])    # +0.20
+    _metrics(jobs[1].run_dir, [(500, 28.6), (1000, 29.0), (1500, 29.2), (2000, 29.24)])  # +0.04
+    _metrics(jobs[2].run_dir, [(1000, 29.0), (2000, 29.2), (3000, 29.3), (4000, 29.33)])  # +0.03
+    s = summary()
+    assert [r["last_quarter_gain"] for r in s["rungs"]] == pytest.approx([0.2, 0.04, 0.03])
+    assert s["budget"] == 2000
+    assert pays.last_quarter_gain([(dict(step=4, psnr=1.0))], 8) is None
+
+
+def _eval(psnrs: dict[str, float]) -> dict:
+    return {"mean": {"psnr": sum(psnrs.values()) / len(psnrs), "ssim": 0.5}, "count": len(psnrs),
+            "images": [{"name": n, "psnr": p, "ssim": 0.5} for n, p in psnrs.items()]}
+
+
+def test_final_picks_the_best_baseline_on_validation_and_writes_the_headline(teachers, tmp_path):
+    task = pays.TASKS["derain"]
+    study = pays.Study(task, tmp_path / "out", DATA, teachers, pays.Scale())
+    jobs, summary, parity = pays.final(study, "slkd_img", ["fitnet", "output_kd"], [0, 1], 100, publish=False)
+    # validation: output_kd ahead of fitnet; test: fitnet ahead of output_kd (must not matter)
+    val = {"slkd_img": 30.0, "scratch": 29.5, "fitnet": 29.6, "output_kd": 29.8}
+    test = {"slkd_img": 34.0, "scratch": 33.5, "fitnet": 33.9, "output_kd": 33.7}
+    data = task.tests[0][0]
+    eval_dir = study.out / "eval"
+    eval_dir.mkdir(parents=True)
+    for name, seconds in (("slkd_img", 300.0), ("scratch", 100.0), ("fitnet", 200.0), ("output_kd", 150.0)):
+        for seed, shift in ((0, 0.0), (1, 0.1)):
+            for iters in (100, 200):
+                run = f"{name}_s{seed}_i{iters}"
+                _metrics(study.out / run, [(iters, val[name] + shift)], seconds)
+                (eval_dir / f"{run}__{data.replace('/', '-')}.json").write_text(
+                    json.dumps(_eval({"a": test[name] + shift, "b": test[name] + shift + 0.2})))
+    (eval_dir / f"teacher_a__{data.replace('/', '-')}.json").write_text(json.dumps(_eval({"a": 36.0, "b": 36.2})))
+    assert parity() == 300  # scratch given SLKD's wall-clock: 100 × 300 s / 100 s
+    s = summary()
+    assert s["best_baseline"] == "output_kd"
+    row = s["sets"]["Rain100L"]
+    assert row["slkd"]["mean"] == pytest.approx(34.15)
+    assert row["slkd_minus_scratch"]["psnr_diff_per_seed"] == pytest.approx([0.5, 0.5])
+    assert row["slkd_minus_scratch"]["verdict"] == "better, beyond seed noise"
+    assert row["slkd_minus_best_baseline"]["psnr_diff_mean"] == pytest.approx(0.3)
+    head = pays.headline(s, task, "res-sl-tiny")
+    assert head["sets"]["Rain100L"] == {"teacher": pytest.approx(36.1), "scratch": pytest.approx(33.65),
+                                        "slkd": pytest.approx(34.15),
+                                        "best_baseline": {"name": "output_kd", "psnr": pytest.approx(33.85)},
+                                        "seeds": 2}
+    assert set(head["students"]) == {"model", "scratch", "slkd", "output_kd"}
+
+
+def _finished_run(run: Path, iters: int = 4) -> None:
+    torch.manual_seed(0)
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(f"name: t\nrole: teacher_a\nmodel: {{name: res-sl-tiny}}\ntrain: {{iters: {iters}}}\n")
+    events = [{"event": "start", "step": 0, "time": 10.0},
+              {"event": "val", "step": 2, "time": 11.0, "dataset": "val32", "psnr": 25.0, "ssim": 0.6},
+              {"event": "val", "step": 4, "time": 12.0, "dataset": "val32", "psnr": 24.0, "ssim": 0.5},
+              {"event": "checkpoint", "step": 4, "time": 13.5}]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(e) for e in events) + "\n")
+    save_weights(build_model("res-sl-tiny"), run / "best_val32.pth")
+    save_weights(build_model("res-sl-tiny"), run / "weights.pth")
+
+
+def test_publish_writes_safetensors_with_provenance_and_refuses_to_replace(tmp_path):
+    run = tmp_path / "run"
+    _finished_run(run)
+    meta = json.loads(publish(run, tmp_path / "w" / "student").read_text())
+    assert meta["validation"] == {"step": 2, "dataset": "val32", "psnr": 25.0, "ssim": 0.6}  # the best
+    assert meta["model"] == "res-sl-tiny" and meta["train_seconds"] == 3.5 and len(meta["sha256"]) == 64
+    loaded = build_model("res-sl-tiny")
+    from slkd.models import load_weights
+    load_weights(loaded, tmp_path / "w" / "student.safetensors")
+    with pytest.raises(PublishError, match="exists"):
+        publish(run, tmp_path / "w" / "student")
+    final = json.loads(publish(run, tmp_path / "w" / "student", which="final", overwrite=True).read_text())
+    assert final["validation"]["step"] == 4 and final["validation"]["psnr"] == 24.0
+    with pytest.raises(PublishError, match="over its 0 MiB limit"):
+        publish(run, tmp_path / "w" / "other", weights_root=tmp_path / "w", limit=1000)
+    assert not (tmp_path / "w" / "other.safetensors").exists()
+
+
+def test_publish_refuses_an_unfinished_run(tmp_path):
+    run = tmp_path / "run"
+    _finished_run(run, iters=8)
+    with pytest.raises(PublishError, match="has not finished: step 4 of 8"):
+        publish(run, tmp_path / "w" / "x")
+
+
+@pytest.mark.slow
+def test_screen_runs_end_to_end_at_toy_size(teachers, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.study.pays", "screen", "--quick", "--iters", "4",
+                           "--variants", "output_kd+init", "--teachers", str(teachers), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "denoise25" / "results" / "pays_denoise25_screen.json").read_text())["summary"]
+    rows = summary["variants"]
+    assert set(rows) == {"output_kd+init", "scratch+init"}  # the scratch twin is added
+    assert all(r["val_psnr"] is not None and 10 < r["val_psnr"] < 40 for r in rows.values())
+    assert rows["output_kd+init"]["minus_scratch_twin"] == pytest.approx(
+        rows["output_kd+init"]["val_psnr"] - rows["scratch+init"]["val_psnr"])
