@@ -177,3 +177,18 @@ def test_screen_runs_end_to_end_at_toy_size(teachers, tmp_path):
     assert all(r["val_psnr"] is not None and 10 < r["val_psnr"] < 40 for r in rows.values())
     assert rows["output_kd+init"]["minus_scratch_twin"] == pytest.approx(
         rows["output_kd+init"]["val_psnr"] - rows["scratch+init"]["val_psnr"])
+
+
+@pytest.mark.parametrize("task", ["denoise", "derain"])
+def test_teacher_recipes_validate_and_chain_b_to_a(task, tmp_path):
+    jobs = pays.teacher_jobs(task, tmp_path, quick=False)
+    a, b = jobs["a"].config, jobs["b"].config
+    key = pays.TASKS[task].key
+    assert a["role"] == "teacher_a" and b["role"] == "teacher_b"
+    assert a["train"]["ema"] == 0.999 and a["train"]["iters"] >= 10000 and a["train"]["iters"] % a["train"]["val_every"] == 0
+    assert b["model"]["init_from"] == str(tmp_path / f"{key}-teacher-a") and jobs["b"].deps == [f"{key}-teacher-a"]
+    assert b["model"]["options"] == {"global_residual": False}
+    assert jobs["a"].run_dir == tmp_path / f"{key}-teacher-a"
+    assert pays.teacher_jobs(task, Path("runs/study"), quick=False)["a"].run_dir == ROOT / "runs/study" / f"{key}-teacher-a"
+    # the students validate on the teachers' held-out split
+    assert a["data"]["val"][0]["holdout"]["take"] == "held" and a["data"]["train"]["holdout"]["take"] == "rest"

@@ -1,8 +1,12 @@
 """Distillation that pays: does a distilled student beat the same student trained alone, at its
 plateau, with strong teachers, choosing everything on a validation split?
 
-Three stages, each an ordinary set of ``slkd distill`` / ``slkd eval`` runs (the study's job
-runner: finished runs are reused, interrupted ones resumed, other settings refused):
+Four stages, each an ordinary set of ``slkd train`` / ``slkd distill`` / ``slkd eval`` runs
+(the study's job runner: finished runs are reused, interrupted ones resumed, other settings
+refused):
+
+* ``teachers`` Teacher A then Teacher B (initialised from A) of the task at their recipe
+               (:data:`TEACHER_RECIPES`), then both published under ``benchmarks/weights/<task>/``.
 
 * ``plateau``  the scratch student on a ladder of budgets (one cosine schedule each, validated
                every quarter): the budget is the first rung whose last quarter gains less than
@@ -22,6 +26,7 @@ run folders). The task's training data, validation split and metric convention a
 teacher's config (``configs/<task>/teacher_a_tiny.yaml``), so students hold out exactly the
 images the teachers held out.
 
+    python -m benchmarks.study.pays teachers --task denoise --jobs 2
     python -m benchmarks.study.pays plateau --task denoise --ladder 1000 2000 4000 8000 --jobs 2
     python -m benchmarks.study.pays screen --task denoise --iters 2000 --jobs 2
     python -m benchmarks.study.pays final --task denoise --iters 8000 --slkd slkd_img+init \\
@@ -78,6 +83,17 @@ TASKS = {
                         ("CBSD68", "Kodak24"), {"sigma": 25}),
     "derain": PaysTask("derain", "configs/derain/teacher_a_tiny.yaml", (("Rain100L/test", "derain"),),
                        "headline_derain.json", ("Rain100L",)),
+}
+
+#: the committed teachers: config file and overrides per role (Teacher B also starts from
+#: Teacher A's run); every run also gets TEACHER_COMMON. Long CPU runs resume bit-identically,
+#: so the stage may span several sessions.
+TEACHER_COMMON = ["train.ckpt_every=250", "train.ema=0.999", "train.log_every=100"]
+TEACHER_RECIPES = {
+    "denoise": {"a": ("configs/denoise25/teacher_a_tiny.yaml", ["train.iters=20000", "train.val_every=2000"]),
+                "b": ("configs/denoise25/teacher_b_tiny.yaml", ["train.iters=3000", "train.val_every=750"])},
+    "derain": {"a": ("configs/derain/teacher_a_tiny.yaml", ["train.iters=12000", "train.val_every=1500"]),
+               "b": ("configs/derain/teacher_b_tiny.yaml", ["train.iters=3000", "train.val_every=750"])},
 }
 
 #: base variants: name → (method, distill node overrides). Library defaults unless stated: the
@@ -246,6 +262,50 @@ def last_quarter_gain(vals: list[dict], iters: int) -> float | None:
 
 # --------------------------------------------------------------------------------- stages
 
+def teacher_jobs(task_name: str, runs: Path, quick: bool) -> dict[str, Job]:
+    """Teacher A and Teacher B of ``task_name`` as run under ``runs`` (``<key>-teacher-a/b``)."""
+    from slkd.engine.config import load_config, to_dict
+
+    key = TASKS[task_name].key
+    jobs: dict[str, Job] = {}
+    for role, (config, overrides) in TEACHER_RECIPES[task_name].items():
+        name = f"{key}-teacher-{role}"
+        extra = [f"name={name}", f"output_dir={runs}", *TEACHER_COMMON, *overrides]
+        if role == "b":
+            extra.append(f"model.init_from={runs / f'{key}-teacher-a'}")
+        if quick:
+            extra += ["train.iters=4", "train.val_every=2", "train.ckpt_every=2", "data.train.patch_size=16",
+                      "data.batch_size=2"]
+        try:
+            cfg = to_dict(load_config(ROOT / config, extra))
+        except Exception as exc:  # a recipe that no longer validates: say which
+            raise StudyError(f"teacher recipe {config} {' '.join(extra)}: {exc}") from None
+        if quick:
+            for val in cfg["data"]["val"]:
+                val["limit"] = 2
+        deps = [f"{key}-teacher-a"] if role == "b" else []
+        # the runner starts slkd in ROOT: a relative ``runs`` is relative to it
+        jobs[role] = Job(name, ["train"], deps, cfg, ROOT / runs / "configs" / f"{name}.yaml", ROOT / runs / name)
+    return jobs
+
+
+def publish_teachers(jobs: dict[str, Job], dest: Path) -> dict:
+    """Both teachers' best-on-validation weights as ``dest/teacher_{a,b}`` (kept if present)."""
+    from benchmarks.publish import PublishError, publish
+
+    out = {}
+    for role, job in jobs.items():
+        target = dest / f"teacher_{role}"
+        meta = target.with_suffix(".json")
+        if not meta.is_file() or json.loads(meta.read_text()).get("published_from") != str(job.run_dir):
+            try:
+                publish(job.run_dir, target, overwrite=True)
+            except PublishError as exc:
+                raise StudyError(str(exc)) from None
+        out[role] = json.loads(meta.read_text())["validation"]
+    return out
+
+
 def plateau(study: Study, ladder: list[int]) -> tuple[list[Job], callable]:
     scratch = variant("scratch")
     jobs = [study.student(scratch, 0, iters) for iters in ladder]
@@ -409,7 +469,7 @@ def headline(summary: dict, task: PaysTask, student: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.study.pays", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=("plateau", "screen", "final"))
+    p.add_argument("stage", choices=("teachers", "plateau", "screen", "final"))
     p.add_argument("--task", choices=tuple(TASKS), default="denoise")
     p.add_argument("--ladder", type=int, nargs="+", default=[1000, 2000, 4000, 8000, 16000],
                    help="plateau: scratch budgets tried (iterations)")
@@ -422,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teachers", type=Path, help="folder with teacher_a/teacher_b (.safetensors or run folders); "
                    "default benchmarks/weights/<task>")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "pays")
+    p.add_argument("--teacher-runs", type=Path, default=ROOT / "runs" / "study",
+                   help="teachers: where the teacher runs live (default runs/study)")
     p.add_argument("--data", type=Path, default=Path(os.environ.get("SLKD_DATA", ROOT.parent / "shared" / "data")))
     p.add_argument("--results", type=Path, help="where the JSON goes (default benchmarks/results, "
                    "<out>/results with --quick)")
@@ -446,6 +508,8 @@ def _main(args) -> int:
     task = TASKS[args.task]
     if not args.data.is_dir():
         raise StudyError(f"data folder not found: {args.data} (pass --data DIR or set SLKD_DATA)")
+    if args.stage == "teachers":
+        return _teachers(args, task)
     if args.stage != "plateau" and (args.iters is None or args.iters < 4):
         raise StudyError(f"{args.stage} needs --iters N (N >= 4; the plateau stage says which)")
     if any(n < 4 for n in args.ladder):
@@ -489,6 +553,23 @@ def _main(args) -> int:
     if failed:
         print(f"{len(failed)} job(s) did not finish: {', '.join(failed)}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _teachers(args, task: PaysTask) -> int:
+    runs = args.teacher_runs.resolve()
+    if runs.is_relative_to(ROOT):  # as the running teachers were started (the runner's cwd is ROOT)
+        runs = runs.relative_to(ROOT)
+    jobs = teacher_jobs(args.task, runs, args.quick)
+    print(f"Teacher A then B of {task.key} in {runs}", flush=True)
+    state = run_jobs(list(jobs.values()), 1, args.threads, {"SLKD_DATA": str(args.data.resolve())})
+    if any(s != "done" for s in state.values()):
+        print("the teachers did not finish; the same command resumes them", file=sys.stderr)
+        return 1
+    dest = (args.teachers or (args.out.resolve() / "weights" / task.key if args.quick else WEIGHTS / task.key))
+    validation = publish_teachers(jobs, dest.resolve())
+    for role, v in validation.items():
+        print(f"Teacher {role.upper()}: {v['dataset']} PSNR {v['psnr']:.2f} dB at step {v['step']}")
     return 0
 
 
