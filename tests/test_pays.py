@@ -110,6 +110,13 @@ def test_final_picks_the_best_baseline_on_validation_and_writes_the_headline(tea
                 (eval_dir / f"{run}__{data.replace('/', '-')}.json").write_text(
                     json.dumps(_eval({"a": test[name] + shift, "b": test[name] + shift + 0.2})))
     (eval_dir / f"teacher_a__{data.replace('/', '-')}.json").write_text(json.dumps(_eval({"a": 36.0, "b": 36.2})))
+    nr = lambda b: {"mean": {"input": {"brisque": 40.0, "piqe": 50.0}, "output": {"brisque": b, "piqe": b + 1}},  # noqa: E731
+                    "count": 20}
+    for seed, b in ((0, 30.0), (1, 32.0)):
+        (eval_dir / f"slkd_img_s{seed}_i100__RealRain20.json").write_text(json.dumps(nr(b)))
+    (eval_dir / "input__RealRain20.json").write_text(json.dumps(nr(0.0)))
+    assert {j.name for j in jobs} >= {"eval/slkd_img_s1_i100/RealRain20", "eval/teacher_a/RealRain20"}
+    assert "eval/slkd_img_s1_i200/RealRain20" not in {j.name for j in jobs}  # the 2x runs: test sets only
     assert parity() == 300  # scratch given SLKD's wall-clock: 100 × 300 s / 100 s
     s = summary()
     assert s["best_baseline"] == "output_kd"
@@ -118,6 +125,9 @@ def test_final_picks_the_best_baseline_on_validation_and_writes_the_headline(tea
     assert row["slkd_minus_scratch"]["psnr_diff_per_seed"] == pytest.approx([0.5, 0.5])
     assert row["slkd_minus_scratch"]["verdict"] == "better, beyond seed noise"
     assert row["slkd_minus_best_baseline"]["psnr_diff_mean"] == pytest.approx(0.3)
+    real = s["no_reference"]["RealRain20"]
+    assert real["input"] == {"brisque": 40.0, "piqe": 50.0} and real["teacher"] is None
+    assert real["slkd"] == {"brisque": 31.0, "piqe": 32.0} and real["scratch"] is None
     head = pays.headline(s, task, "res-sl-tiny")
     assert head["sets"]["Rain100L"] == {"teacher": pytest.approx(36.1), "scratch": pytest.approx(33.65),
                                         "slkd": pytest.approx(34.15),

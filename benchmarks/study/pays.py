@@ -66,6 +66,8 @@ class PaysTask:
     headline: str                        # results file of the final stage
     sets: tuple[str, ...]                # headline names of the test sets
     extra: dict = field(default_factory=dict)  # headline's "students" extras (e.g. sigma)
+    #: real degradations without ground truth, scored by BRISQUE/PIQE: (data folder, --task)
+    no_reference: tuple[tuple[str, str], ...] = ()
 
     def setting(self) -> dict:
         """``data.train``, the validation set and ``eval`` of the teacher's config."""
@@ -82,7 +84,7 @@ TASKS = {
                         (("CBSD68", "denoise"), ("Kodak24", "denoise")), "headline.json",
                         ("CBSD68", "Kodak24"), {"sigma": 25}),
     "derain": PaysTask("derain", "configs/derain/teacher_a_tiny.yaml", (("Rain100L/test", "derain"),),
-                       "headline_derain.json", ("Rain100L",)),
+                       "headline_derain.json", ("Rain100L",), no_reference=(("RealRain20", "real"),)),
 }
 
 #: the committed teachers: config file and overrides per role (Teacher B also starts from
@@ -200,9 +202,9 @@ class Study:
         self.jobs[name] = job
         return job
 
-    def evaluate(self, label: str, model: str, weights: Path | None, deps=()) -> list[Job]:
+    def evaluate(self, label: str, model: str, weights: Path | None, deps=(), sets=None) -> list[Job]:
         jobs = []
-        for data, eval_task in self.task.tests:
+        for data, eval_task in self.task.tests if sets is None else sets:
             out = self.out / "eval" / f"{label}__{data.replace('/', '-')}.json"
             argv = ["eval", "--model", model, "--data", str(self.data / data), "--task", eval_task, "--json",
                     "--device", "cpu"]
@@ -214,8 +216,8 @@ class Study:
             jobs.append(self.jobs.setdefault(name, Job(name, argv, list(deps), eval_out=out)))
         return jobs
 
-    def evaluate_run(self, job: Job, model: str) -> list[Job]:
-        return self.evaluate(job.name, model, job.run_dir / "weights.pth", deps=[job.name])
+    def evaluate_run(self, job: Job, model: str, sets=None) -> list[Job]:
+        return self.evaluate(job.name, model, job.run_dir / "weights.pth", deps=[job.name], sets=sets)
 
     def load_eval(self, label: str, data: str) -> dict | None:
         path = self.out / "eval" / f"{label}__{data.replace('/', '-')}.json"
@@ -365,14 +367,16 @@ def final(study: Study, slkd_name: str, baselines: list[str], seeds: list[int], 
     base_vs = [variant(b) for b in baselines]
     families = {"slkd": slkd_v, "scratch": scratch_v, **{b.name: b for b in base_vs}}
     jobs: list[Job] = []
-    teacher = study.evaluate("teacher_a", TEACHER, study.teachers["a"])
-    inputs = study.evaluate("input", "input", None)
+    everything = study.task.tests + study.task.no_reference
+    teacher = study.evaluate("teacher_a", TEACHER, study.teachers["a"], sets=everything)
+    inputs = study.evaluate("input", "input", None, sets=everything)
     jobs += teacher + inputs
     for budget in (iters, 2 * iters):
         for seed in seeds:
             for v in families.values():
                 run = study.student(v, seed, budget)
-                jobs += [run, *study.evaluate_run(run, v.student)]
+                jobs += [run, *study.evaluate_run(run, v.student, sets=study.task.tests if budget != iters
+                                                  else everything)]
 
     def parity_iters() -> int | None:
         t_slkd = [run_seconds(study.out / study.run_name(slkd_v, s, iters)) for s in seeds]
@@ -423,6 +427,17 @@ def _final_summary(study: Study, families: dict[str, Variant], seeds, iters, par
                 pairs = [(x, y) for x, y in zip(evs["slkd"], evs[best]) if x and y]
                 row[f"slkd_minus_best_baseline{suffix}"] = paired(pairs)
         out["sets"][set_name] = row
+    for data, _ in study.task.no_reference:  # BRISQUE/PIQE means (lower is better), outputs vs inputs
+        row = {}
+        inp = study.load_eval("input", data)
+        row["input"] = inp["mean"]["input"] if inp else None
+        teacher = study.load_eval("teacher_a", data)
+        row["teacher"] = teacher["mean"]["output"] if teacher else None
+        for key, v in families.items():
+            evs = [e for e in (study.load_eval(r, data) for r in _family_runs(study, v, seeds, iters)) if e]
+            row[key] = ({m: statistics.fmean(e["mean"]["output"][m] for e in evs) for m in ("brisque", "piqe")}
+                        if evs else None)
+        out.setdefault("no_reference", {})[data] = row
     if publish:
         out["published"] = _publish_students(study, families, seeds, iters)
     return out
