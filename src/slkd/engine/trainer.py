@@ -168,6 +168,9 @@ class Trainer:
                                 "to resume from: choose another name/output_dir, or remove the folder "
                                 f"if you do not need it (it has {', '.join(found)}; nothing was "
                                 "overwritten)")
+            # every rank looks before rank 0 writes config.yaml: a slower rank used to find
+            # rank 0's fresh files and refuse the run as an earlier one
+            barrier()
         try:
             if dist.is_main:
                 # temporary files of atomic writes cut short by a kill (nobody else writes here)
