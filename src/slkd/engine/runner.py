@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
+import torch.distributed
+
 from slkd.engine.builders import build_model_for_run, build_train_set, build_val_sets
 from slkd.engine.config import TrainRunConfig
 from slkd.engine.distributed import barrier, init_distributed, shutdown
@@ -28,7 +30,10 @@ def run_config(cfg: TrainRunConfig, *, make_task, resume: bool = False, device: 
     """Train the validated run ``cfg`` (``--resume`` with ``resume``) on ``device`` (auto, cpu,
     cuda; under ``torchrun`` each rank takes its local GPU). ``log`` receives rank 0's remarks;
     ``argv`` is recorded in the run's ``command.txt``. Returns the run's result on rank 0 (None
-    on the other ranks)."""
+    on the other ranks). A process group that exists already (a pipeline that runs several
+    stages joins ``torchrun``'s group once: re-creating it per stage hung the second stage) is
+    used and left to its owner; one created here is destroyed at the end."""
+    owned = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     dist = init_distributed(device)
     note = log if dist.is_main else None
     try:
@@ -46,4 +51,5 @@ def run_config(cfg: TrainRunConfig, *, make_task, resume: bool = False, device: 
         barrier()
         return {"run_dir": str(run_dir), **summary, **result} if dist.is_main else None
     finally:
-        shutdown()
+        if owned:
+            shutdown()
