@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from slkd import __version__
-from slkd.cli import demo, distill, evaluate, export, profile, restore, train
+from slkd.cli import compress, demo, distill, evaluate, export, profile, restore, train
 from slkd.engine.allocator import tune_allocator
 from slkd.errors import SlkdError
 from slkd.models import get_preset, list_models
@@ -16,7 +16,8 @@ def _models(_args) -> int:
     for name in list_models():
         preset = get_preset(name)
         teacher = f" (student of {preset.teacher})" if preset.teacher else ""
-        print(f"{name:<24}{preset.description}{teacher}")
+        student = f" (default student: {preset.student})" if preset.student else ""
+        print(f"{name:<24}{preset.description}{teacher}{student}")
     return 0
 
 
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     models = sub.add_parser("models", help="list the model presets")
     models.set_defaults(func=_models)
-    for module in (train, distill, profile, restore, evaluate, export, demo):
+    for module in (compress, train, distill, profile, restore, evaluate, export, demo):
         module.add_parser(sub)
     return parser
 

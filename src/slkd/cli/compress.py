@@ -1,0 +1,162 @@
+"""``slkd compress``: distil your own restoration network on your own data, in one command.
+
+Give the trained network (a preset and its weights; the official Restormer, Uformer, DRSformer
+and NAFNet checkpoints load as they are), the task and two folders:
+
+    slkd compress --teacher restormer:deraining.pth --task derain \\
+        --train Datasets/train/Rain13K --val Datasets/test/Rain100L
+
+It picks the student preset of the teacher's family (>= 80 % fewer parameters and MACs;
+--student to choose), trains Teacher B (clean → clean, from your teacher), distils the
+student with SLKD (--method for a baseline), optionally trains the same student from scratch
+(--compare-scratch), evaluates everything on --val with the task's metric convention (derain:
+Y channel, BT.601; the rest RGB), profiles teacher and student, and writes into --out the
+student's weights (student.safetensors), student.onnx (with the export extra installed),
+summary.json and report.md (table, image grid, training curves).
+
+Data: paired folders in any layout `slkd eval` reads (input/+target/, lq/+gt/, hazy/+clear/,
+hazy/+gt/, blurred/+gt/, noisy/+mean/, input_crops/+target_crops/), names matched by file
+name; --val may also be a folder of such sets (Restormer's Datasets/test/), each scored
+separately. For --task denoise, folders of clean images work too: Gaussian noise of --sigma is
+added (seeded, as `slkd eval` adds it, for validation).
+
+Every problem with the inputs is reported in one line before any training. Rerunning the same
+command after a stop continues it (finished stages are skipped, an interrupted one resumes); an
+--out folder holding another run's settings is refused. --quick runs a few-minute version to
+check the whole pipeline first. Runs under torchrun unchanged (stages train on every rank;
+evaluation and the report on rank 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from slkd.cli.common import device_option, note, number, resolve_device
+from slkd.distill import DEFAULT_METHOD, registered_methods
+from slkd.engine.compress import INPUT_LABELS, PLANS, Job, run_job
+from slkd.errors import SlkdError
+from slkd.metrics import BENCHMARK_TASKS
+from slkd.models import default_student
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("compress", help="distil a trained network into a student on your data "
+                              "(Teacher B, distillation, evaluation, report)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", required=True, metavar="MODEL:WEIGHTS",
+                   help="the trained network: a preset (slkd models) and its weights file or run "
+                   "folder, e.g. restormer:deraining.pth; MODEL alone trains Teacher A on --train first")
+    p.add_argument("--task", required=True, choices=BENCHMARK_TASKS,
+                   help="sets the metric convention (derain: Y channel; others RGB)")
+    p.add_argument("--train", required=True, metavar="DIR", help="training pairs (or clean images "
+                   "for denoise)")
+    p.add_argument("--val", required=True, metavar="DIR", help="validation pairs, or a folder of "
+                   "sets (or clean images for denoise)")
+    p.add_argument("--student", metavar="NAME", help="student preset (default: the one sized "
+                   "against the teacher, see slkd models)")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=registered_methods(),
+                   help=f"distillation method (default {DEFAULT_METHOD})")
+    p.add_argument("--out", metavar="DIR", help="output folder: new, empty or this command's earlier "
+                   "one (default runs/compress-TASK-STUDENT)")
+    p.add_argument("--iters", type=number(int, minimum=1), metavar="N",
+                   help=f"student iterations (default {PLANS['default'].student.iters}, --quick "
+                   f"{PLANS['quick'].student.iters}); Teacher B trains a quarter of them "
+                   f"({PLANS['default'].teacher_b.iters / PLANS['default'].student.iters:g}×)")
+    p.add_argument("--quick", action="store_true", help="a few-minute run (fewer iterations, patch "
+                   f"{PLANS['quick'].patch}) to see the pipeline work before the real one")
+    p.add_argument("--compare-scratch", action="store_true",
+                   help="also train the student from scratch (same data, iterations, seed) and compare")
+    p.add_argument("--sigma", type=number(float, minimum=0, maximum=255), metavar="S",
+                   help="Gaussian noise (0-255) added to clean images, denoise only (default 25)")
+    p.add_argument("--patch", type=number(int, minimum=8), metavar="P",
+                   help="training crop size, a multiple of 8 (default 128, --quick 32)")
+    p.add_argument("--batch", type=number(int, minimum=1), metavar="B", help="batch size per "
+                   "process (default 8)")
+    p.add_argument("--eval-images", type=number(int, minimum=1), metavar="N",
+                   help="score at most N images per validation set (default all)")
+    p.add_argument("--seed", type=number(int, minimum=0, maximum=2**63 - 1), default=0)
+    p.add_argument("--device", type=device_option(indexed=False), default="auto",
+                   help="auto (default), cpu or cuda")
+    p.set_defaults(func=run)
+
+
+def parse_teacher(spec: str) -> tuple[str, str | None]:
+    """``MODEL:WEIGHTS`` → (model, weights); ``MODEL`` → (model, None). Split at the first
+    colon: preset names have none, paths may."""
+    model, sep, weights = spec.partition(":")
+    if not model:
+        raise SlkdError(f"--teacher {spec!r}: expected MODEL:WEIGHTS, e.g. restormer:deraining.pth")
+    if sep and not weights:
+        raise SlkdError(f"--teacher {spec!r}: no weights after the colon (MODEL:WEIGHTS, or MODEL "
+                        "alone to train Teacher A here)")
+    return model, (weights or None)
+
+
+def _command(args) -> str:
+    """The command as the report shows it, rebuilt from the parsed options."""
+    parts = ["slkd compress", f"--teacher {args.teacher}", f"--task {args.task}",
+             f"--train {args.train}", f"--val {args.val}"]
+    for option in ("student", "out", "iters", "sigma", "patch", "batch", "eval_images"):
+        value = getattr(args, option)
+        if value is not None:
+            parts.append(f"--{option.replace('_', '-')} {value}")
+    if args.method != DEFAULT_METHOD:
+        parts.append(f"--method {args.method}")
+    if args.seed:
+        parts.append(f"--seed {args.seed}")
+    parts += [flag for flag, on in (("--quick", args.quick), ("--compare-scratch", args.compare_scratch)) if on]
+    return " ".join(parts)
+
+
+def job_from_args(args) -> Job:
+    teacher, weights = parse_teacher(args.teacher)
+    plan = PLANS["quick" if args.quick else "default"]
+    if args.iters is not None:
+        plan = plan.with_student_iters(args.iters)
+    if args.patch is not None:
+        if args.patch % 8:
+            raise SlkdError(f"--patch must be a multiple of 8, got {args.patch}")
+        plan = replace(plan, patch=args.patch)
+    if args.batch is not None:
+        plan = replace(plan, batch=args.batch)
+    out = args.out
+    if out is None:
+        named = args.student
+        if named is None:
+            try:
+                named = default_student(teacher)
+            except SlkdError:  # prepare() names the problem
+                named = "student"
+        out = f"runs/compress-{args.task}-{named}"
+    return Job(teacher=teacher, weights=weights, task=args.task, train=args.train, val=args.val,
+               out=out, student=args.student, method=args.method, plan=plan,
+               compare_scratch=args.compare_scratch, sigma=args.sigma, seed=args.seed,
+               eval_images=args.eval_images, command=_command(args))
+
+
+def run(args) -> int:
+    resolve_device(args.device)  # a CUDA request on a machine without one fails now
+    job = job_from_args(args)
+    summary = run_job(job, device=args.device, log=note)
+    if summary is None:  # another rank of torchrun
+        return 0
+    names = list(summary["models"])
+    label = {"input": INPUT_LABELS[job.task], "teacher_a": "Teacher A", "teacher_b": "Teacher B ¹",
+             f"student_{job.method}": f"student ({job.method})", "student_scratch": "student (scratch)"}
+    for set_name, result in summary["evaluation"]["sets"].items():
+        print(f"{set_name} ({result['count']} images, {summary['settings']['convention']})")
+        print(f"{'model':<22}{'params':>10}{'GMACs@256':>11}{'ms@256':>9}{'PSNR':>8}{'SSIM':>8}")
+        for name in names:
+            m, score = summary["models"][name], result["means"][name]
+            latency = "–" if m["latency_ms_256"] is None else f"{m['latency_ms_256']:.1f}"
+            print(f"{label[name]:<22}{m['params'] / 1e6:>9.3f}M{m['macs_256'] / 1e9:>11.2f}"
+                  f"{latency:>9}{score['psnr']:>8.2f}{score['ssim']:>8.4f}")
+    if "teacher_b" in summary["models"]:
+        print("¹ Teacher B reconstructs the clean image (its training task), not the degraded one")
+    print(summary["comparison"]["sentence"])
+    files = summary["files"]
+    out = job.out
+    print(f"student: {files['student_weights']}" + (f"  onnx: {files['onnx']}" if files["onnx"] else "")
+          + f"  report: {out}/report.md  summary: {out}/summary.json  ({summary['seconds'] / 60:.1f} min)")
+    return 0

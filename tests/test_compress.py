@@ -1,0 +1,338 @@
+"""``slkd compress``: the pipeline end to end on small images made here (derain-like pairs in a
+folder of two sets; clean images for denoising), reruns that skip or resume, and one test per
+bad input (one line, before anything is trained or written)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from slkd.cli.main import main
+from slkd.data.folders import scan_eval_sets
+from slkd.data.image_io import write_image
+from slkd.engine.compress import PLANS, SETTINGS_FILE, Job, prepare
+from slkd.engine.trainer import Trainer
+from slkd.errors import SlkdError
+from slkd.models import build_model, count_macs, count_parameters, default_student, get_preset, list_models
+from slkd.models import load_weights, save_weights
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: the smallest run of the whole pipeline: the pipeline, not the quality, is under test
+TINY = ["--quick", "--iters", "2", "--patch", "16", "--batch", "2"]
+
+
+def _image(rng, h: int, w: int) -> np.ndarray:
+    smooth = np.cumsum(rng.normal(size=(h, w, 3)), axis=1)
+    return (smooth - smooth.min()) / (np.ptp(smooth) + 1e-9)
+
+
+def _write(path: Path, array: np.ndarray) -> None:
+    write_image(path, torch.from_numpy(array).permute(2, 0, 1).float())
+
+
+def _rain_pairs(folder: Path, n: int, seed: int, size=(32, 40)) -> None:
+    """input/+target/ pairs: bright streaks on smooth backgrounds."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        clean = _image(rng, *size)
+        rainy = clean.copy()
+        rainy[:, i % 5::6] = np.clip(rainy[:, i % 5::6] + 0.4, 0, 1)
+        _write(folder / "target" / f"{i}.png", clean)
+        _write(folder / "input" / f"{i}.png", rainy)
+
+
+def _clean(folder: Path, n: int, seed: int, size=(32, 40)) -> None:
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        _write(folder / f"img{i}.png", _image(rng, *size))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """train/ (4 pairs), val/ (two sets of 2 pairs, as Restormer's Datasets/test/), clean/
+    train and val folders, and a tiny teacher's weights."""
+    root = tmp_path_factory.mktemp("compress-data")
+    _rain_pairs(root / "train", 4, seed=0)
+    _rain_pairs(root / "val" / "SetA", 2, seed=1)
+    _rain_pairs(root / "val" / "SetB", 2, seed=2)
+    _clean(root / "clean" / "train", 3, seed=3)
+    _clean(root / "clean" / "val", 2, seed=4)
+    torch.manual_seed(0)
+    save_weights(build_model("restormer-tiny"), root / "teacher.pth")
+    return root
+
+
+def _argv(data: Path, out: Path, *extra: str, task="derain", train="train", val="val") -> list[str]:
+    return ["compress", "--teacher", f"restormer-tiny:{data / 'teacher.pth'}", "--task", task,
+            "--train", str(data / train), "--val", str(data / val), "--out", str(out), *TINY, *extra]
+
+
+@pytest.fixture(scope="module")
+def derain_run(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compress-run") / "out"
+    assert main(_argv(data, out, "--compare-scratch")) == 0
+    return out
+
+
+def _eval_json(cli, *argv) -> dict:
+    result = cli("eval", *argv, "--json")
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+# ---------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_compress_quick_derain_end_to_end(derain_run, data, cli):
+    out = derain_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["models"]) == ["input", "teacher_a", "teacher_b", "student_slkd", "student_scratch"]
+    assert summary["settings"]["student"] == "res-sl-tiny"  # the preset sized against restormer-tiny
+    assert summary["settings"]["convention"].startswith("Y (BT.601)")  # deraining's convention
+    assert list(summary["evaluation"]["sets"]) == ["SetA", "SetB"]
+    c = summary["comparison"]
+    assert c["params_reduction"] >= 0.8 and c["macs_reduction"] >= 0.8
+    # the scores are those of `slkd eval` on the same set with the written student weights
+    for name in ("SetA", "SetB"):
+        means = summary["evaluation"]["sets"][name]["means"]
+        student = _eval_json(cli, "--model", "res-sl-tiny", "--weights", out / "student.safetensors",
+                             "--data", data / "val" / name, "--task", "derain")
+        assert student["convention"]["y_channel"] is True
+        assert means["student_slkd"]["psnr"] == pytest.approx(student["mean"]["psnr"], abs=1e-9)
+        inputs = _eval_json(cli, "--model", "input", "--data", data / "val" / name, "--task", "derain")
+        assert means["input"]["ssim"] == pytest.approx(inputs["mean"]["ssim"], abs=1e-9)
+    pooled = summary["evaluation"]["means"]["student_slkd"]["psnr"]
+    per_set = [summary["evaluation"]["sets"][n]["means"]["student_slkd"]["psnr"] for n in ("SetA", "SetB")]
+    assert pooled == pytest.approx(sum(per_set) / 2)  # two images in each set
+    # files: weights of the student alone, ONNX, report with its pictures, configs of every stage
+    load_weights(build_model("res-sl-tiny"), out / "student.safetensors")
+    assert (out / "student.onnx").stat().st_size > 10_000
+    report = (out / "report.md").read_text()
+    assert "### SetA (2 image(s))" in report and "| Teacher A | restormer-tiny |" in report
+    assert (out / "grid.png").stat().st_size > 1000 and (out / "curves.png").stat().st_size > 1000
+    for stage in ("teacher_b", "student_slkd", "student_scratch"):
+        assert (out / "configs" / f"{stage}.yaml").is_file() and (out / stage / "weights.pth").is_file()
+    teacher_b = (out / "teacher_b" / "config.yaml").read_text()
+    assert "y_channel: true" in teacher_b  # Teacher B is validated as deraining is scored
+    assert (out / "images" / "student_slkd" / "SetA" / "0.png").is_file()
+
+
+@pytest.mark.slow
+def test_compress_rerun_skips_finished_stages(derain_run, data, capsys):
+    out = derain_run
+    before = json.loads((out / "summary.json").read_text())
+    stamps = {s: (out / s / "weights.pth").stat().st_mtime_ns for s in ("teacher_b", "student_slkd")}
+    capsys.readouterr()
+    assert main(_argv(data, out, "--compare-scratch")) == 0
+    err = capsys.readouterr().err
+    assert err.count("finished earlier") == 3
+    assert "training teacher_b" not in err and "training student_" not in err
+    assert {s: (out / s / "weights.pth").stat().st_mtime_ns for s in stamps} == stamps
+    after = json.loads((out / "summary.json").read_text())
+    assert after["evaluation"]["means"] == before["evaluation"]["means"]
+
+
+@pytest.mark.slow
+def test_compress_refuses_other_settings_in_its_folder(derain_run, data, capsys):
+    code = main(_argv(data, derain_run, "--compare-scratch", "--seed", "1"))
+    err = capsys.readouterr().err
+    assert code == 2 and "other settings" in err and "seed: 0 → 1" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_compress_resumes_an_interrupted_stage(data, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    original = Trainer._train_step
+
+    def stop_in_the_student(self, batch):
+        if self.run_dir.name == "student_slkd" and self.step == 1:
+            raise KeyboardInterrupt  # as Ctrl-C: the trainer saves step 1 and stops
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "_train_step", stop_in_the_student)
+    assert main(_argv(data, out)) == 2
+    assert "interrupted at step 1" in capsys.readouterr().err
+    assert not (out / "summary.json").exists()
+    monkeypatch.setattr(Trainer, "_train_step", original)
+    assert main(_argv(data, out)) == 0
+    err = capsys.readouterr().err
+    assert "finished earlier (1 iterations" in err  # Teacher B is not trained again
+    assert "resuming at step 1" in err
+    steps = [json.loads(line)["step"] for line in (out / "student_slkd" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["event"] == "train"]
+    assert steps == [1, 2]  # each step trained and logged once
+    assert json.loads((out / "summary.json").read_text())["models"]["student_slkd"]["train_iters"] == 2
+
+
+@pytest.mark.slow
+def test_compress_quick_denoise_on_clean_images(data, tmp_path, cli):
+    out = tmp_path / "out"
+    result = cli(*_argv(data, out, task="denoise", train="clean/train", val="clean/val"))
+    assert result.code == 0, result.err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["sigma"] == 25.0
+    assert summary["settings"]["convention"].startswith("RGB")
+    assert "gaussian_noise" in (out / "student_slkd" / "config.yaml").read_text()
+    # the same seeded test noise as `slkd eval` adds to clean images
+    inputs = _eval_json(cli, "--model", "input", "--data", data / "clean" / "val", "--task", "denoise",
+                        "--sigma", "25")
+    assert summary["evaluation"]["means"]["input"]["psnr"] == pytest.approx(inputs["mean"]["psnr"], abs=1e-9)
+    assert "noisy input" in result.out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
+                    reason="torchrun not installed beside this Python")
+def test_compress_runs_under_torchrun_unchanged(data, tmp_path):
+    """Two gloo ranks train every stage in one process group (re-creating the group for each
+    stage hung the second one); rank 0 alone evaluates and writes the report."""
+    out = tmp_path / "out"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "slkd.cli.main",
+                           *_argv(data, out, "--device", "cpu")], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("[1/4] Teacher B") == 1  # rank 0 speaks for both
+    for stage in ("teacher_b", "student_slkd"):
+        assert json.loads((out / stage / "environment.json").read_text())["world_size"] == 2
+    assert json.loads((out / "summary.json").read_text())["models"]["student_slkd"]["train_iters"] == 2
+
+
+# ---------------------------------------------------------------------------------- bad input
+def _one_line_refusal(cli, argv, fragment, out: Path) -> str:
+    try:
+        result = cli(*argv)
+    except SystemExit as exc:  # options refused while parsing
+        pytest.fail(f"argparse refused {argv}: {exc}")
+    assert result.code == 2
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("slkd compress: error: ") and fragment in lines[0], lines[0]
+    assert "Traceback" not in result.err and not out.exists()  # nothing was written
+    return lines[0]
+
+
+@pytest.fixture
+def bad(data, tmp_path) -> Path:
+    """Broken copies of the data: unpaired names, a pair of two sizes, small images."""
+    _rain_pairs(tmp_path / "unpaired", 2, seed=5)
+    (tmp_path / "unpaired" / "input" / "1.png").rename(tmp_path / "unpaired" / "input" / "x1.png")
+    _rain_pairs(tmp_path / "sizes", 2, seed=6)
+    _write(tmp_path / "sizes" / "input" / "1.png", _image(np.random.default_rng(7), 32, 32))
+    _rain_pairs(tmp_path / "small", 2, seed=8, size=(24, 24))
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    torch.manual_seed(0)
+    save_weights(build_model("res-sl-tiny"), tmp_path / "student.pth")
+    return tmp_path
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"train": "{bad}/missing"}, "training data {bad}/missing: folder not found"),
+    ({"val": "{bad}/missing"}, "validation data {bad}/missing: folder not found"),
+    ({"train": "{bad}/unpaired"}, "1 degraded image(s) have no clean image of the same name: x1.png"),
+    ({"val": "{bad}/unpaired"}, "have no clean image of the same name: x1.png"),
+    ({"train": "{bad}/sizes"}, "1 pair(s) in {bad}/sizes differ in size: 1.png is 32×32"),
+    ({"val": "{bad}/sizes"}, "1.png is 32×32 but its target 1.png is 40×32"),
+    ({"teacher": "restormr:{data}/teacher.pth"}, "unknown model 'restormr' (did you mean 'restormer'?)"),
+    ({"teacher": "restormer-tiny:{bad}/student.pth"}, "student.pth does not fit this model"),
+    ({"teacher": "restormer:{data}/teacher.pth"}, "teacher.pth does not fit this model"),
+    ({"teacher": "restormer-tiny:{bad}/none.pth"}, "weights not found: {bad}/none.pth"),
+    ({"teacher": "restormer-tiny:"}, "no weights after the colon"),
+    ({"teacher": "uformer-s:{data}/teacher.pth"}, "no student preset is sized against 'uformer-s'"),
+    ({"student": "res-sl-tinyy"}, "unknown model 'res-sl-tinyy'"),
+    ({"train": "{data}/clean/train"}, "holds clean images only, no degraded/clean pairs"),
+    ({"val": "{data}/clean/val"}, "holds clean images only; --task derain needs degraded/clean pairs"),
+    ({"sigma": "15"}, "--sigma is for clean images"),
+    ({"patch": "32", "train": "{bad}/small"}, "smaller than the 32×32 patch"),
+    ({"patch": "12"}, "--patch must be a multiple of 8"),
+])
+def test_each_bad_input_is_one_line_before_training(data, bad, cli, change, fragment):
+    options = {"teacher": f"restormer-tiny:{data / 'teacher.pth'}", "train": str(data / "train"),
+               "val": str(data / "val"), "patch": "16"}
+    options.update({k: v.format(bad=bad, data=data) for k, v in change.items()})
+    out = bad / "out"
+    argv = ["compress", "--task", "derain", "--out", str(out), "--quick", "--iters", "2"]
+    for key, value in options.items():
+        argv += [f"--{key}", value]
+    _one_line_refusal(cli, argv, fragment.format(bad=bad, data=data), out)
+
+
+def test_an_out_folder_holding_other_files_or_inside_the_data_is_refused(data, bad, cli):
+    argv = _argv(data, bad / "foreign")
+    _one_line_refusal(cli, argv, "holds files slkd did not write there (notes.txt)", bad / "nothing")
+    assert (bad / "foreign" / "notes.txt").read_text() == "mine"
+    inside = data / "val" / "SetA" / "out"
+    _one_line_refusal(cli, _argv(data, inside), "is inside", inside)
+
+
+def test_an_out_folder_of_a_run_with_other_settings_is_refused(data, tmp_path, cli):
+    out = tmp_path / "out"
+    job = Job(teacher="restormer-tiny", weights=data / "teacher.pth", task="derain", train=data / "train",
+              val=data / "val", out=out, plan=PLANS["quick"].with_student_iters(2))
+    prep = prepare(job, log=None)
+    out.mkdir()  # an earlier run's settings file, as the pipeline writes it first
+    (out / SETTINGS_FILE).write_text(json.dumps({"settings": prep.settings}))
+    result = cli(*_argv(data, out, "--method", "fitnet"))
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1
+    assert "holds a run with other settings (method: 'slkd' → 'fitnet'" in result.err
+    assert sorted(p.name for p in out.iterdir()) == [SETTINGS_FILE]  # nothing was written
+
+
+def test_prepare_checks_without_writing_and_plans_the_stages(data, tmp_path):
+    out = tmp_path / "out"
+    job = Job(teacher="restormer-tiny", weights=data / "teacher.pth", task="derain", train=data / "train",
+              val=data / "val", out=out, method="fitnet", plan=PLANS["quick"].with_student_iters(10))
+    prep = prepare(job, log=None)
+    assert not out.exists()
+    # FitNet runs Teacher A only: no Teacher B stage (the method's teacher_roles())
+    assert [s.name for s in prep.stages] == ["student_fitnet"]
+    assert prep.stages[0].cfg.train.iters == 10 and prep.stages[0].cfg.teachers.b is None
+    assert list(prep.eval_sets) == ["SetA", "SetB"]
+    slkd = prepare(Job(**{**job.__dict__, "method": "slkd"}), log=None)
+    assert [s.name for s in slkd.stages] == ["teacher_b", "student_slkd"]
+    assert slkd.stages[0].cfg.train.iters == 4  # Teacher B: 40 % of the student's, as --quick
+
+
+# ---------------------------------------------------------------------------------- presets
+TEACHERS = [n for n in list_models() if get_preset(n).student]
+
+
+@pytest.mark.parametrize("teacher", TEACHERS)
+def test_each_default_student_is_at_least_80_percent_smaller(teacher):
+    student = default_student(teacher)
+    assert get_preset(student).teacher is not None  # a student preset
+    with torch.device("meta"):
+        t, s = build_model(teacher), build_model(student)
+    assert 1 - count_parameters(s) / count_parameters(t) >= 0.8
+    assert 1 - count_macs(s, (1, 3, 256, 256), device="meta").total / \
+        count_macs(t, (1, 3, 256, 256), device="meta").total >= 0.8
+
+
+def test_teachers_without_a_default_student_say_so():
+    for name in ("uformer-s", "restormer-denoise-gray", "drsformer-no-mefc", "nafnet-gopro-32"):
+        with pytest.raises(SlkdError, match="no student preset is sized against"):
+            default_student(name)
+    with pytest.raises(SlkdError, match="is itself a student preset"):
+        default_student("res-sl")
+
+
+def test_a_folder_of_sets_is_read_set_by_set(data, tmp_path):
+    sets = scan_eval_sets(data / "val")
+    assert list(sets) == ["SetA", "SetB"] and all(s.paired for s in sets.values())
+    assert list(scan_eval_sets(data / "val" / "SetA")) == ["SetA"]
+    (tmp_path / "sots" / "hazy").mkdir(parents=True)
+    (tmp_path / "sots" / "gt").mkdir()
+    _write(tmp_path / "sots" / "gt" / "1400.png", _image(np.random.default_rng(0), 16, 16))
+    _write(tmp_path / "sots" / "hazy" / "1400_1.png", _image(np.random.default_rng(1), 16, 16))
+    folder = scan_eval_sets(tmp_path / "sots")["sots"]  # RESIDE's own SOTS: hazy/ + gt/
+    assert folder.layout == "paired:hazy/gt" and folder.items[0].clean.name == "1400.png"
