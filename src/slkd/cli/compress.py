@@ -61,8 +61,8 @@ def add_parser(subparsers) -> None:
                    "one (default runs/compress-TASK-STUDENT)")
     p.add_argument("--iters", type=number(int, minimum=1), metavar="N",
                    help=f"student iterations (default {PLANS['default'].student.iters}, --quick "
-                   f"{PLANS['quick'].student.iters}); Teacher B trains a quarter of them "
-                   f"({PLANS['default'].teacher_b.iters / PLANS['default'].student.iters:g}×)")
+                   f"{PLANS['quick'].student.iters}); Teacher B's scale alike (default "
+                   f"{PLANS['default'].teacher_b.iters}, --quick {PLANS['quick'].teacher_b.iters})")
     p.add_argument("--quick", action="store_true", help="a few-minute run (fewer iterations, patch "
                    f"{PLANS['quick'].patch}) to see the pipeline work before the real one")
     p.add_argument("--compare-scratch", action="store_true",
