@@ -74,11 +74,17 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch", type=number(int, minimum=1), metavar="B", help="batch size per "
                    "process (default 8)")
     p.add_argument("--eval-images", type=number(int, minimum=1), metavar="N",
-                   help="score at most N images per validation set (default all)")
+                   help=f"score the first N images of each validation set (default all; "
+                   f"{QUICK_EVAL_IMAGES} with --quick)")
     p.add_argument("--seed", type=number(int, minimum=0, maximum=2**63 - 1), default=0)
     p.add_argument("--device", type=device_option(indexed=False), default="auto",
                    help="auto (default), cpu or cuda")
     p.set_defaults(func=run)
+
+
+#: --quick scores this many images per validation set unless --eval-images says otherwise (the
+#: evaluation of four models on a full test set took longer than all the quick training)
+QUICK_EVAL_IMAGES = 10
 
 
 def parse_teacher(spec: str) -> tuple[str, str | None]:
@@ -132,7 +138,8 @@ def job_from_args(args) -> Job:
     return Job(teacher=teacher, weights=weights, task=args.task, train=args.train, val=args.val,
                out=out, student=args.student, method=args.method, plan=plan,
                compare_scratch=args.compare_scratch, sigma=args.sigma, seed=args.seed,
-               eval_images=args.eval_images, command=_command(args))
+               eval_images=args.eval_images or (QUICK_EVAL_IMAGES if args.quick else None),
+               command=_command(args))
 
 
 def run(args) -> int:

@@ -73,7 +73,7 @@ from slkd.models import (
 )
 from slkd.models.registry import variant_overrides
 
-__all__ = ["Job", "PLANS", "Plan", "Prepared", "StagePlan", "prepare", "run_job"]
+__all__ = ["Job", "PLANS", "Plan", "Prepared", "StagePlan", "check_out", "prepare", "run_job"]
 
 Log = Callable[[str], None]
 
@@ -342,13 +342,14 @@ def _eval_sets(job: Job, sigma: float) -> tuple[dict[str, EvalSamples], bool]:
     return samples, synthetic
 
 
-def _check_out(out: Path, reads: list[Path], job: Job) -> None:
+def check_out(out: Path, reads: Sequence[Path], extra_entries: frozenset | set = frozenset()) -> None:
     """The pipeline writes only inside ``out``, which must be new, empty or an earlier job's
-    folder, and never inside the folders it reads."""
+    folder (``extra_entries``: what the caller writes there besides), and never inside the
+    folders it reads."""
     if out.exists() and not out.is_dir():
         raise SlkdError(f"--out {out} is a file; give a folder")
     stages = {f"student_{m}" for m in registered_methods()} | {"teacher_a", "teacher_b", "student_scratch"}
-    allowed = OUT_FILES | stages | set(job.extra_entries)
+    allowed = OUT_FILES | stages | set(extra_entries)
     if out.is_dir():
         foreign = sorted(p.name for p in out.iterdir() if p.name not in allowed and not p.name.startswith("."))
         if foreign:
@@ -524,7 +525,7 @@ def prepare(job: Job, log: Log | None = _stderr) -> Prepared:
     # images (training or validation); pairs are degraded already
     given_sigma = 25.0 if job.sigma is None else job.sigma
     data, described, clean_train = _train_data(job, train_path, given_sigma)
-    _check_out(out, [train_path, *_val_reads(job)], job)
+    check_out(out, [train_path, *_val_reads(job)], job.extra_entries)
     eval_sets, clean_val = _eval_sets(job, given_sigma)
     if not (clean_train or clean_val) and job.sigma is not None:
         raise SlkdError("--sigma is for clean images (noise added here), but the training and "
@@ -698,7 +699,13 @@ def _evaluate_all(prep: Prepared, models: dict[str, torch.nn.Module], device: to
         for name, model in {"input": None, **models}.items():
             started = time.perf_counter()
 
-            def keep(i, sample, output, row, name=name, set_name=set_name):
+            every = max(1, math.ceil(len(samples) / 5)) if len(samples) >= 10 else 0
+
+            def keep(i, sample, output, row, name=name, set_name=set_name, started=started, every=every):
+                if every and (i + 1) % every == 0 and i + 1 < len(samples):  # progress with an ETA
+                    spent = time.perf_counter() - started
+                    log(f"      {set_name}: {name} {i + 1}/{len(samples)} images, ETA "
+                        f"{_duration(spent / (i + 1) * (len(samples) - i - 1))}")
                 if job.save_images is None or i < job.save_images:
                     folder = out / "images" / name / (set_name if several else "")
                     write_image(folder / f"{sample['name']}.png", output)
