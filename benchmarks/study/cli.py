@@ -7,9 +7,7 @@ import argparse
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +18,7 @@ from benchmarks.study.compression import compression
 from benchmarks.study.configs import STUDY_DATA, TASKS
 from benchmarks.study.plan import Plan, build_plan
 from benchmarks.study.report import plot_denoise, print_summary
-from benchmarks.study.scheduler import run_jobs
+from benchmarks.study.scheduler import run_jobs, run_study
 from benchmarks.study.settings import DENOISE_METHODS, FAMILIES, FULL, QUICK, ROOT, STUDIES, StudyError
 from benchmarks.study.summaries import (
     summarise_denoise,
@@ -66,17 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: cores / jobs)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if threading.current_thread() is threading.main_thread():
-        # a `kill` stops the runs cleanly as Ctrl-C does (trainings checkpoint; rerun to resume)
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        return _main(args)
-    except StudyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("stopped; finished runs are kept and the same command resumes the rest", file=sys.stderr)
-        return 130
+    return run_study(_main, args)
 
 
 def _main(args) -> int:

@@ -47,7 +47,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.study.configs import schedule
-from benchmarks.study.scheduler import Job, run_jobs
+from benchmarks.study.scheduler import Job, run_jobs, run_study
 from benchmarks.study.settings import ROOT, STUDENT, TEACHER, StudyError
 from benchmarks.study.statistics import paired, spread
 
@@ -509,14 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        return _main(args)
-    except StudyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("stopped; finished runs are kept and the same command resumes the rest", file=sys.stderr)
-        return 130
+    return run_study(_main, args)
 
 
 def _main(args) -> int:

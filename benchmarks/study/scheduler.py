@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,3 +160,18 @@ def _loop(pending, running, state, parallel, threads, child_env, total) -> None:
                 for j in pending):
             raise StudyError("dependency cycle or unknown dependency: " + ", ".join(j.name for j in pending))
 
+
+
+def run_study(main, args) -> int:
+    """``main(args)`` of a study's command line: a user-level problem is one line (exit 2), and
+    Ctrl-C or a ``kill`` stops the runs cleanly (trainings checkpoint; the same command resumes)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return main(args)
+    except StudyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stopped; finished runs are kept and the same command resumes the rest", file=sys.stderr)
+        return 130
