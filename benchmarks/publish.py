@@ -15,7 +15,6 @@ the file's SHA-256, parameter count and size. The folder is kept under
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import yaml
 from slkd.errors import SlkdError
 from slkd.models import load_pretrained
 from slkd.models.checkpoint import save_weights
+from slkd.models.export import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "benchmarks" / "weights"
@@ -138,7 +138,7 @@ def publish(run: Path, dest: Path, which: str = "best", overwrite: bool = False,
     staged.replace(tensors)
     record.update({
         "file": str(tensors.relative_to(ROOT)) if tensors.is_relative_to(ROOT) else str(tensors),
-        "sha256": hashlib.sha256(tensors.read_bytes()).hexdigest(), "bytes": size,
+        "sha256": sha256_file(tensors), "bytes": size,
         "params": sum(p.numel() for p in model.parameters()),
         "published_commit": _git_commit(), "published_from": str(run),
     })

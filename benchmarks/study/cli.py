@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -18,7 +17,7 @@ from benchmarks.study.compression import compression
 from benchmarks.study.configs import STUDY_DATA, TASKS
 from benchmarks.study.plan import Plan, build_plan
 from benchmarks.study.report import plot_denoise, print_summary
-from benchmarks.study.scheduler import run_jobs, run_study
+from benchmarks.study.scheduler import json_default, run_jobs, run_study
 from benchmarks.study.settings import DENOISE_METHODS, FAMILIES, FULL, QUICK, ROOT, STUDIES, StudyError
 from benchmarks.study.summaries import (
     summarise_denoise,
@@ -130,7 +129,7 @@ def _main(args) -> int:
         path = results / f"reproduce_{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"study": name, **env, "summary": summary,
-                                    "seconds": time.perf_counter() - t0}, indent=2, default=_json_default) + "\n")
+                                    "seconds": time.perf_counter() - t0}, indent=2, default=json_default) + "\n")
         written.append(path)
     tables = results / "reproduce_tables.md"
     print_summary(summaries, tables)
@@ -141,11 +140,4 @@ def _main(args) -> int:
     print(f"total {time.perf_counter() - t0:.0f} s")
     return 0
 
-
-def _json_default(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(type(obj))
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -47,7 +46,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.study.configs import schedule
-from benchmarks.study.scheduler import Job, run_jobs, run_study
+from benchmarks.study.scheduler import Job, eval_argv, json_default, run_jobs, run_study
 from benchmarks.study.settings import ROOT, STUDENT, TEACHER, StudyError
 from benchmarks.study.statistics import paired, spread
 
@@ -206,12 +205,7 @@ class Study:
         jobs = []
         for data, eval_task in self.task.tests if sets is None else sets:
             out = self.out / "eval" / f"{label}__{data.replace('/', '-')}.json"
-            argv = ["eval", "--model", model, "--data", str(self.data / data), "--task", eval_task, "--json",
-                    "--device", "cpu"]
-            if weights is not None:
-                argv += ["--weights", str(weights)]
-            if self.scale.eval_limit:
-                argv += ["--limit", str(self.scale.eval_limit)]
+            argv = eval_argv(model, self.data / data, eval_task, weights, self.scale.eval_limit)
             name = f"eval/{label}/{data}"
             jobs.append(self.jobs.setdefault(name, Job(name, argv, list(deps), eval_out=out)))
         return jobs
@@ -549,12 +543,12 @@ def _main(args) -> int:
     command = "python -m benchmarks.study.pays " + " ".join(args.argv)
     path = results / f"pays_{task.key}_{args.stage}.json"
     path.write_text(json.dumps({"stage": args.stage, "task": args.task, "command": command.strip(),
-                                "summary": result}, indent=2, default=_json_default) + "\n")
+                                "summary": result}, indent=2, default=json_default) + "\n")
     written = [path]
     if args.stage == "final":
         student = variant(args.slkd).student
         head = results / task.headline
-        head.write_text(json.dumps(headline(result, task, student), indent=2, default=_json_default) + "\n")
+        head.write_text(json.dumps(headline(result, task, student), indent=2, default=json_default) + "\n")
         written.append(head)
     print("wrote " + ", ".join(map(str, written)))
     failed = [n for n, s in state.items() if s != "done"]
@@ -591,13 +585,6 @@ def _parity_rows(study: Study, args, iters: int) -> dict:
         rows[set_name] = {"iters": iters, "slkd_minus_scratch_parity": paired([(x, y) for x, y in zip(sl, par) if x and y])}
     return rows
 
-
-def _json_default(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(type(obj))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.study.configs import TASKS, Task, schedule, train_data
-from benchmarks.study.scheduler import Job
+from benchmarks.study.scheduler import Job, eval_argv
 from benchmarks.study.settings import (
     ABLATIONS,
     BALANCED_BASELINES,
@@ -114,12 +114,7 @@ class Plan:
     def evaluate(self, task_key: str, model: str, run: str, data: str, eval_task: str,
                  deps=(), weights: Path | None = None) -> Job:
         out = eval_path(self, task_key, run, data)
-        argv = ["eval", "--model", model, "--data", str(self.data / data), "--task", eval_task, "--json",
-                "--device", "cpu"]
-        if weights is not None:
-            argv += ["--weights", str(weights)]
-        if self.scale.eval_limit:
-            argv += ["--limit", str(self.scale.eval_limit)]
+        argv = eval_argv(model, self.data / data, eval_task, weights, self.scale.eval_limit)
         return self._add(Job(f"{task_key}/eval/{run}/{data}", argv, list(deps), eval_out=out))
 
     def evaluate_run(self, task: Task, job: Job, model: str, tests=None) -> None:

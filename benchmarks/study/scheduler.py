@@ -5,6 +5,7 @@ settings is refused (nothing is deleted)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -175,3 +176,23 @@ def run_study(main, args) -> int:
     except KeyboardInterrupt:
         print("stopped; finished runs are kept and the same command resumes the rest", file=sys.stderr)
         return 130
+
+
+def eval_argv(model: str, data: Path, eval_task: str, weights: Path | None = None,
+              limit: int | None = None) -> list[str]:
+    """``slkd eval --json`` of ``model`` (with ``weights``) on the benchmark folder ``data``."""
+    argv = ["eval", "--model", model, "--data", str(data), "--task", eval_task, "--json", "--device", "cpu"]
+    if weights is not None:
+        argv += ["--weights", str(weights)]
+    if limit:
+        argv += ["--limit", str(limit)]
+    return argv
+
+
+def json_default(obj):
+    """Study JSON: non-finite floats as null, paths as strings."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(type(obj))

@@ -28,7 +28,6 @@ sets (Restormer's ``Datasets/test/``), or a list of clean image files (denoising
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -58,6 +57,7 @@ from slkd.errors import SlkdError
 from slkd.fileio import atomic_write_bytes, remove_stale_temps
 from slkd.metrics import BENCHMARK_TASKS, task_uses_y_channel
 from slkd.metrics.fullref import SSIM_WINDOW
+from slkd.models.export import sha256_file
 from slkd.models import (
     build_model,
     compare_latency,
@@ -224,14 +224,6 @@ class Prepared:
 # --------------------------------------------------------------------------------------------
 # Checks before anything is trained
 # --------------------------------------------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _load_teacher(job: Job) -> tuple[torch.nn.Module, dict, Path | None]:
@@ -550,7 +542,7 @@ def prepare(job: Job, log: Log | None = _stderr) -> Prepared:
     settings = {
         "teacher": job.teacher,
         "teacher_weights": None if weights is None else str(weights.resolve()),
-        "teacher_weights_sha256": None if weights is None else _sha256(weights),
+        "teacher_weights_sha256": None if weights is None else sha256_file(weights),
         "teacher_options": options, "task": job.task, "train": str(train_path.resolve()),
         "train_exclude": list(job.train_exclude or []),
         "val": (str(Path(os.path.expanduser(str(job.val))).resolve()) if isinstance(job.val, (str, os.PathLike))

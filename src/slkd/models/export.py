@@ -150,7 +150,8 @@ def require_packages(check: bool = False) -> None:
         _require_onnxruntime()
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -281,7 +282,7 @@ def export_onnx(
     }
     if weights_path is not None:
         props["slkd.weights"] = weights_path.name
-        props["slkd.weights_sha256"] = _sha256(weights_path)
+        props["slkd.weights_sha256"] = sha256_file(weights_path)
     props.update({str(k): str(v) for k, v in (metadata or {}).items()})
     onnx.helper.set_model_props(proto, props)
     proto.doc_string = (
