@@ -13,7 +13,6 @@ every image's scores and seconds (``benchmarks/results/classical_<set>.json``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

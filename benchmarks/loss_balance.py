@@ -27,7 +27,7 @@ from slkd.engine.builders import build_model_for_run, build_train_set
 from slkd.data.sampler import TrainSampler
 from slkd.engine.config import load_config
 from slkd.engine.tasks import distiller_task
-from slkd.engine.trainer import seed_everything
+from slkd.engine.runstate import seed_everything
 from slkd.models import load_weights
 
 

@@ -205,7 +205,7 @@ def test_exponent_floats_are_numbers_in_files_and_overrides(tmp_path, text, valu
     (docs/reliability.md §8, item 7). The file and the command line go through the same loader."""
     data = minimal()
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(data) + f"seed: 0\n")
+    path.write_text(yaml.safe_dump(data) + "seed: 0\n")
     text_cfg = path.read_text().replace("iters: 10", f"iters: 10\n  optimizer:\n    weight_decay: {text.lstrip('-')}")
     path.write_text(text_cfg)
     assert load_config(path).train.optimizer.weight_decay == pytest.approx(abs(value))

@@ -15,7 +15,7 @@ import yaml
 
 from slkd.cli.main import main
 from slkd.data.image_io import write_image
-from slkd.engine.trainer import seed_everything
+from slkd.engine.runstate import seed_everything
 from slkd.models import build_model, save_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -18,7 +18,8 @@ from slkd.engine.builders import build_model_for_run, build_train_set, build_val
 from slkd.engine.config import TrainRunConfig, apply_overrides, from_dict
 from slkd.engine.distributed import DistInfo
 from slkd.engine.tasks import SupervisedTask
-from slkd.engine.trainer import CHECKPOINT, Trainer, TrainingStopped, seed_everything
+from slkd.engine.runstate import seed_everything
+from slkd.engine.trainer import CHECKPOINT, Trainer, TrainingStopped
 from slkd.errors import SlkdError
 from slkd.models import build_model, load_weights, save_weights
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from slkd.engine.config import ConfigError, load_config
-from slkd.engine.runner import run_config
+from slkd.engine.runner import log_stderr, run_config
 from slkd.errors import SlkdError
 from slkd.models import list_models, load_pretrained
 
@@ -22,9 +22,8 @@ from slkd.models import list_models, load_pretrained
 INPUT_MODEL = "input"
 
 
-def note(message: str) -> None:
-    """Human-readable progress and remarks go to stderr so that --json stdout stays clean."""
-    print(message, file=sys.stderr, flush=True)
+#: human-readable progress and remarks go to stderr so that --json stdout stays clean
+note = log_stderr
 
 
 def number(kind: type = float, *, minimum: float | None = None, maximum: float | None = None,

@@ -18,15 +18,16 @@ from slkd.engine.distributed import barrier, init_distributed, shutdown
 from slkd.engine.runstate import seed_everything
 from slkd.engine.trainer import Trainer, TrainerConfig, resolve_run_dir
 
-__all__ = ["run_config"]
+__all__ = ["log_stderr", "run_config"]
 
 
-def _stderr(message: str) -> None:
+def log_stderr(message: str) -> None:
+    """Progress and remarks go to stderr (stdout stays clean for --json)."""
     print(message, file=sys.stderr, flush=True)
 
 
 def run_config(cfg: TrainRunConfig, *, make_task, resume: bool = False, device: str = "auto",
-               argv: list[str] | None = None, log: Callable[[str], None] = _stderr) -> dict | None:
+               argv: list[str] | None = None, log: Callable[[str], None] = log_stderr) -> dict | None:
     """Train the validated run ``cfg`` (``--resume`` with ``resume``) on ``device`` (auto, cpu,
     cuda; under ``torchrun`` each rank takes its local GPU). ``log`` receives rank 0's remarks;
     ``argv`` is recorded in the run's ``command.txt``. Returns the run's result on rank 0 (None

@@ -27,7 +27,7 @@ from slkd.engine.config import ConfigError, EvalConfig, TrainConfig, TrainRunCon
 from slkd.engine.distributed import DistInfo, all_reduce_sum, barrier
 from slkd.engine.ema import ModelEMA
 from slkd.engine.runlog import RunLogger, write_run_files
-from slkd.engine.runstate import (  # noqa: F401 - seed_everything: re-exported for scripts
+from slkd.engine.runstate import (
     CHECKPOINT,
     CHECKPOINT_KEYS,
     CONFIG,
@@ -37,7 +37,6 @@ from slkd.engine.runstate import (  # noqa: F401 - seed_everything: re-exported 
     earlier_run_files,
     lr_lambda,
     rng_state,
-    seed_everything,
     set_rng_state,
 )
 from slkd.errors import SlkdError

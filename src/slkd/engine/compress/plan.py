@@ -1,0 +1,150 @@
+"""What a compression job is and how long each stage trains: :class:`Job`, :class:`Plan`,
+the preset plans (:data:`PLANS`), and what :func:`~slkd.engine.compress.prepare.prepare` decides
+(:class:`Prepared`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+from slkd.data.folders import EvalSamples
+from slkd.distill import DEFAULT_METHOD
+from slkd.engine.config import TrainRunConfig
+
+Log = Callable[[str], None]
+
+#: the file in the output folder that records a job's settings (compared on every rerun)
+SETTINGS_FILE = "compress.json"
+#: training seconds of each stage, added up over reruns (a resumed stage's time is the sum)
+TIMES_FILE = "stage_seconds.json"
+#: what the pipeline writes into the output folder besides the stages' run folders
+OUT_FILES = frozenset({SETTINGS_FILE, TIMES_FILE, "configs", "images", "report.md", "summary.json", "grid.png",
+                       "curves.png", "student.safetensors", "student.onnx"})
+#: how the degraded input is called in reports, per task
+INPUT_LABELS = {"denoise": "noisy input", "derain": "rainy input", "deblur": "blurred input",
+                "dehaze": "hazy input", "real": "noisy input"}
+#: rows of the comparison grid
+GRID_ROWS = 4
+
+
+def log_silent(message: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Iterations and peak learning rate of one stage (cosine schedule, 5 % warm-up)."""
+
+    iters: int
+    lr: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how every stage trains. ``teacher_a`` is used only when Teacher A is
+    trained here (a job without weights)."""
+
+    student: StagePlan
+    teacher_b: StagePlan
+    teacher_a: StagePlan | None = None
+    patch: int = 128
+    batch: int = 8
+    #: the papers' recipe: Adam (β 0.9, 0.999) with weight decay, cosine annealing
+    optimizer: str = "adam"
+    weight_decay: float = 1e-4
+    #: validation images per set while training (None: no validation while training)
+    val_images: int | None = None
+    #: timed runs per model for the latency column
+    latency_runs: int = 5
+
+    def with_student_iters(self, iters: int) -> "Plan":
+        """This plan with ``iters`` student iterations and the teachers' scaled alike."""
+        scale = iters / self.student.iters
+
+        def scaled(stage: StagePlan | None) -> StagePlan | None:
+            return None if stage is None else replace(stage, iters=max(1, round(stage.iters * scale)))
+
+        return replace(self, student=replace(self.student, iters=iters),
+                       teacher_b=scaled(self.teacher_b), teacher_a=scaled(self.teacher_a))
+
+
+#: ``default``: the papers' recipe at a length that suits a GPU (batch 8, patch 128; hours on
+#: a CPU for full-size networks); ``quick``: a few minutes, to see the whole pipeline work
+PLANS = {
+    "default": Plan(student=StagePlan(20000, 2e-4), teacher_b=StagePlan(5000, 1e-4),
+                    teacher_a=StagePlan(20000, 3e-4), patch=128, batch=8, val_images=16,
+                    latency_runs=5),
+    "quick": Plan(student=StagePlan(100, 1e-3), teacher_b=StagePlan(40, 1e-4),
+                  teacher_a=StagePlan(120, 2e-3), patch=32, batch=8, val_images=None,
+                  latency_runs=3),
+}
+
+
+@dataclass
+class Job:
+    """One compression job (see the module docstring)."""
+
+    #: Teacher A's preset
+    teacher: str
+    #: its weights (a file, official checkpoints included, or a run folder); None trains
+    #: Teacher A here first (``plan.teacher_a``)
+    weights: str | Path | None
+    #: one of :data:`slkd.metrics.BENCHMARK_TASKS`; sets the metric convention
+    task: str
+    #: a paired folder, or (denoising) a folder of clean images, searched recursively
+    train: str | Path
+    #: a set, a folder of sets, or a list of clean image files (denoising)
+    val: str | Path | Sequence[str | Path]
+    out: str | Path
+    student: str | None = None
+    method: str = DEFAULT_METHOD
+    plan: Plan = PLANS["default"]
+    compare_scratch: bool = False
+    #: Gaussian noise of clean images (training and validation), on the 0-255 scale; None = 25
+    #: where it is needed and an error where the data are pairs
+    sigma: float | None = None
+    seed: int = 0
+    #: at most this many images per validation set
+    eval_images: int | None = None
+    #: file stems left out of a clean training folder (e.g. the held-out images)
+    train_exclude: Sequence[str] | None = None
+    #: restored images written per validation set and model (None: all)
+    save_images: int | None = GRID_ROWS
+    #: how the command is shown in the report
+    command: str = ""
+    #: other entries of ``out`` the caller writes (they do not make the folder foreign)
+    extra_entries: frozenset = frozenset()
+    #: names for the report (None: the task's)
+    input_label: str | None = None
+
+
+@dataclass
+class Stage:
+    name: str
+    what: str
+    config: dict
+    cfg: TrainRunConfig
+    make_task: Callable
+
+
+@dataclass
+class Prepared:
+    """What :func:`prepare` checked and decided; :func:`run_job` trains and reports it."""
+
+    job: Job
+    out: Path
+    student: str
+    teacher_options: dict
+    teacher_weights: Path | None
+    stages: list[Stage]
+    eval_sets: dict[str, EvalSamples]
+    train_described: str
+    settings: dict
+    sigma: float | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def student_stage(self) -> str:
+        return f"student_{self.job.method}"
+
