@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from slkd.cli.main import main
+from slkd.data.image_io import write_image
 from slkd.models import build_model, save_weights
 
 
@@ -82,3 +84,23 @@ def biasfree_tiny_weights(weights_dir) -> Path:
     """res-sl-tiny built with BiasFree LayerNorm (as official denoising checkpoints are)."""
     return _saved(weights_dir / "res-sl-tiny-biasfree.pth", "res-sl-tiny", seed=2,
                   LayerNorm_type="BiasFree")
+
+
+@pytest.fixture(scope="session")
+def make_distill_folder():
+    """``make(root, seed)``: a tiny distillation setup under ``root`` — 3 training and 1
+    validation 32×32 images (blocky structure plus noise, seeded) in ``data/{train,val}/`` and
+    seeded restormer-tiny teachers ``teacher_a.pth`` and ``teacher_b.pth`` (no global residual)."""
+
+    def make(root: Path, seed: int) -> Path:
+        rng = np.random.default_rng(seed)
+        for split, count in (("train", 3), ("val", 1)):
+            for i in range(count):
+                img = 0.7 * np.kron(rng.random((3, 4, 4)), np.ones((1, 8, 8))) + 0.3 * rng.random((3, 32, 32))
+                write_image(root / "data" / split / f"im{i}.png", torch.from_numpy(img).float())
+        torch.manual_seed(0)
+        save_weights(build_model("restormer-tiny"), root / "teacher_a.pth")
+        save_weights(build_model("restormer-tiny", global_residual=False), root / "teacher_b.pth")
+        return root
+
+    return make

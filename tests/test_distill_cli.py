@@ -14,25 +14,15 @@ import torch
 import yaml
 
 from slkd.cli.main import main
-from slkd.data.image_io import write_image
 from slkd.engine.runstate import seed_everything
-from slkd.models import build_model, save_weights
+from slkd.models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("distill")
-    rng = np.random.default_rng(1)
-    for split, count in (("train", 3), ("val", 1)):
-        for i in range(count):
-            img = 0.7 * np.kron(rng.random((3, 4, 4)), np.ones((1, 8, 8))) + 0.3 * rng.random((3, 32, 32))
-            write_image(root / "data" / split / f"im{i}.png", torch.from_numpy(img).float())
-    torch.manual_seed(0)
-    save_weights(build_model("restormer-tiny"), root / "teacher_a.pth")
-    save_weights(build_model("restormer-tiny", global_residual=False), root / "teacher_b.pth")
-    return root
+def setup(tmp_path_factory, make_distill_folder):
+    return make_distill_folder(tmp_path_factory.mktemp("distill"), seed=1)
 
 
 def write_config(setup, name, **changes):

@@ -9,13 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-import numpy as np
 import pytest
 import torch
 import yaml
 
 from slkd.cli.main import main
-from slkd.data.image_io import write_image
 from slkd.distill import (
     Distiller,
     DistillerConfig,
@@ -27,7 +25,7 @@ from slkd.distill import (
 from slkd.engine.config import TrainRunConfig, from_dict, load_config, to_dict
 from slkd.errors import ConfigError, SlkdError
 from slkd.losses import pixel_loss
-from slkd.models import build_model, save_weights
+from slkd.models import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -71,17 +69,8 @@ class ToyMatchDistiller(Distiller):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("registry")
-    rng = np.random.default_rng(2)
-    for split, count in (("train", 3), ("val", 1)):
-        for i in range(count):
-            img = 0.7 * np.kron(rng.random((3, 4, 4)), np.ones((1, 8, 8))) + 0.3 * rng.random((3, 32, 32))
-            write_image(root / "data" / split / f"im{i}.png", torch.from_numpy(img).float())
-    torch.manual_seed(0)
-    save_weights(build_model("restormer-tiny"), root / "teacher_a.pth")
-    save_weights(build_model("restormer-tiny", global_residual=False), root / "teacher_b.pth")
-    return root
+def setup(tmp_path_factory, make_distill_folder):
+    return make_distill_folder(tmp_path_factory.mktemp("registry"), seed=2)
 
 
 def config_data(setup: Path, name: str, distill: dict, **train) -> dict:
