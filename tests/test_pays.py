@@ -187,6 +187,19 @@ def test_screen_runs_end_to_end_at_toy_size(teachers, tmp_path):
     assert all(r["val_psnr"] is not None and 10 < r["val_psnr"] < 40 for r in rows.values())
     assert rows["output_kd+init"]["minus_scratch_twin"] == pytest.approx(
         rows["output_kd+init"]["val_psnr"] - rows["scratch+init"]["val_psnr"])
+    run = json.loads((out / "denoise25" / "output_kd+init_s0_i4" / "study.json").read_text())
+    assert (run["device"], run["threads"], run["parallel"]) == ("cpu", 1, 1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_device_is_checked_before_any_run(teachers, tmp_path, capsys):
+    argv = ["screen", "--iters", "8", "--teachers", str(teachers), "--out", str(tmp_path / "out"), "--data", str(DATA)]
+    assert pays.main(argv + ["--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as stop:
+        pays.main(argv + ["--device", "mps"])
+    assert stop.value.code == 2 and "unknown device 'mps'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("task", ["denoise", "derain"])

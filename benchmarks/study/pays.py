@@ -31,6 +31,9 @@ images the teachers held out.
     python -m benchmarks.study.pays screen --task denoise --iters 2000 --jobs 2
     python -m benchmarks.study.pays final --task denoise --iters 8000 --slkd slkd_img+init \\
         --baselines output_kd+init fakd_img+init --seeds 0 1 2 --jobs 2
+
+On a GPU add ``--device cuda --jobs 8``: the runs share the one device (tiny students are
+host-bound there, so several at a time use it well). Compare runs of one device only.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from benchmarks.study.configs import schedule
 from benchmarks.study.scheduler import Job, eval_argv, json_default, run_jobs, run_study
 from benchmarks.study.settings import ROOT, STUDENT, TEACHER, StudyError
 from benchmarks.study.statistics import paired, spread
+from slkd.cli.common import device_option
 
 #: a budget is at the plateau when its last quarter gains less than this on validation (dB)
 PLATEAU_GAIN = 0.05
@@ -501,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-publish", action="store_true", help="final: do not copy students to benchmarks/weights")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", type=device_option(), help="where every run trains and evaluates: cpu (default), "
+                   "cuda or cuda:N (the --jobs runs share it); compare runs of one device only")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return run_study(_main, args)
@@ -510,6 +516,16 @@ def _main(args) -> int:
     task = TASKS[args.task]
     if not args.data.is_dir():
         raise StudyError(f"data folder not found: {args.data} (pass --data DIR or set SLKD_DATA)")
+    if args.jobs < 1 or args.threads < 1:
+        raise StudyError("--jobs and --threads must be >= 1")
+    if args.device != "cpu":
+        from slkd.cli.common import resolve_device
+        from slkd.errors import SlkdError
+
+        try:
+            resolve_device(args.device)
+        except SlkdError as exc:
+            raise StudyError(str(exc)) from None
     if args.stage == "teachers":
         return _teachers(args, task)
     if args.stage != "plateau" and (args.iters is None or args.iters < 4):
@@ -528,13 +544,13 @@ def _main(args) -> int:
                                       args.iters, publish=not (args.no_publish or args.quick))
     env = {"SLKD_DATA": str(study.data)}
     print(f"{len(jobs)} jobs, {args.jobs} at a time × {args.threads} thread(s); runs in {study.out}", flush=True)
-    state = run_jobs(list({j.name: j for j in jobs}.values()), args.jobs, args.threads, env)
+    state = run_jobs(list({j.name: j for j in jobs}.values()), args.jobs, args.threads, env, args.device)
     if parity is not None and parity() is not None:  # scratch given SLKD's wall-clock
         extra = []
         for seed in args.seeds:
             run = study.student(variant(variant(args.slkd).scratch_twin), seed, parity())
             extra += [run, *study.evaluate_run(run, run.config["model"]["name"])]
-        state.update(run_jobs(extra, args.jobs, args.threads, env))
+        state.update(run_jobs(extra, args.jobs, args.threads, env, args.device))
     result = summary()
     if parity is not None and result.get("parity_iters"):
         result["parity"] = _parity_rows(study, args, result["parity_iters"])
@@ -564,7 +580,7 @@ def _teachers(args, task: PaysTask) -> int:
         runs = runs.relative_to(ROOT)
     jobs = teacher_jobs(args.task, runs, args.quick)
     print(f"Teacher A then B of {task.key} in {runs}", flush=True)
-    state = run_jobs(list(jobs.values()), 1, args.threads, {"SLKD_DATA": str(args.data.resolve())})
+    state = run_jobs(list(jobs.values()), 1, args.threads, {"SLKD_DATA": str(args.data.resolve())}, args.device)
     if any(s != "done" for s in state.values()):
         print("the teachers did not finish; the same command resumes them", file=sys.stderr)
         return 1

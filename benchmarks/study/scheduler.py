@@ -85,16 +85,17 @@ def prepare(job: Job) -> str:
     return "new"
 
 
-def run_jobs(jobs: list[Job], parallel: int, threads: int, env: dict) -> dict[str, str]:
+def run_jobs(jobs: list[Job], parallel: int, threads: int, env: dict, device: str = "cpu") -> dict[str, str]:
     """Run ``jobs`` in list order as their dependencies allow, ``parallel`` at a time with
-    ``threads`` intra-op threads each. Returns name → 'done' | 'failed' | 'skipped'."""
+    ``threads`` intra-op threads each, every command on ``device`` (``--device``: cpu, cuda,
+    cuda:N; several runs may share one GPU). Returns name → 'done' | 'failed' | 'skipped'."""
     state: dict[str, str] = {}
     pending = list(jobs)
     running: dict[str, tuple[subprocess.Popen, Job, float, object]] = {}
     child_env = {**os.environ, **env, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     total = len(jobs)
     try:
-        _loop(pending, running, state, parallel, threads, child_env, total)
+        _loop(pending, running, state, parallel, threads, child_env, total, device)
     finally:  # Ctrl-C or a kill of the runner: stop the runs (training checkpoints on SIGTERM)
         for proc, *_ in running.values():
             proc.terminate()
@@ -103,7 +104,7 @@ def run_jobs(jobs: list[Job], parallel: int, threads: int, env: dict) -> dict[st
     return state
 
 
-def _loop(pending, running, state, parallel, threads, child_env, total) -> None:
+def _loop(pending, running, state, parallel, threads, child_env, total, device) -> None:
     while pending or running:
         for job in list(pending):
             if len(running) >= parallel:
@@ -120,9 +121,9 @@ def _loop(pending, running, state, parallel, threads, child_env, total) -> None:
             if how == "done":
                 state[job.name] = "done"
                 continue
-            argv = [sys.executable, "-m", "slkd.cli.main", *job.argv]
+            argv = [sys.executable, "-m", "slkd.cli.main", *job.argv, "--device", device]
             if job.config is not None:
-                argv += ["--config", str(job.config_path), "--device", "cpu"]
+                argv += ["--config", str(job.config_path)]
                 if how == "resume":
                     argv.append("--resume")
             job.log.parent.mkdir(parents=True, exist_ok=True)
@@ -147,8 +148,8 @@ def _loop(pending, running, state, parallel, threads, child_env, total) -> None:
                 if job.eval_out is not None:
                     job.eval_out.with_suffix(".tmp").replace(job.eval_out)
                 else:
-                    (job.run_dir / "study.json").write_text(json.dumps({"seconds": seconds,
-                                                                       "threads": threads, "parallel": parallel}))
+                    (job.run_dir / "study.json").write_text(json.dumps({"seconds": seconds, "threads": threads,
+                                                                       "parallel": parallel, "device": device}))
                 state[name] = "done"
                 print(f"  done {name} in {seconds:.0f} s", flush=True)
             else:
@@ -180,8 +181,9 @@ def run_study(main, args) -> int:
 
 def eval_argv(model: str, data: Path, eval_task: str, weights: Path | None = None,
               limit: int | None = None) -> list[str]:
-    """``slkd eval --json`` of ``model`` (with ``weights``) on the benchmark folder ``data``."""
-    argv = ["eval", "--model", model, "--data", str(data), "--task", eval_task, "--json", "--device", "cpu"]
+    """``slkd eval --json`` of ``model`` (with ``weights``) on the benchmark folder ``data``
+    (:func:`run_jobs` adds the device)."""
+    argv = ["eval", "--model", model, "--data", str(data), "--task", eval_task, "--json"]
     if weights is not None:
         argv += ["--weights", str(weights)]
     if limit:
