@@ -96,9 +96,9 @@ TASKS = {
 TEACHER_COMMON = ["train.ckpt_every=250", "train.ema=0.999", "train.log_every=100"]
 TEACHER_RECIPES = {
     "denoise": {"a": ("configs/denoise25/teacher_a_tiny.yaml", ["train.iters=20000", "train.val_every=2000"]),
-                "b": ("configs/denoise25/teacher_b_tiny.yaml", ["train.iters=3000", "train.val_every=750"])},
+                "b": ("configs/denoise25/teacher_b_tiny.yaml", ["train.iters=1000", "train.val_every=250"])},
     "derain": {"a": ("configs/derain/teacher_a_tiny.yaml", ["train.iters=12000", "train.val_every=1500"]),
-               "b": ("configs/derain/teacher_b_tiny.yaml", ["train.iters=3000", "train.val_every=750"])},
+               "b": ("configs/derain/teacher_b_tiny.yaml", ["train.iters=1000", "train.val_every=250"])},
 }
 
 #: base variants: name → (method, distill node overrides). Library defaults unless stated: the
