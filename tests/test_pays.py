@@ -62,9 +62,15 @@ def test_student_configs_are_valid_runs_holding_out_the_teachers_validation(task
     assert study.jobs["fakd_img@deep_s1_i800"].config["model"] == {"name": "res-sl-tiny-deep"}
 
 
-def test_missing_teachers_are_one_clear_error(tmp_path):
-    with pytest.raises(StudyError, match="Teacher A not found .*python -m benchmarks.publish"):
-        pays.Study(pays.TASKS["denoise"], tmp_path, DATA, tmp_path, pays.Scale())
+def test_missing_teachers_are_one_clear_error_and_scratch_needs_none(tmp_path):
+    study = pays.Study(pays.TASKS["denoise"], tmp_path / "out", DATA, tmp_path, pays.Scale())
+    jobs, _ = pays.plateau(study, [8, 16])  # the plateau stage runs while the teachers train
+    assert [j.config["distill"]["method"] for j in jobs] == ["scratch", "scratch"]
+    for name in ("slkd", "scratch+init"):
+        with pytest.raises(StudyError, match="Teacher A not found .*python -m benchmarks.publish"):
+            study.student(pays.variant(name), 0, 8)
+    with pytest.raises(StudyError, match="Teacher A not found"):
+        pays.screen(study, ["output_kd"], 8)  # refused while the jobs are planned, before any run
 
 
 def _metrics(run: Path, vals: list[tuple[int, float]], seconds: float | None = None) -> None:

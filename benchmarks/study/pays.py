@@ -172,9 +172,14 @@ class Study:
 
     def __init__(self, task: PaysTask, out: Path, data: Path, teachers: Path, scale: Scale):
         self.task, self.out, self.data, self.scale = task, out / task.key, data, scale
-        self.teachers = {r: _teacher_path(teachers, r) for r in ("a", "b")}
+        self.teacher_folder = teachers
         self.setting = task.setting()
         self.jobs: dict[str, Job] = {}
+
+    def teacher(self, role: str) -> Path:
+        """Teacher ``role``'s weights, looked up when a run needs them (the plateau stage's
+        scratch runs need none, so it can run while the teachers still train)."""
+        return _teacher_path(self.teacher_folder, role)
 
     def run_name(self, v: Variant, seed: int, iters: int) -> str:
         return f"{v.name}_s{seed}_i{iters}"
@@ -188,7 +193,7 @@ class Study:
         train["val_every"] = max(1, iters // s.val_points)
         model: dict = {"name": v.student}
         if v.init:
-            model["init_from_teacher"] = {"name": TEACHER, "weights": str(self.teachers["a"])}
+            model["init_from_teacher"] = {"name": TEACHER, "weights": str(self.teacher("a"))}
         config = {
             "name": name, "output_dir": str(self.out), "role": "distill", "seed": seed, "model": model,
             "distill": {"method": v.method, **json.loads(json.dumps(v.distill))},
@@ -198,8 +203,8 @@ class Study:
             "train": train, "eval": self.setting["eval"],
         }
         if v.method != "scratch":
-            config["teachers"] = {"a": {"name": TEACHER, "weights": str(self.teachers["a"])},
-                                  "b": {"name": TEACHER, "weights": str(self.teachers["b"]),
+            config["teachers"] = {"a": {"name": TEACHER, "weights": str(self.teacher("a"))},
+                                  "b": {"name": TEACHER, "weights": str(self.teacher("b")),
                                         "options": {"global_residual": False}}}
         job = Job(name, ["distill"], [], config, self.out / "configs" / f"{name}.yaml", self.out / name)
         self.jobs[name] = job
@@ -329,7 +334,7 @@ def plateau(study: Study, ladder: list[int]) -> tuple[list[Job], callable]:
 
 
 def _teacher_validation(study: Study) -> dict | None:
-    meta = study.teachers["a"].with_suffix(".json")
+    meta = study.teacher("a").with_suffix(".json")
     if meta.is_file():
         return json.loads(meta.read_text()).get("validation")
     return None
@@ -366,7 +371,7 @@ def final(study: Study, slkd_name: str, baselines: list[str], seeds: list[int], 
     families = {"slkd": slkd_v, "scratch": scratch_v, **{b.name: b for b in base_vs}}
     jobs: list[Job] = []
     everything = study.task.tests + study.task.no_reference
-    teacher = study.evaluate("teacher_a", TEACHER, study.teachers["a"], sets=everything)
+    teacher = study.evaluate("teacher_a", TEACHER, study.teacher("a"), sets=everything)
     inputs = study.evaluate("input", "input", None, sets=everything)
     jobs += teacher + inputs
     for budget in (iters, 2 * iters):
