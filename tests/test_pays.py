@@ -64,8 +64,11 @@ def test_student_configs_are_valid_runs_holding_out_the_teachers_validation(task
 
 def test_missing_teachers_are_one_clear_error_and_scratch_needs_none(tmp_path):
     study = pays.Study(pays.TASKS["denoise"], tmp_path / "out", DATA, tmp_path, pays.Scale())
-    jobs, _ = pays.plateau(study, [8, 16])  # the plateau stage runs while the teachers train
+    jobs, summary = pays.plateau(study, [8, 16])  # the plateau stage runs while the teachers train
     assert [j.config["distill"]["method"] for j in jobs] == ["scratch", "scratch"]
+    _metrics(jobs[0].run_dir, [(2, 20.0), (4, 21.0), (6, 21.5), (8, 21.52)])
+    result = summary()
+    assert (result["budget"], result["teacher_a_validation"], result["teacher_minus_best_scratch"]) == (8, None, None)
     for name in ("slkd", "scratch+init"):
         with pytest.raises(StudyError, match="Teacher A not found .*python -m benchmarks.publish"):
             study.student(pays.variant(name), 0, 8)

@@ -334,7 +334,10 @@ def plateau(study: Study, ladder: list[int]) -> tuple[list[Job], callable]:
 
 
 def _teacher_validation(study: Study) -> dict | None:
-    meta = study.teacher("a").with_suffix(".json")
+    try:
+        meta = study.teacher("a").with_suffix(".json")
+    except StudyError:  # not published yet: the plateau stage runs while the teachers train
+        return None
     if meta.is_file():
         return json.loads(meta.read_text()).get("validation")
     return None
