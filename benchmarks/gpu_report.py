@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-BEGIN, END = "<!-- gpu_check:begin -->", "<!-- gpu_check:end -->"
+from benchmarks import sections
+
+#: the section of BENCHMARKS.md this report owns
+SECTION, HEADING = "gpu_check", "## 10. GPU check (one NVIDIA GPU)"
 
 
 def _f(value, fmt: str = ".2f") -> str:
@@ -13,7 +16,7 @@ def _f(value, fmt: str = ".2f") -> str:
 
 def markdown(report: dict) -> str:
     m, st = report["machine"], report["stages"]
-    lines = [BEGIN, "", f"Command: `{report['command']}` at commit `{report.get('commit')}`"
+    lines = [f"Command: `{report['command']}` at commit `{report.get('commit')}`"
              + (" (**dry run** on the CPU: toy sizes, numbers mean nothing)" if report["dry_run"] else "") + ".",
              f"Machine: {m.get('gpu', 'no GPU')} ({m.get('gpu_memory_gib', '–')} GiB), driver {m.get('driver', '–')}, "
              f"torch {m['torch']}, CUDA {m.get('cuda')}, cuDNN {m.get('cudnn', '–')}, Python {m['python']}, "
@@ -76,16 +79,9 @@ def markdown(report: dict) -> str:
                          f"{_f(e.get('val_psnr'))} ({e.get('step', '–')}) | {e.get('file', '–')} |")
     elif te:
         lines.append(f"**4. Teachers**: {te.get('skipped') or te.get('error') or 'no result'}.")
-    lines += ["", END]
     return "\n".join(lines)
 
 
 def update_section(path: Path, text: str) -> None:
-    """Replace the marked section of ``path`` (or append it under a heading)."""
-    doc = path.read_text()
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        doc = head + text + rest.split(END, 1)[1]
-    else:
-        doc = doc.rstrip() + "\n\n## 10. GPU check (one NVIDIA GPU)\n\n" + text + "\n"
-    path.write_text(doc)
+    """Replace the GPU check's section of ``path`` (or append it under its heading)."""
+    sections.update_section(path, SECTION, text, HEADING)

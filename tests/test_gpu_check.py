@@ -10,7 +10,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from benchmarks.gpu_report import BEGIN, END, markdown, update_section
+from benchmarks.gpu_report import SECTION, markdown, update_section
+from benchmarks.sections import markers
 from slkd.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,4 +47,6 @@ def test_dry_run_runs_every_stage(tmp_path):
     doc.write_text("# B\n")
     update_section(doc, text)
     update_section(doc, text)
-    assert doc.read_text().count(BEGIN) == 1 and doc.read_text().count(END) == 1
+    begin, end = markers(SECTION)
+    assert doc.read_text().count(begin) == 1 and doc.read_text().count(end) == 1
+    assert doc.read_text().startswith("# B\n\n## 10. GPU check")

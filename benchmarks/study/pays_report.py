@@ -1,0 +1,187 @@
+"""The BENCHMARKS.md section of the distillation-that-pays study, rendered from what its stages
+wrote: the published teachers' provenance (``benchmarks/weights/<task>/teacher_{a,b}.json``) and
+``benchmarks/results/pays_<task>_{plateau,screen,final}.json``. Stages not run yet are said to
+be so; nothing is typed by hand, so every number in the section has its command beside it.
+
+    python -m benchmarks.study.pays_report --task derain                # print the Markdown
+    python -m benchmarks.study.pays_report --task derain --update BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from benchmarks import sections
+from benchmarks.study.pays import RESULTS, TASKS, WEIGHTS, PaysTask
+from slkd.metrics import task_uses_y_channel
+
+#: headings of the sections appended when BENCHMARKS.md has none yet
+HEADINGS = {"denoise": "### 12.1 Denoising σ = 25 (CBSD432 → CBSD68, Kodak24)",
+            "derain": "### 12.2 Deraining, Rain100L (84 of 200 training pairs → the 100 test pairs)"}
+
+
+def section_key(task: PaysTask) -> str:
+    return f"pays_{task.key}"
+
+
+def _f(value, spec: str = ".2f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _minutes(seconds) -> str:
+    return "–" if seconds is None else f"{seconds / 60:.0f} min"
+
+
+def _spread(s: dict | None) -> str:
+    """'mean ± std (min–max)' over seeds."""
+    if not s:
+        return "–"
+    if s["n"] == 1:
+        return f"{s['mean']:.2f} (1 seed)"
+    return f"{s['mean']:.2f} ± {s['std']:.2f} ({s['min']:.2f}–{s['max']:.2f})"
+
+
+def _paired(c: dict | None) -> str:
+    """A paired comparison: mean difference [per seed]; images better; verdict."""
+    if not c:
+        return "–"
+    seeds = ", ".join(f"{d:+.2f}" for d in c["psnr_diff_per_seed"])
+    return f"{c['psnr_diff_mean']:+.2f} [{seeds}]; {c['images_better']}/{c['images']} images better; {c['verdict']}"
+
+
+def _curve(validations: list[dict]) -> str:
+    return ", ".join(f"{v['psnr']:.2f} @ {v['step']}" for v in validations) or "–"
+
+
+def teachers_md(folder: Path) -> list[str]:
+    rows = []
+    for role in ("a", "b"):
+        meta = folder / f"teacher_{role}.json"
+        if not meta.is_file():
+            rows.append(f"| Teacher {role.upper()} | not published yet | | | | |")
+            continue
+        m = json.loads(meta.read_text())
+        v = m["validation"]
+        what = "degraded → clean" if role == "a" else "clean → clean (reconstruction)"
+        rows.append(f"| Teacher {role.upper()}, {what} | {m['model']} ({m['params'] / 1e6:.2f} M) | {m['iters']} "
+                    f"({_minutes(m.get('train_seconds'))}) | {_curve(m['validations'])} | "
+                    f"**{_f(v['psnr'])}** @ {v['step']} on {v['dataset']} | `{m['file']}` |")
+    return ["**Teachers** (published with their provenance; the command of each is in its JSON):", "",
+            "| teacher | model | iterations (wall-clock) | validation PSNR (dB) @ step | kept | file |",
+            "|---|---|--:|---|--:|---|", *rows]
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def plateau_md(result: dict | None) -> list[str]:
+    if result is None:
+        return ["**Plateau**: not run yet (`python -m benchmarks.study.pays plateau`)."]
+    s = result["summary"]
+    rows = [f"| {r['iters']} | {_f(r['val_psnr'])} | {_f(r['last_quarter_gain'], '+.3f')} | {_minutes(r['seconds'])} "
+            f"| {_curve(r['curve'])} |" for r in s["rungs"]]
+    teacher = s.get("teacher_a_validation")
+    lines = [f"**Plateau of the scratch student** (`{result['command']}`; rule: {s['rule']}):", "",
+             "| budget (it.) | validation PSNR (dB) | last-quarter gain (dB) | wall-clock | curve |",
+             "|--:|--:|--:|--:|---|", *rows, "",
+             f"Budget found: **{s['budget'] if s['budget'] is not None else 'none of the rungs (extend the ladder)'}**."]
+    if teacher is not None:
+        lines[-1] += (f" Teacher A on the same split: {_f(teacher['psnr'])} dB, "
+                      f"{_f(s['teacher_minus_best_scratch'], '+.2f')} dB above the best scratch rung.")
+    return lines
+
+
+def screen_md(result: dict | None) -> list[str]:
+    if result is None:
+        return ["**Screening**: not run yet (`python -m benchmarks.study.pays screen`)."]
+    s = result["summary"]
+    order = sorted(s["variants"].items(), key=lambda kv: -(kv[1]["val_psnr"] or float("-inf")))
+    rows = [f"| {name} | {r['method']} | {'yes' if r['init'] else 'no'} | {r['student']} | {_f(r['val_psnr'])} | "
+            + ("" if name == r["scratch_twin"] else f"{_f(r['minus_scratch_twin'], '+.2f')} ({r['scratch_twin']})")
+            + f" | {_minutes(r['seconds'])} |" for name, r in order]
+    return [f"**Screening, every variant tried** (`{result['command']}`; seed {s['seed']}, {s['iters']} "
+            f"iterations, {s['validation']} only — one seed, so differences below ~0.1 dB rank nothing):", "",
+            "| variant | method | teacher init | student | validation PSNR (dB) | − its scratch twin | wall-clock |",
+            "|---|---|---|---|--:|--:|--:|", *rows]
+
+
+def final_md(result: dict | None, task: PaysTask) -> list[str]:
+    if result is None:
+        return ["**Final tables**: not run yet (`python -m benchmarks.study.pays final`)."]
+    s = result["summary"]
+    fam = s["families"]
+    best = s.get("best_baseline")
+    convention = "Y channel (BT.601)" if any(task_uses_y_channel(t) for _, t in task.tests) else "RGB"
+    lines = [f"**Final** (`{result['command']}`; {len(s['seeds'])} seeds, {s['iters']} iterations and twice "
+             f"that; PSNR on the {convention}; best baseline chosen on validation: "
+             f"{fam[best]['variant'] if best else '–'}):", ""]
+    for set_name, row in s["sets"].items():
+        lines += [f"*{set_name}* (input {_f(row['input'])} dB, Teacher A {_f(row['teacher'])} dB):", "",
+                  "| student | PSNR, budget (dB) | − scratch (paired) | PSNR, 2× budget | − scratch, 2× |",
+                  "|---|--:|---|--:|---|"]
+        for key, f in fam.items():
+            diff = "" if key == "scratch" else _paired(row.get(f"{key}_minus_scratch"))
+            diff2 = "" if key == "scratch" else _paired(row.get(f"{key}_minus_scratch_2x"))
+            lines.append(f"| {f['variant']} | {_spread(row.get(key))} | {diff} | {_spread(row.get(key + '_2x'))} "
+                         f"| {diff2} |")
+        if best:
+            lines += ["", f"SLKD − best baseline: {_paired(row.get('slkd_minus_best_baseline'))}; at 2×: "
+                      f"{_paired(row.get('slkd_minus_best_baseline_2x'))}."]
+        parity = (s.get("parity") or {}).get(set_name)
+        if parity:
+            lines.append(f"Compute parity (scratch trained {parity['iters']} iterations, SLKD's wall-clock): "
+                         f"SLKD − scratch {_paired(parity['slkd_minus_scratch_parity'])}.")
+        lines.append("")
+    for data, row in (s.get("no_reference") or {}).items():
+        cells = {"input": row.get("input"), "Teacher A": row.get("teacher"),
+                 **{fam[k]["variant"]: row.get(k) for k in fam}}
+        lines += [f"*{data}* (no ground truth; BRISQUE and PIQE, lower is better, means over seeds):", "",
+                  "| images | BRISQUE | PIQE |", "|---|--:|--:|"]
+        lines += [f"| {name} | {_f((v or {}).get('brisque'))} | {_f((v or {}).get('piqe'))} |" for name, v in cells.items()]
+        lines.append("")
+    if s.get("published"):
+        lines.append("Students: " + "; ".join(f"{fam[k]['variant']}: " + ", ".join(f"`{p}`" for p in paths)
+                                             for k, paths in s["published"].items() if paths) + ".")
+    return lines
+
+
+def markdown(task: PaysTask, results: Path = RESULTS, weights: Path = WEIGHTS) -> str:
+    stage = {name: _load(results / f"pays_{task.key}_{name}.json") for name in ("plateau", "screen", "final")}
+    parts = [teachers_md(weights / task.key), plateau_md(stage["plateau"]), screen_md(stage["screen"]),
+             final_md(stage["final"], task),
+             [f"*Generated by `python -m benchmarks.study.pays_report --task {task_name(task)} --update "
+              "BENCHMARKS.md` from the files above.*"]]
+    return "\n\n".join("\n".join(p).rstrip() for p in parts) + "\n"
+
+
+def task_name(task: PaysTask) -> str:
+    return next(name for name, t in TASKS.items() if t is task)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.study.pays_report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=tuple(TASKS), required=True)
+    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--weights", type=Path, default=WEIGHTS)
+    p.add_argument("--update", type=Path, metavar="MD", help="replace the task's section of this file")
+    args = p.parse_args(argv)
+    task = TASKS[args.task]
+    text = markdown(task, args.results, args.weights)
+    if args.update is None:
+        sys.stdout.write(text)
+        return 0
+    if not args.update.is_file():
+        print(f"error: {args.update}: file not found", file=sys.stderr)
+        return 2
+    sections.update_section(args.update, section_key(task), text, HEADINGS[args.task])
+    print(f"updated {args.update} ({section_key(task)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
