@@ -96,6 +96,29 @@ def test_plateau_budget_is_the_first_rung_whose_last_quarter_gains_little(teache
     assert pays.last_quarter_gain([(dict(step=4, psnr=1.0))], 8) is None
 
 
+def test_plateau_stage_stops_climbing_once_a_wave_finds_the_budget(teachers, tmp_path, monkeypatch, capsys):
+    curves = {1000: [(250, 28.0), (500, 28.5), (750, 28.8), (1000, 29.0)],      # +0.20
+              2000: [(500, 28.6), (1000, 29.0), (1500, 29.2), (2000, 29.3)],    # +0.10
+              4000: [(1000, 29.0), (2000, 29.2), (3000, 29.3), (4000, 29.33)],  # +0.03: the budget
+              8000: [(2000, 29.2), (4000, 29.3), (6000, 29.4), (8000, 29.42)]}
+    waves = []
+
+    def fake_run_jobs(jobs, parallel, threads, env, device):
+        waves.append([j.config["train"]["iters"] for j in jobs])
+        for j in jobs:
+            _metrics(j.run_dir, curves[j.config["train"]["iters"]])
+        return {j.name: "done" for j in jobs}
+
+    monkeypatch.setattr(pays, "run_jobs", fake_run_jobs)
+    argv = ["plateau", "--ladder", "8000", "1000", "4000", "2000", "16000", "--jobs", "2", "--teachers", str(teachers),
+            "--out", str(tmp_path / "out"), "--results", str(tmp_path / "results"), "--data", str(DATA)]
+    assert pays.main(argv) == 0
+    assert waves == [[1000, 2000], [4000, 8000]]  # 16000 is never started
+    assert "plateau at 4000 iterations; not run (--full-ladder runs them): scratch_s0_i16000" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "results" / "pays_denoise25_plateau.json").read_text())["summary"]
+    assert summary["budget"] == 4000 and summary["rungs"][-1]["val_psnr"] is None
+
+
 def _eval(psnrs: dict[str, float]) -> dict:
     return {"mean": {"psnr": sum(psnrs.values()) / len(psnrs), "ssim": 0.5}, "count": len(psnrs),
             "images": [{"name": n, "psnr": p, "ssim": 0.5} for n, p in psnrs.items()]}

@@ -10,7 +10,8 @@ refused):
 
 * ``plateau``  the scratch student on a ladder of budgets (one cosine schedule each, validated
                every quarter): the budget is the first rung whose last quarter gains less than
-               :data:`PLATEAU_GAIN` dB on the validation split.
+               :data:`PLATEAU_GAIN` dB on the validation split (rungs run in ascending waves of
+               ``--jobs``; larger rungs are not run once a wave finds the budget).
 * ``screen``   every variant (:data:`VARIANTS`, with ``+init`` = teacher-initialised student and
                ``@deep`` = the width-cut student) for one seed at the screening budget, on the
                validation split only: the table of every variant tried.
@@ -494,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", choices=tuple(TASKS), default="denoise")
     p.add_argument("--ladder", type=int, nargs="+", default=[1000, 2000, 4000, 8000, 16000],
                    help="plateau: scratch budgets tried (iterations)")
+    p.add_argument("--full-ladder", action="store_true", help="plateau: run every rung (default: stop "
+                   "after the wave that finds the budget)")
     p.add_argument("--iters", type=int, help="screen/final: student iterations (final also runs twice this)")
     p.add_argument("--variants", nargs="+", default=list(SCREEN), help="screen: variants (default: all)")
     p.add_argument("--slkd", default="slkd", help="final: the SLKD variant")
@@ -552,7 +555,10 @@ def _main(args) -> int:
                                       args.iters, publish=not (args.no_publish or args.quick))
     env = {"SLKD_DATA": str(study.data)}
     print(f"{len(jobs)} jobs, {args.jobs} at a time × {args.threads} thread(s); runs in {study.out}", flush=True)
-    state = run_jobs(list({j.name: j for j in jobs}.values()), args.jobs, args.threads, env, args.device)
+    if args.stage == "plateau" and not args.full_ladder:
+        state = _climb(jobs, summary, args, env)
+    else:
+        state = run_jobs(list({j.name: j for j in jobs}.values()), args.jobs, args.threads, env, args.device)
     if parity is not None and parity() is not None:  # scratch given SLKD's wall-clock
         extra = []
         for seed in args.seeds:
@@ -580,6 +586,21 @@ def _main(args) -> int:
         print(f"{len(failed)} job(s) did not finish: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _climb(jobs: list[Job], summary, args, env: dict) -> dict[str, str]:
+    """The ladder in ascending waves of ``--jobs`` rungs, stopping at the first wave that
+    finds the budget: the larger rungs would not change it."""
+    state: dict[str, str] = {}
+    for start in range(0, len(jobs), args.jobs):
+        state.update(run_jobs(jobs[start:start + args.jobs], args.jobs, args.threads, env, args.device))
+        budget = summary()["budget"]
+        rest = jobs[start + args.jobs:]
+        if budget is not None and rest:
+            print(f"plateau at {budget} iterations; not run (--full-ladder runs them): "
+                  + ", ".join(j.name for j in rest), flush=True)
+            break
+    return state
 
 
 def _teachers(args, task: PaysTask) -> int:
