@@ -247,3 +247,19 @@ def test_teacher_recipes_validate_and_chain_b_to_a(task, tmp_path):
     assert pays.teacher_jobs(task, Path("runs/study"), quick=False)["a"].run_dir == ROOT / "runs/study" / f"{key}-teacher-a"
     # the students validate on the teachers' held-out split
     assert a["data"]["val"][0]["holdout"]["take"] == "held" and a["data"]["train"]["holdout"]["take"] == "rest"
+
+
+@pytest.mark.slow
+def test_teachers_stage_trains_publishes_and_scores_teacher_a_on_the_test_set(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.study.pays", "teachers", "--quick", "--task", "derain",
+                           "--teacher-runs", str(tmp_path / "runs"), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = json.loads((out / "weights" / "derain" / "teacher_b.json").read_text())
+    assert meta["published_from"].endswith("derain-teacher-b") and meta["config"]["model"]["init_from"]
+    summary = json.loads((out / "derain" / "results" / "pays_derain_teachers.json").read_text())["summary"]
+    test = summary["tests"]["Rain100L"]
+    assert test["images"] == 2 and 5 < test["teacher_a"]["psnr"] < 40
+    assert test["input"]["psnr"] == pytest.approx(26.645, abs=0.01)  # the first two test pairs, Y channel
+    assert summary["validation"]["a"]["dataset"] == "rain-val10"

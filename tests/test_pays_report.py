@@ -58,6 +58,8 @@ def test_section_renders_every_stage_from_its_summary_and_replaces_itself(study,
     assert "| Teacher B | not published yet |" in text  # no JSON for B yet
     assert "**Plateau**: not run yet" in text and "**Final tables**: not run yet" in text
 
+    _write(results, "teachers", {"tests": {"Rain100L": {
+        "teacher_a": {"psnr": 35.123, "ssim": 0.96}, "input": {"psnr": 26.9, "ssim": 0.838}, "images": 100}}})
     jobs, plateau = pays.plateau(study, [100, 200])
     _metrics(jobs[0].run_dir, [(25, 30.0), (50, 31.0), (75, 31.5), (100, 31.8)], 60.0)   # +0.30
     _metrics(jobs[1].run_dir, [(50, 31.0), (100, 31.6), (150, 31.9), (200, 31.93)], 120.0)  # +0.03
@@ -82,7 +84,8 @@ def test_section_renders_every_stage_from_its_summary_and_replaces_itself(study,
 
     text = pays_report.markdown(pays.TASKS["derain"], results, weights)
     assert "| 200 | 31.93 | +0.030 | 2 min |" in text and "Budget found: **200**" in text
-    assert "+5.12 dB above the best scratch rung" in text  # 37.05 − 31.93
+    assert "+5.12 dB above the best scratch rung" in text
+    assert "Rain100L: **35.12 dB** / SSIM 0.9600 on 100 images (degraded input 26.90 dB / 0.8380)" in text  # 37.05 − 31.93
     screen_rows = [line for line in text.splitlines() if line.startswith("| output_kd |") or line.startswith("| slkd |")]
     assert screen_rows[0].startswith("| output_kd |") and "+0.27 (scratch)" in screen_rows[0]  # best first
     assert "-0.23 (scratch)" in screen_rows[1]

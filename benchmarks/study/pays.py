@@ -617,7 +617,26 @@ def _teachers(args, task: PaysTask) -> int:
     validation = publish_teachers(jobs, dest.resolve())
     for role, v in validation.items():
         print(f"Teacher {role.upper()}: {v['dataset']} PSNR {v['psnr']:.2f} dB at step {v['step']}")
-    return 0
+    # Teacher A and the degraded input on the test sets: the teacher's stated quality (nothing is
+    # chosen on them); the final stage reuses these evaluations
+    study = Study(task, args.out.resolve(), args.data.resolve(), dest.resolve(), QUICK if args.quick else Scale())
+    evals = study.evaluate("teacher_a", TEACHER, study.teacher("a")) + study.evaluate("input", "input", None)
+    state = run_jobs(evals, args.jobs, args.threads, {"SLKD_DATA": str(study.data)}, args.device)
+    tests = {}
+    for (data, _), set_name in zip(task.tests, task.sets):
+        teacher, inp = study.load_eval("teacher_a", data), study.load_eval("input", data)
+        tests[set_name] = {"teacher_a": teacher and teacher["mean"], "input": inp and inp["mean"],
+                           "images": teacher and teacher["count"]}
+        if teacher and inp:
+            print(f"Teacher A on {set_name}: PSNR {teacher['mean']['psnr']:.2f} dB (input "
+                  f"{inp['mean']['psnr']:.2f} dB)")
+    results = args.results or (study.out / "results" if args.quick else RESULTS)
+    results.mkdir(parents=True, exist_ok=True)
+    command = "python -m benchmarks.study.pays " + " ".join(args.argv)
+    (results / f"pays_{task.key}_teachers.json").write_text(json.dumps(
+        {"stage": "teachers", "task": args.task, "command": command.strip(),
+         "summary": {"validation": validation, "tests": tests}}, indent=2, default=json_default) + "\n")
+    return 0 if all(s == "done" for s in state.values()) else 1
 
 
 def _parity_rows(study: Study, args, iters: int) -> dict:
