@@ -88,19 +88,22 @@ def biasfree_tiny_weights(weights_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def make_distill_folder():
-    """``make(root, seed)``: a tiny distillation setup under ``root`` — 3 training and 1
-    validation 32×32 images (blocky structure plus noise, seeded) in ``data/{train,val}/`` and
-    seeded restormer-tiny teachers ``teacher_a.pth`` and ``teacher_b.pth`` (no global residual)."""
+    """``make(root, seed)``: a tiny distillation setup under ``root`` — ``train`` training and 1
+    validation ``size``×``size`` image (blocky structure of 8-pixel cells plus noise, seeded) in
+    ``data/{train,val}/`` and two seeded ``teacher`` networks: Teacher A and Teacher B (no
+    global residual), saved as ``teacher_a.pth`` and ``teacher_b.pth``."""
 
-    def make(root: Path, seed: int) -> Path:
+    def make(root: Path, seed: int, *, train: int = 3, size: int = 32, teacher: str = "restormer-tiny") -> Path:
         rng = np.random.default_rng(seed)
-        for split, count in (("train", 3), ("val", 1)):
+        cells = size // 8
+        for split, count in (("train", train), ("val", 1)):
             for i in range(count):
-                img = 0.7 * np.kron(rng.random((3, 4, 4)), np.ones((1, 8, 8))) + 0.3 * rng.random((3, 32, 32))
+                img = (0.7 * np.kron(rng.random((3, cells, cells)), np.ones((1, 8, 8)))
+                       + 0.3 * rng.random((3, size, size)))
                 write_image(root / "data" / split / f"im{i}.png", torch.from_numpy(img).float())
         torch.manual_seed(0)
-        save_weights(build_model("restormer-tiny"), root / "teacher_a.pth")
-        save_weights(build_model("restormer-tiny", global_residual=False), root / "teacher_b.pth")
+        save_weights(build_model(teacher), root / "teacher_a.pth")
+        save_weights(build_model(teacher, global_residual=False), root / "teacher_b.pth")
         return root
 
     return make

@@ -565,28 +565,18 @@ def test_profile_command_knows_the_new_presets(cli):
     assert "nafnet-sl-tiny vs nafnet-tiny" in r.out and "fewer MACs" in r.out
 
 
-def test_distill_command_across_architectures(cli, tmp_path):
+def test_distill_command_across_architectures(cli, tmp_path, make_distill_folder):
     """`slkd distill` end to end: Uformer teachers from weight files, a NAFNet student,
     validation on a 40×40 image (not a multiple of 16: both pad themselves)."""
-    import numpy as np
     import yaml
 
-    from slkd.data.image_io import write_image
-
-    rng = np.random.default_rng(1)
-    for split, count in (("train", 2), ("val", 1)):
-        for i in range(count):
-            img = 0.7 * np.kron(rng.random((3, 5, 5)), np.ones((1, 8, 8))) + 0.3 * rng.random((3, 40, 40))
-            write_image(tmp_path / "data" / split / f"im{i}.png", torch.from_numpy(img).float())
-    torch.manual_seed(0)
-    save_weights(build_model("uformer-tiny"), tmp_path / "a.pth")
-    save_weights(build_model("uformer-tiny", global_residual=False), tmp_path / "b.pth")
+    make_distill_folder(tmp_path, 1, train=2, size=40, teacher="uformer-tiny")
     noise = {"name": "gaussian_noise", "params": {"sigma": 25}}
     config = {
         "name": "cross", "role": "distill", "seed": 1, "output_dir": str(tmp_path / "runs"),
         "model": {"name": "nafnet-sl-tiny"},
-        "teachers": {"a": {"name": "uformer-tiny", "weights": str(tmp_path / "a.pth")},
-                     "b": {"name": "uformer-tiny", "weights": str(tmp_path / "b.pth"),
+        "teachers": {"a": {"name": "uformer-tiny", "weights": str(tmp_path / "teacher_a.pth")},
+                     "b": {"name": "uformer-tiny", "weights": str(tmp_path / "teacher_b.pth"),
                            "options": {"global_residual": False}}},
         "distill": {"method": "slkd"},
         "data": {"root": str(tmp_path / "data"), "batch_size": 2,

@@ -91,7 +91,7 @@ def test_section_renders_every_stage_from_its_summary_and_replaces_itself(study,
     assert "-0.23 (scratch)" in screen_rows[1]
     assert "| scratch | scratch | no | res-sl-tiny | 31.93 |  | 5 min |" in text  # no twin of itself
     assert "PSNR on the Y channel (BT.601)" in text
-    assert "| slkd | 34.15 ± 0.07 (34.10–34.20) | +0.50 [+0.50, +0.50]; 2/2 images better; better, beyond seed noise |" in text
+    assert "| slkd | 34.15 ± 0.07 (34.10–34.20) | +0.50 [+0.50, +0.50]; 2/2 images; better, beyond seed noise |" in text
     assert "SLKD − best baseline: +0.20 [+0.20, +0.20]" in text
 
     doc = tmp_path / "B.md"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from benchmarks import sections
 from benchmarks.study.pays import RESULTS, TASKS, WEIGHTS, PaysTask
+from benchmarks.study.report import paired_text
 from slkd.metrics import task_uses_y_channel
 
 #: headings of the sections appended when BENCHMARKS.md has none yet
@@ -42,14 +43,6 @@ def _spread(s: dict | None) -> str:
     if s["n"] == 1:
         return f"{s['mean']:.2f} (1 seed)"
     return f"{s['mean']:.2f} ± {s['std']:.2f} ({s['min']:.2f}–{s['max']:.2f})"
-
-
-def _paired(c: dict | None) -> str:
-    """A paired comparison: mean difference [per seed]; images better; verdict."""
-    if not c:
-        return "–"
-    seeds = ", ".join(f"{d:+.2f}" for d in c["psnr_diff_per_seed"])
-    return f"{c['psnr_diff_mean']:+.2f} [{seeds}]; {c['images_better']}/{c['images']} images better; {c['verdict']}"
 
 
 def _curve(validations: list[dict]) -> str:
@@ -133,17 +126,17 @@ def final_md(result: dict | None, task: PaysTask) -> list[str]:
                   "| student | PSNR, budget (dB) | − scratch (paired) | PSNR, 2× budget | − scratch, 2× |",
                   "|---|--:|---|--:|---|"]
         for key, f in fam.items():
-            diff = "" if key == "scratch" else _paired(row.get(f"{key}_minus_scratch"))
-            diff2 = "" if key == "scratch" else _paired(row.get(f"{key}_minus_scratch_2x"))
+            diff = "" if key == "scratch" else paired_text(row.get(f"{key}_minus_scratch"))
+            diff2 = "" if key == "scratch" else paired_text(row.get(f"{key}_minus_scratch_2x"))
             lines.append(f"| {f['variant']} | {_spread(row.get(key))} | {diff} | {_spread(row.get(key + '_2x'))} "
                          f"| {diff2} |")
         if best:
-            lines += ["", f"SLKD − best baseline: {_paired(row.get('slkd_minus_best_baseline'))}; at 2×: "
-                      f"{_paired(row.get('slkd_minus_best_baseline_2x'))}."]
+            lines += ["", f"SLKD − best baseline: {paired_text(row.get('slkd_minus_best_baseline'))}; at 2×: "
+                      f"{paired_text(row.get('slkd_minus_best_baseline_2x'))}."]
         parity = (s.get("parity") or {}).get(set_name)
         if parity:
             lines.append(f"Compute parity (scratch trained {parity['iters']} iterations, SLKD's wall-clock): "
-                         f"SLKD − scratch {_paired(parity['slkd_minus_scratch_parity'])}.")
+                         f"SLKD − scratch {paired_text(parity['slkd_minus_scratch_parity'])}.")
         lines.append("")
     for data, row in (s.get("no_reference") or {}).items():
         cells = {"input": row.get("input"), "Teacher A": row.get("teacher"),

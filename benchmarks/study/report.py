@@ -52,7 +52,8 @@ def _pm(f: dict | None, key: str = "psnr", digits: int = 2) -> str:
     return f"{v:.{digits}f}"
 
 
-def _diff(c: dict | None) -> str:
+def paired_text(c: dict | None) -> str:
+    """A paired comparison (statistics.paired) as 'mean [per seed]; images better/all; verdict'."""
     if not c:
         return "–"
     seeds = ", ".join(f"{d:+.2f}" for d in c["psnr_diff_per_seed"])
@@ -83,13 +84,13 @@ def markdown(summaries: dict) -> str:
                 is_family = isinstance(r.get("psnr"), dict)
                 diff = den["slkd_minus"][data].get(m) if is_family and m != "slkd" else None
                 body.append([LABELS.get(m, m), _pm(r), _pm(r, "ssim", 4),
-                             _diff(diff) if diff else ("(reference)" if m == "slkd" else "–"),
+                             paired_text(diff) if diff else ("(reference)" if m == "slkd" else "–"),
                              f"{sec[m]:.0f}" if m in sec else "–"])
             parts.append(f"**{data}** (σ = 25, RGB)\n\n" + markdown_table(
                 ["run", "PSNR mean ± std (min–max over seeds)", "SSIM", "SLKD − run: mean [per seed]; "
                  "images where SLKD is better; verdict", "train s"], body, "llllr"))
             for rev, against in den.get("revision_minus", {}).get(data, {}).items():
-                lines = [f"- {LABELS[rev]} − {LABELS[m]}: {_diff(c)}" for m, c in against.items() if c]
+                lines = [f"- {LABELS[rev]} − {LABELS[m]}: {paired_text(c)}" for m, c in against.items() if c]
                 if lines:
                     parts.append("\n".join(lines) + "\n")
         b = den.get("teacher_b")
@@ -102,7 +103,7 @@ def markdown(summaries: dict) -> str:
                 body = [[LABELS.get(m, m), _pm(r), _pm(r, "ssim", 4)]
                         for m, r in rows.items() if r and not m.endswith("_minus_scratch")]
                 if body:
-                    diffs = "".join(f"\n{LABELS[m]} − scratch: {_diff(rows.get(f'{m}_minus_scratch'))}\n"
+                    diffs = "".join(f"\n{LABELS[m]} − scratch: {paired_text(rows.get(f'{m}_minus_scratch'))}\n"
                                     for m in TASK_METHODS[1:] if rows.get(f"{m}_minus_scratch"))
                     parts.append(f"**{name}, {data}**\n\n" + markdown_table(["run", "PSNR", "SSIM"], body, "lll")
                                  + diffs)
@@ -132,7 +133,7 @@ def markdown(summaries: dict) -> str:
              "SLKD, balanced λ"], body, "lllllll"))
     prec = summaries.get("precision")
     if prec:
-        body = [[LABELS[PRECISION[name]], r["data"], _pm(r["float32"]), _pm(r["bf16"]), _diff(r["bf16_minus_float32"])]
+        body = [[LABELS[PRECISION[name]], r["data"], _pm(r["float32"]), _pm(r["bf16"]), paired_text(r["bf16_minus_float32"])]
                 for name, r in prec.items() if r["float32"] or r["bf16"]]
         if body:
             parts.append("**Precision: `train.bf16` against float32** (σ = 25)\n\n" + markdown_table(
