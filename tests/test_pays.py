@@ -243,6 +243,8 @@ def test_teacher_recipes_validate_and_chain_b_to_a(task, tmp_path):
     assert a["train"]["ema"] == 0.999 and a["train"]["iters"] >= 10000 and a["train"]["iters"] % a["train"]["val_every"] == 0
     assert b["model"]["init_from"] == str(tmp_path / f"{key}-teacher-a") and jobs["b"].deps == [f"{key}-teacher-a"]
     assert b["model"]["options"] == {"global_residual": False}
+    # no EMA for B's short fine-tune: 0.999 would still hold 37 % of its starting weights at the end
+    assert b["train"]["ema"] is None and b["train"]["iters"] <= 2000
     assert jobs["a"].run_dir == tmp_path / f"{key}-teacher-a"
     assert pays.teacher_jobs(task, Path("runs/study"), quick=False)["a"].run_dir == ROOT / "runs/study" / f"{key}-teacher-a"
     # the students validate on the teachers' held-out split
