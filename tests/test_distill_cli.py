@@ -247,3 +247,20 @@ def test_slkd_without_teacher_a_terms_does_not_load_teacher_a(setup, capsys):
     assert main(["distill", "--config", str(cfg), "--device", "cpu",
                  f"teachers.a.weights={setup / 'nowhere.pth'}"]) == 0
     assert "teachers.a" not in capsys.readouterr().err
+
+
+def test_an_ema_too_slow_for_the_run_is_noted(setup, capsys):
+    from slkd.engine.ema import short_run_note, start_share
+
+    assert start_share(0.999, 1000) == pytest.approx(0.3677, abs=1e-4)
+    note = short_run_note(0.999, 1000)
+    assert "about 1000 steps" in note and "still hold 37 %" in note and "train.ema <= 0.9954" in note
+    assert short_run_note(0.999, 20000) is None and short_run_note(None, 10) is None
+    assert short_run_note(0.9954, 1000) is None  # the suggested decay keeps about 1 %
+    cfg = write_config(setup, "ema-short", **{"distill.method": "scratch", "train.ema": 0.9})
+    assert main(["distill", "--config", str(cfg), "--device", "cpu"]) == 0
+    assert "note: train.ema 0.9 averages over about 10 steps: after 2 iterations" in capsys.readouterr().err
+    cfg = write_config(setup, "ema-fits", **{"distill.method": "scratch", "train.ema": 0.5, "train.iters": 6,
+                                             "train.val_every": 6, "train.ckpt_every": 6})
+    assert main(["distill", "--config", str(cfg), "--device", "cpu"]) == 0
+    assert "train.ema" not in capsys.readouterr().err  # 0.5^6 = 1.6 %

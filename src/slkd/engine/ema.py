@@ -9,6 +9,30 @@ import torch
 from torch import nn
 
 
+#: the share of the starting weights an EMA may still hold at the end of a run before a note says so
+START_SHARE_NOTE = 0.05
+
+
+def start_share(decay: float, iters: int) -> float:
+    """The weight the starting weights keep in the EMA after ``iters`` updates: decay^iters."""
+    return decay**iters
+
+
+def short_run_note(decay: float | None, iters: int) -> str | None:
+    """A note when the run is too short for its EMA: the EMA weights (the ones validated and
+    saved) would still hold more than :data:`START_SHARE_NOTE` of the starting weights — for a
+    run initialised from another network's weights, a different function altogether."""
+    if not decay:
+        return None
+    share = start_share(decay, iters)
+    if share <= START_SHARE_NOTE:
+        return None
+    suggest = 0.01 ** (1 / iters)
+    return (f"note: train.ema {decay:g} averages over about {1 / (1 - decay):.0f} steps: after {iters} "
+            f"iterations the EMA weights, which are validated and saved, still hold {100 * share:.0f} % of "
+            f"the starting weights; for a run this short use train.ema <= {suggest:.4f} or none")
+
+
 class ModelEMA:
     """``ema = decay · ema + (1 − decay) · weights`` after every optimiser step; buffers copied."""
 

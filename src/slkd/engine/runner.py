@@ -15,6 +15,7 @@ import torch.distributed
 from slkd.engine.builders import build_model_for_run, build_train_set, build_val_sets
 from slkd.engine.config import TrainRunConfig
 from slkd.engine.distributed import barrier, init_distributed, shutdown
+from slkd.engine.ema import short_run_note
 from slkd.engine.runstate import seed_everything
 from slkd.engine.trainer import Trainer, TrainerConfig, resolve_run_dir
 
@@ -39,6 +40,9 @@ def run_config(cfg: TrainRunConfig, *, make_task, resume: bool = False, device: 
     note = log if dist.is_main else None
     try:
         run_dir = resolve_run_dir(cfg)
+        ema_note = short_run_note(cfg.train.ema, cfg.train.iters)
+        if ema_note and note:
+            note(ema_note)
         seed_everything(cfg.seed)  # same initial weights on every rank and in every rerun
         model = build_model_for_run(cfg, log=note)
         task, summary = make_task(cfg, model, note)
