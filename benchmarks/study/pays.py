@@ -53,7 +53,8 @@ from benchmarks.study.configs import schedule
 from benchmarks.study.scheduler import Job, eval_argv, json_default, run_jobs, run_study
 from benchmarks.study.settings import ROOT, STUDENT, TEACHER, StudyError
 from benchmarks.study.statistics import paired, spread
-from slkd.cli.common import device_option
+from slkd.cli.common import device_option, number, resolve_device
+from slkd.errors import SlkdError
 
 #: a budget is at the plateau when its last quarter gains less than this on validation (dB)
 PLATEAU_GAIN = 0.05
@@ -520,8 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny crops and 2 test images: checks the stages end "
                    "to end; numbers mean nothing")
     p.add_argument("--no-publish", action="store_true", help="final: do not copy students to benchmarks/weights")
-    p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--jobs", type=number(int, minimum=1), default=1)
+    p.add_argument("--threads", type=number(int, minimum=1), default=1)
     p.add_argument("--device", default="cpu", type=device_option(), help="where every run trains and evaluates: cpu (default), "
                    "cuda or cuda:N (the --jobs runs share it); compare runs of one device only")
     args = p.parse_args(argv)
@@ -533,16 +534,10 @@ def _main(args) -> int:
     task = TASKS[args.task]
     if not args.data.is_dir():
         raise StudyError(f"data folder not found: {args.data} (pass --data DIR or set SLKD_DATA)")
-    if args.jobs < 1 or args.threads < 1:
-        raise StudyError("--jobs and --threads must be >= 1")
-    if args.device != "cpu":
-        from slkd.cli.common import resolve_device
-        from slkd.errors import SlkdError
-
-        try:
-            resolve_device(args.device)
-        except SlkdError as exc:
-            raise StudyError(str(exc)) from None
+    try:
+        resolve_device(args.device)  # a GPU this machine lacks: one line before any run
+    except SlkdError as exc:
+        raise StudyError(str(exc)) from None
     if args.stage == "teachers":
         return _teachers(args, task)
     if args.stage != "plateau" and (args.iters is None or args.iters < 4):
@@ -574,16 +569,11 @@ def _main(args) -> int:
     result = summary()
     if parity is not None and result.get("parity_iters"):
         result["parity"] = _parity_rows(study, args, result["parity_iters"])
-    results = args.results or (study.out / "results" if args.quick else RESULTS)
-    results.mkdir(parents=True, exist_ok=True)
-    command = "python -m benchmarks.study.pays " + " ".join(args.argv)
-    path = results / f"pays_{task.key}_{args.stage}.json"
-    path.write_text(json.dumps({"stage": args.stage, "task": args.task, "command": command.strip(),
-                                "summary": result}, indent=2, default=json_default) + "\n")
+    path = _write_result(args, study, result)
     written = [path]
     if args.stage == "final":
         student = variant(args.slkd).student
-        head = results / task.headline
+        head = path.parent / task.headline
         head.write_text(json.dumps(headline(result, task, student), indent=2, default=json_default) + "\n")
         written.append(head)
     print("wrote " + ", ".join(map(str, written)))
@@ -636,13 +626,19 @@ def _teachers(args, task: PaysTask) -> int:
         if teacher and inp:
             print(f"Teacher A on {set_name}: PSNR {teacher['mean']['psnr']:.2f} dB (input "
                   f"{inp['mean']['psnr']:.2f} dB)")
+    _write_result(args, study, {"validation": validation, "tests": tests})
+    return 0 if all(s == "done" for s in state.values()) else 1
+
+
+def _write_result(args, study: Study, summary: dict) -> Path:
+    """``pays_<task>_<stage>.json`` (stage, task, the command, the summary) in the results folder."""
     results = args.results or (study.out / "results" if args.quick else RESULTS)
     results.mkdir(parents=True, exist_ok=True)
     command = "python -m benchmarks.study.pays " + " ".join(args.argv)
-    (results / f"pays_{task.key}_teachers.json").write_text(json.dumps(
-        {"stage": "teachers", "task": args.task, "command": command.strip(),
-         "summary": {"validation": validation, "tests": tests}}, indent=2, default=json_default) + "\n")
-    return 0 if all(s == "done" for s in state.values()) else 1
+    path = results / f"pays_{study.task.key}_{args.stage}.json"
+    path.write_text(json.dumps({"stage": args.stage, "task": args.task, "command": command.strip(),
+                                "summary": summary}, indent=2, default=json_default) + "\n")
+    return path
 
 
 def _parity_rows(study: Study, args, iters: int) -> dict:
