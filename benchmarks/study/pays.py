@@ -134,10 +134,12 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 #: cut by width alone (the teacher's depth)
 INIT, DEEP = "+init", "@deep"
 DEEP_STUDENT = "res-sl-tiny-deep"
-#: the screening list (every variant tried is reported)
-SCREEN = ("scratch", "scratch+init", "output_kd", "output_kd+init", "output_kd_kl", "fitnet", "at", "fakd",
-          "fakd_img", "fakd_img+init", "slkd", "slkd+init", "slkd_img", "slkd_img+init", "slkd_mscn", "slkd_edge",
-          "slkd_mscn_edge_img", "slkd_decay", "slkd_img_decay", "slkd_deep_levels", "slkd_paper",
+#: the screening list (every variant tried is reported), in the order the runs start: the terms
+#: every working KD method shares (an output-level teacher term, a teacher-initialised student)
+#: first, so that a stage stopped part-way has screened the likeliest winners
+SCREEN = ("scratch", "scratch+init", "output_kd", "output_kd+init", "slkd_img", "slkd_img+init",
+          "fakd_img", "fakd_img+init", "slkd", "slkd+init", "slkd_mscn_edge_img", "slkd_img_decay", "fitnet", "at",
+          "fakd", "output_kd_kl", "slkd_mscn", "slkd_edge", "slkd_decay", "slkd_deep_levels", "slkd_paper",
           "scratch@deep", "slkd_img@deep")
 
 
