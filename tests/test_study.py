@@ -161,6 +161,22 @@ def test_finished_run_is_recognised_from_its_log(tmp_path):
     assert train_finished(run, 10) == pytest.approx(60.5)
 
 
+def test_resumed_run_counts_the_time_of_every_process_that_kept_work(tmp_path):
+    """A run stopped and resumed the next day: each process from its start to its last
+    checkpoint (the steps after it were lost and redone), nothing for the night between."""
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "weights.pth").write_bytes(b"w")
+    lines = [{"event": "start", "step": 0, "time": 100.0},
+             {"event": "checkpoint", "step": 5, "time": 130.0},
+             {"event": "train", "step": 7, "time": 145.0},           # lost at the kill
+             {"event": "start", "step": 5, "time": 90_000.0, "resumed": True},
+             {"event": "val", "step": 8, "time": 90_010.0},
+             {"event": "checkpoint", "step": 10, "time": 90_040.0}]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    assert train_finished(run, 10) == pytest.approx(30.0 + 40.0)
+
+
 @pytest.mark.slow
 def test_failed_job_skips_its_dependents_and_others_go_on(tmp_path):
     bad = Job("bad", ["eval", "--model", "input", "--data", str(tmp_path / "missing"), "--task",

@@ -38,25 +38,46 @@ class Job:
         return base / "logs" / (self.name.replace("/", "__") + ".log")
 
 
+def _events(log: Path) -> list[dict]:
+    events = []
+    for line in log.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill
+            continue
+    return events
+
+
+def logged_seconds(events: list[dict]) -> float:
+    """A run's wall-clock from its log, summed over the processes that ran it (one per start
+    event): each from its start to its last checkpoint. Work after a process's last checkpoint
+    was lost and done again by the resume, so it is counted once, in the process that kept it;
+    time between processes (a run resumed the next day) is not counted."""
+    total, start, last = 0.0, None, None
+    for e in events + [{"event": "start"}]:
+        if e.get("event") == "start":
+            if start is not None and last is not None:
+                total += last - start
+            start, last = e.get("time"), None
+        elif e.get("event") == "checkpoint":
+            last = e["time"]
+    return total
+
+
 def train_finished(run_dir: Path, iters: int) -> float | None:
-    """Seconds the run took if ``run_dir`` holds a run that reached ``iters``, else None."""
+    """Seconds the run took (:func:`logged_seconds`) if ``run_dir`` holds a run that reached
+    ``iters``, else None."""
     done = run_dir / "study.json"
     if done.is_file():
         return json.loads(done.read_text())["seconds"]
     log = run_dir / "metrics.jsonl"
     if not (run_dir / "weights.pth").is_file() or not log.is_file():
         return None
-    events = []
-    for line in log.read_text().splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+    events = _events(log)
     ends = [e for e in events if e.get("event") == "checkpoint" and e.get("step") == iters]
-    starts = [e for e in events if e.get("event") == "start"]
-    if not ends or not starts:
+    if not ends or not any(e.get("event") == "start" for e in events):
         return None
-    return ends[-1]["time"] - starts[0]["time"]
+    return logged_seconds(events)
 
 
 def same_config(path: Path, config: dict) -> bool:
@@ -147,7 +168,8 @@ def _loop(pending, running, state, parallel, threads, child_env, total, device) 
             if proc.returncode == 0:
                 if job.eval_out is not None:
                     job.eval_out.with_suffix(".tmp").replace(job.eval_out)
-                else:
+                else:  # a resumed run's wall-clock spans its earlier processes too: read from its log
+                    seconds = logged_seconds(_events(job.run_dir / "metrics.jsonl")) or seconds
                     (job.run_dir / "study.json").write_text(json.dumps({"seconds": seconds, "threads": threads,
                                                                        "parallel": parallel, "device": device}))
                 state[name] = "done"
