@@ -138,7 +138,7 @@ DEEP_STUDENT = "res-sl-tiny-deep"
 #: every working KD method shares (an output-level teacher term, a teacher-initialised student)
 #: first, so that a stage stopped part-way has screened the likeliest winners
 SCREEN = ("scratch", "scratch+init", "output_kd", "output_kd+init", "slkd_img", "slkd_img+init",
-          "fakd_img", "fakd_img+init", "slkd", "slkd+init", "slkd_mscn_edge_img", "slkd_img_decay", "fitnet", "at",
+          "slkd_img_decay+init", "fakd_img", "fakd_img+init", "slkd", "slkd+init", "slkd_mscn_edge_img", "slkd_img_decay", "fitnet", "at",
           "fakd", "output_kd_kl", "slkd_mscn", "slkd_edge", "slkd_decay", "slkd_deep_levels", "slkd_paper",
           "scratch@deep", "slkd_img@deep")
 
