@@ -502,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", choices=("teachers", "plateau", "screen", "final"))
     p.add_argument("--task", choices=tuple(TASKS), default="denoise")
-    p.add_argument("--ladder", type=int, nargs="+", default=[1000, 2000, 4000, 8000, 16000],
+    p.add_argument("--ladder", type=int, nargs="+", default=[1000, 2000, 4000, 8000, 16000, 32000],
                    help="plateau: scratch budgets tried (iterations)")
     p.add_argument("--full-ladder", action="store_true", help="plateau: run every rung (default: stop "
                    "after the wave that finds the budget)")
