@@ -90,12 +90,14 @@ def plateau_md(result: dict | None) -> list[str]:
     if result is None:
         return ["**Plateau**: not run yet (`python -m benchmarks.study.pays plateau`)."]
     s = result["summary"]
-    rows = [f"| {r['iters']} | {_f(r['val_psnr'])} | {_f(r['last_quarter_gain'], '+.3f')} | {_minutes(r['seconds'])} "
-            f"| {_curve(r['curve'])} |" for r in s["rungs"]]
+    rows = [f"| {r['iters']} | {_f(r['val_psnr'])} | {_f(r['last_quarter_gain'], '+.3f')} "
+            f"| {_f(r.get('next_rung_gain'), '+.3f')} | {_minutes(r['seconds'])} | {_curve(r['curve'])} |"
+            for r in s["rungs"]]
     teacher = s.get("teacher_a_validation")
     lines = [f"**Plateau of the scratch student** (`{result['command']}`; rule: {s['rule']}):", "",
-             "| budget (it.) | validation PSNR (dB) | last-quarter gain (dB) | wall-clock | curve |",
-             "|--:|--:|--:|--:|---|", *rows, "",
+             "| budget (it.) | validation PSNR (dB) | last-quarter gain (dB) | next rung's gain (dB) | wall-clock "
+             "| curve |",
+             "|--:|--:|--:|--:|--:|---|", *rows, "",
              f"Budget found: **{s['budget'] if s['budget'] is not None else 'none of the rungs (extend the ladder)'}**."]
     if teacher is not None:
         lines[-1] += (f" Teacher A on the same split: {_f(teacher['psnr'])} dB, "
