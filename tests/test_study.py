@@ -16,7 +16,7 @@ import yaml
 from benchmarks.study.cli import data_root, main
 from benchmarks.study.plan import Plan, build_plan
 from benchmarks.study.report import markdown
-from benchmarks.study.scheduler import Job, prepare, run_jobs, train_finished
+from benchmarks.study.scheduler import Job, holder, lock_path, prepare, run_jobs, train_finished
 from benchmarks.study.settings import FULL, QUICK, STUDIES, Scale, StudyError
 from benchmarks.study.statistics import compare
 from benchmarks.study.summaries import summarise_denoise, summarise_precision
@@ -175,6 +175,52 @@ def test_resumed_run_counts_the_time_of_every_process_that_kept_work(tmp_path):
              {"event": "checkpoint", "step": 10, "time": 90_040.0}]
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     assert train_finished(run, 10) == pytest.approx(30.0 + 40.0)
+
+
+def test_lock_names_only_another_live_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    job = Job("j", ["eval"], eval_out=tmp_path / "eval" / "j.json")
+    assert holder(job) is None  # no lock
+    lock_path(job).parent.mkdir(parents=True)
+    lock_path(job).write_text("not a pid")
+    assert holder(job) is None
+    lock_path(job).write_text(str(os.getpid()))
+    assert holder(job) is None  # this process's own
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        lock_path(job).write_text(str(other.pid))
+        assert holder(job) == other.pid
+    finally:
+        other.kill()
+        other.wait()
+    assert holder(job) is None  # died without removing its lock: stale, ignored
+    run = Job("r", ["distill"], [], {}, tmp_path / "c.yaml", tmp_path / "run")
+    assert lock_path(run) == tmp_path / "run" / ".study.lock"
+
+
+@pytest.mark.slow
+def test_job_run_by_another_study_process_waits_for_it(tmp_path, capsys):
+    import subprocess
+    import sys
+    import threading
+
+    job = Job("shared", ["profile", "--model", "res-sl-tiny", "--no-latency", "--size", "32", "32"],
+              eval_out=tmp_path / "eval" / "shared.json")
+    lock_path(job).parent.mkdir(parents=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
+    lock_path(job).write_text(str(other.pid))
+    threading.Thread(target=other.wait, daemon=True).start()  # reaped when it ends, as a non-child is
+    try:
+        assert run_jobs([job], parallel=1, threads=1, env={}) == {"shared": "done"}
+    finally:
+        other.kill()
+        other.wait()
+    assert f"wait shared: another study process (pid {other.pid}) is running it" in capsys.readouterr().out
+    assert other.returncode == 0  # it had finished on its own: the job waited for it
+    assert job.eval_out.is_file() and not lock_path(job).exists()
 
 
 @pytest.mark.slow

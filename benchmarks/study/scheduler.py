@@ -80,6 +80,29 @@ def train_finished(run_dir: Path, iters: int) -> float | None:
     return logged_seconds(events)
 
 
+def lock_path(job: Job) -> Path:
+    """Where the study process running ``job`` writes its PID while the job runs."""
+    return job.run_dir / ".study.lock" if job.run_dir is not None else job.eval_out.with_suffix(".lock")
+
+
+def holder(job: Job) -> int | None:
+    """PID of another live study process running ``job`` now, else None. A lock left by a
+    process that has died (killed with -9, the machine restarted) is ignored."""
+    try:
+        pid = int(lock_path(job).read_text())
+    except (OSError, ValueError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        return pid
+    return pid
+
+
 def same_config(path: Path, config: dict) -> bool:
     return not path.is_file() or yaml.safe_load(path.read_text()) == config
 
@@ -109,7 +132,11 @@ def prepare(job: Job) -> str:
 def run_jobs(jobs: list[Job], parallel: int, threads: int, env: dict, device: str = "cpu") -> dict[str, str]:
     """Run ``jobs`` in list order as their dependencies allow, ``parallel`` at a time with
     ``threads`` intra-op threads each, every command on ``device`` (``--device``: cpu, cuda,
-    cuda:N; several runs may share one GPU). Returns name → 'done' | 'failed' | 'skipped'."""
+    cuda:N; several runs may share one GPU). Returns name → 'done' | 'failed' | 'skipped'.
+
+    Two study commands may share runs (the screen reuses the plateau's run of the same budget):
+    a job another live study process is running (:func:`holder`) waits for it, then is reused
+    or resumed, instead of two processes training one run folder."""
     state: dict[str, str] = {}
     pending = list(jobs)
     running: dict[str, tuple[subprocess.Popen, Job, float, object]] = {}
@@ -120,12 +147,14 @@ def run_jobs(jobs: list[Job], parallel: int, threads: int, env: dict, device: st
     finally:  # Ctrl-C or a kill of the runner: stop the runs (training checkpoints on SIGTERM)
         for proc, *_ in running.values():
             proc.terminate()
-        for proc, *_ in running.values():
+        for proc, job, *_ in running.values():
             proc.wait()
+            lock_path(job).unlink(missing_ok=True)
     return state
 
 
 def _loop(pending, running, state, parallel, threads, child_env, total, device) -> None:
+    waiting: set[str] = set()
     while pending or running:
         for job in list(pending):
             if len(running) >= parallel:
@@ -136,6 +165,12 @@ def _loop(pending, running, state, parallel, threads, child_env, total, device) 
                 print(f"  skip {job.name}: a dependency failed", flush=True)
                 continue
             if not all(state.get(d) == "done" for d in job.deps):
+                continue
+            other = holder(job)
+            if other is not None:
+                if job.name not in waiting:
+                    waiting.add(job.name)
+                    print(f"  wait {job.name}: another study process (pid {other}) is running it", flush=True)
                 continue
             pending.remove(job)
             how = prepare(job)
@@ -150,6 +185,8 @@ def _loop(pending, running, state, parallel, threads, child_env, total, device) 
             job.log.parent.mkdir(parents=True, exist_ok=True)
             if job.eval_out is not None:
                 job.eval_out.parent.mkdir(parents=True, exist_ok=True)
+            lock_path(job).parent.mkdir(parents=True, exist_ok=True)
+            lock_path(job).write_text(str(os.getpid()))
             log = open(job.log, "a")
             stdout = open(job.eval_out.with_suffix(".tmp"), "w") if job.eval_out is not None else log
             proc = subprocess.Popen(argv, stdout=stdout, stderr=log, env=child_env, cwd=ROOT)
@@ -164,6 +201,7 @@ def _loop(pending, running, state, parallel, threads, child_env, total, device) 
             for f in files:
                 f.close()
             del running[name]
+            lock_path(job).unlink(missing_ok=True)
             seconds = time.perf_counter() - start
             if proc.returncode == 0:
                 if job.eval_out is not None:
