@@ -124,6 +124,24 @@ def test_plateau_stage_stops_climbing_once_a_wave_finds_the_budget(teachers, tmp
     assert summary["budget"] == 4000 and summary["rungs"][-1]["val_psnr"] is None
 
 
+def test_summary_only_starts_nothing_and_marks_the_file_part_way(teachers, tmp_path, monkeypatch):
+    def no_run(*args, **kwargs):
+        raise AssertionError("--summary-only started a run")
+
+    monkeypatch.setattr(pays, "run_jobs", no_run)
+    study = pays.Study(pays.TASKS["denoise"], tmp_path / "out", DATA, teachers, pays.Scale())
+    jobs, _ = pays.screen(study, ["output_kd"], 200)
+    _metrics(jobs[0].run_dir, [(100, 30.0), (200, 30.4)])  # output_kd finished; its scratch twin not yet
+    common = ["--teachers", str(teachers), "--out", str(tmp_path / "out"), "--results", str(tmp_path / "results"),
+              "--data", str(DATA)]
+    assert pays.main(["screen", "--iters", "200", "--variants", "output_kd", "--summary-only", *common]) == 0
+    result = json.loads((tmp_path / "results" / "pays_denoise25_screen.json").read_text())
+    assert result["partial"] is True and "--summary-only" not in result["command"]
+    rows = result["summary"]["variants"]
+    assert rows["output_kd"]["val_psnr"] == pytest.approx(30.4) and rows["scratch"]["val_psnr"] is None
+    assert pays.main(["final", "--iters", "200", "--summary-only", *common]) == 2  # only plateau and screen
+
+
 def _eval(psnrs: dict[str, float]) -> dict:
     return {"mean": {"psnr": sum(psnrs.values()) / len(psnrs), "ssim": 0.5}, "count": len(psnrs),
             "images": [{"name": n, "psnr": p, "ssim": 0.5} for n, p in psnrs.items()]}

@@ -60,9 +60,10 @@ def test_section_renders_every_stage_from_its_summary_and_replaces_itself(study,
 
     _write(results, "teachers", {"tests": {"Rain100L": {
         "teacher_a": {"psnr": 35.123, "ssim": 0.96}, "input": {"psnr": 26.9, "ssim": 0.838}, "images": 100}}})
-    jobs, plateau = pays.plateau(study, [100, 200])
+    jobs, plateau = pays.plateau(study, [100, 200, 400])
     _metrics(jobs[0].run_dir, [(25, 30.0), (50, 31.0), (75, 31.5), (100, 31.8)], 60.0)   # +0.30
     _metrics(jobs[1].run_dir, [(50, 31.0), (100, 31.6), (150, 31.9), (200, 31.93)], 120.0)  # +0.03
+    _metrics(jobs[2].run_dir, [(100, 31.6), (200, 31.8), (300, 31.94), (400, 31.95)], 240.0)  # confirms 200
     _write(results, "plateau", plateau())
     jobs, screen = pays.screen(study, ["output_kd", "slkd"], 200)
     for job, psnr in zip(jobs, (32.2, 31.7, 31.93)):  # output_kd, slkd, then the scratch twin
@@ -83,8 +84,9 @@ def test_section_renders_every_stage_from_its_summary_and_replaces_itself(study,
     _write(results, "final", final())
 
     text = pays_report.markdown(pays.TASKS["derain"], results, weights)
-    assert "| 200 | 31.93 | +0.030 | 2 min |" in text and "Budget found: **200**" in text
-    assert "+5.12 dB above the best scratch rung" in text
+    assert "| 200 | 31.93 | +0.030 | +0.020 | 2 min |" in text and "Budget found: **200**" in text
+    assert "| 400 | 31.95 | +0.010 | – | 4 min |" in text
+    assert "+5.10 dB above the best scratch rung" in text and "Part-way" not in text
     assert "Rain100L: **35.12 dB** / SSIM 0.9600 on 100 images (degraded input 26.90 dB / 0.8380)" in text  # 37.05 − 31.93
     screen_rows = [line for line in text.splitlines() if line.startswith("| output_kd |") or line.startswith("| slkd |")]
     assert screen_rows[0].startswith("| output_kd |") and "+0.27 (scratch)" in screen_rows[0]  # best first
@@ -93,6 +95,11 @@ def test_section_renders_every_stage_from_its_summary_and_replaces_itself(study,
     assert "PSNR on the Y channel (BT.601)" in text
     assert "| slkd | 34.15 ± 0.07 (34.10–34.20) | +0.50 [+0.50, +0.50]; 2/2 images; better, beyond seed noise |" in text
     assert "SLKD − best baseline: +0.20 [+0.20, +0.20]" in text
+
+    partial = json.loads((results / "pays_derain_screen.json").read_text())
+    (results / "pays_derain_screen.json").write_text(json.dumps({**partial, "partial": True}))
+    text = pays_report.markdown(pays.TASKS["derain"], results, weights)
+    assert "rank nothing): **Part-way**: written while the stage still ran" in text
 
     doc = tmp_path / "B.md"
     doc.write_text("# Benchmarks\n\n## 12. The study\n")

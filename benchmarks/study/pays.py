@@ -533,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny crops and 2 test images: checks the stages end "
                    "to end; numbers mean nothing")
     p.add_argument("--no-publish", action="store_true", help="final: do not copy students to benchmarks/weights")
+    p.add_argument("--summary-only", action="store_true", help="plateau/screen: start nothing, write the results "
+                   "file from the runs finished so far (while the stage runs in another process)")
     p.add_argument("--jobs", type=number(int, minimum=1), default=1)
     p.add_argument("--threads", type=number(int, minimum=1), default=1)
     p.add_argument("--device", default="cpu", type=device_option(), help="where every run trains and evaluates: cpu (default), "
@@ -568,7 +570,11 @@ def _main(args) -> int:
                                       args.iters, publish=not (args.no_publish or args.quick))
     env = {"SLKD_DATA": str(study.data)}
     print(f"{len(jobs)} jobs, {args.jobs} at a time × {args.threads} thread(s); runs in {study.out}", flush=True)
-    if args.stage == "plateau" and not args.full_ladder:
+    if args.summary_only:
+        if args.stage not in ("plateau", "screen"):
+            raise StudyError("--summary-only is for the plateau and screen stages")
+        state = {}
+    elif args.stage == "plateau" and not args.full_ladder:
         state = _climb(jobs, summary, args, env)
     else:
         state = run_jobs(list({j.name: j for j in jobs}.values()), args.jobs, args.threads, env, args.device)
@@ -646,10 +652,11 @@ def _write_result(args, study: Study, summary: dict) -> Path:
     """``pays_<task>_<stage>.json`` (stage, task, the command, the summary) in the results folder."""
     results = args.results or (study.out / "results" if args.quick else RESULTS)
     results.mkdir(parents=True, exist_ok=True)
-    command = "python -m benchmarks.study.pays " + " ".join(args.argv)
+    command = "python -m benchmarks.study.pays " + " ".join(a for a in args.argv if a != "--summary-only")
     path = results / f"pays_{study.task.key}_{args.stage}.json"
     path.write_text(json.dumps({"stage": args.stage, "task": args.task, "command": command.strip(),
-                                "summary": summary}, indent=2, default=json_default) + "\n")
+                                "partial": bool(getattr(args, "summary_only", False)), "summary": summary},
+                               indent=2, default=json_default) + "\n")
     return path
 
 

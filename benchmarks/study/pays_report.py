@@ -94,7 +94,7 @@ def plateau_md(result: dict | None) -> list[str]:
             f"| {_f(r.get('next_rung_gain'), '+.3f')} | {_minutes(r['seconds'])} | {_curve(r['curve'])} |"
             for r in s["rungs"]]
     teacher = s.get("teacher_a_validation")
-    lines = [f"**Plateau of the scratch student** (`{result['command']}`; rule: {s['rule']}):", "",
+    lines = [f"**Plateau of the scratch student** (`{result['command']}`; rule: {s['rule']}):" + _partial(result), "",
              "| budget (it.) | validation PSNR (dB) | last-quarter gain (dB) | next rung's gain (dB) | wall-clock "
              "| curve |",
              "|--:|--:|--:|--:|--:|---|", *rows, "",
@@ -103,6 +103,12 @@ def plateau_md(result: dict | None) -> list[str]:
         lines[-1] += (f" Teacher A on the same split: {_f(teacher['psnr'])} dB, "
                       f"{_f(s['teacher_minus_best_scratch'], '+.2f')} dB above the best scratch rung.")
     return lines
+
+
+def _partial(result: dict) -> str:
+    """A note for a results file written part-way (``--summary-only``)."""
+    return (" **Part-way**: written while the stage still ran; a row without a number has not finished."
+            if result.get("partial") else "")
 
 
 def screen_md(result: dict | None) -> list[str]:
@@ -114,7 +120,8 @@ def screen_md(result: dict | None) -> list[str]:
             + ("" if name == r["scratch_twin"] else f"{_f(r['minus_scratch_twin'], '+.2f')} ({r['scratch_twin']})")
             + f" | {_minutes(r['seconds'])} |" for name, r in order]
     return [f"**Screening, every variant tried** (`{result['command']}`; seed {s['seed']}, {s['iters']} "
-            f"iterations, {s['validation']} only — one seed, so differences below ~0.1 dB rank nothing):", "",
+            f"iterations, {s['validation']} only — one seed, so differences below ~0.1 dB rank nothing):"
+            + _partial(result), "",
             "| variant | method | teacher init | student | validation PSNR (dB) | − its scratch twin | wall-clock |",
             "|---|---|---|---|--:|--:|--:|", *rows]
 
