@@ -67,6 +67,7 @@ def test_missing_teachers_are_one_clear_error_and_scratch_needs_none(tmp_path):
     jobs, summary = pays.plateau(study, [8, 16])  # the plateau stage runs while the teachers train
     assert [j.config["distill"]["method"] for j in jobs] == ["scratch", "scratch"]
     _metrics(jobs[0].run_dir, [(2, 20.0), (4, 21.0), (6, 21.5), (8, 21.52)])
+    _metrics(jobs[1].run_dir, [(4, 21.0), (8, 21.3), (12, 21.5), (16, 21.53)])  # confirms 8
     result = summary()
     assert (result["budget"], result["teacher_a_validation"], result["teacher_minus_best_scratch"]) == (8, None, None)
     for name in ("slkd", "scratch+init"):
