@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from slkd.engine.report import read_events
 from slkd.errors import SlkdError
 from slkd.models import load_pretrained
 from slkd.models.checkpoint import save_weights
@@ -47,23 +48,13 @@ def _git_commit() -> str:
     return out.stdout.strip()[:12] + ("-dirty" if dirty else "")
 
 
-def _events(run: Path) -> list[dict]:
-    events = []
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a kill
-            continue
-    return events
-
-
 def provenance(run: Path, which: str = "best") -> tuple[dict, Path]:
     """The provenance record of ``run`` and the weights file it describes."""
     config_file = run / "config.yaml"
     if not config_file.is_file() or not (run / "metrics.jsonl").is_file():
         raise PublishError(f"{run} is not a run folder of slkd train/distill (no config.yaml/metrics.jsonl)")
     config = yaml.safe_load(config_file.read_text())
-    events = _events(run)
+    events = read_events(run)
     iters = config["train"]["iters"]
     finished = any(e.get("event") == "checkpoint" and e.get("step") == iters for e in events)
     if not finished:

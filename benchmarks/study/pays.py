@@ -55,6 +55,7 @@ from benchmarks.study.scheduler import Job, eval_argv, json_default, run_jobs, r
 from benchmarks.study.settings import ROOT, STUDENT, TEACHER, StudyError
 from benchmarks.study.statistics import paired, spread
 from slkd.cli.common import device_option, number, resolve_device
+from slkd.engine.report import read_events
 from slkd.errors import SlkdError
 
 #: a budget is at the plateau when its last quarter gains less than this on validation (dB), and
@@ -252,18 +253,10 @@ def _teacher_path(folder: Path, role: str) -> Path:
 
 def validations(run_dir: Path) -> list[dict]:
     """The run's validation events (step, psnr, ssim) in order."""
-    log = run_dir / "metrics.jsonl"
-    if not log.is_file():
+    if not (run_dir / "metrics.jsonl").is_file():
         return []
-    out = []
-    for line in log.read_text().splitlines():
-        try:
-            e = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if e.get("event") == "val":
-            out.append({"step": e["step"], "psnr": e["psnr"], "ssim": e["ssim"]})
-    return out
+    return [{"step": e["step"], "psnr": e["psnr"], "ssim": e["ssim"]}
+            for e in read_events(run_dir) if e.get("event") == "val"]
 
 
 def run_seconds(run_dir: Path) -> float | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.study.settings import ROOT, StudyError
+from slkd.engine.report import read_events
 
 
 @dataclass
@@ -36,16 +37,6 @@ class Job:
     def log(self) -> Path:
         base = self.run_dir.parent if self.run_dir else self.eval_out.parent.parent
         return base / "logs" / (self.name.replace("/", "__") + ".log")
-
-
-def _events(log: Path) -> list[dict]:
-    events = []
-    for line in log.read_text().splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a kill
-            continue
-    return events
 
 
 def logged_seconds(events: list[dict]) -> float:
@@ -73,7 +64,7 @@ def train_finished(run_dir: Path, iters: int) -> float | None:
     log = run_dir / "metrics.jsonl"
     if not (run_dir / "weights.pth").is_file() or not log.is_file():
         return None
-    events = _events(log)
+    events = read_events(run_dir)
     ends = [e for e in events if e.get("event") == "checkpoint" and e.get("step") == iters]
     if not ends or not any(e.get("event") == "start" for e in events):
         return None
@@ -99,7 +90,7 @@ def holder(job: Job) -> int | None:
     except ProcessLookupError:
         return None
     except PermissionError:  # alive, another user's
-        return pid
+        pass
     return pid
 
 
@@ -207,7 +198,7 @@ def _loop(pending, running, state, parallel, threads, child_env, total, device) 
                 if job.eval_out is not None:
                     job.eval_out.with_suffix(".tmp").replace(job.eval_out)
                 else:  # a resumed run's wall-clock spans its earlier processes too: read from its log
-                    seconds = logged_seconds(_events(job.run_dir / "metrics.jsonl")) or seconds
+                    seconds = logged_seconds(read_events(job.run_dir)) or seconds
                     (job.run_dir / "study.json").write_text(json.dumps({"seconds": seconds, "threads": threads,
                                                                        "parallel": parallel, "device": device}))
                 state[name] = "done"

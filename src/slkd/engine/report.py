@@ -31,21 +31,26 @@ __all__ = [
 PIXEL_LOSS_KEYS = ("loss_pix", "loss_l1", "loss_charbonnier", "loss_mse")
 
 
+def read_events(run_dir: str | Path) -> list[dict]:
+    """Every event of a run's ``metrics.jsonl`` in file order. A missing file is an error; a
+    line cut off by a crash is skipped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise SlkdError(f"no metrics.jsonl in {run_dir}; is it a run folder of slkd train/distill?")
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
 def read_train_events(run_dir: str | Path) -> list[dict]:
     """The ``train`` events of a run's ``metrics.jsonl`` in step order (a resumed run's
     repeated steps keep their last record). A missing file is an error; a line cut off by a
     crash is skipped."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise SlkdError(f"no metrics.jsonl in {run_dir}; is it a run folder of slkd train/distill?")
-    by_step: dict[int, dict] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if event.get("event") == "train":
-            by_step[int(event["step"])] = event
+    by_step = {int(e["step"]): e for e in read_events(run_dir) if e.get("event") == "train"}
     return [by_step[s] for s in sorted(by_step)]
 
 
