@@ -135,6 +135,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "slkd_deep_levels": ("slkd", {"encoder_taps": ["encoder_level3", "latent"],
                                   "decoder_taps": ["decoder_level3", "decoder_level2"]}),
     "slkd_paper": ("slkd", {"loss_weights": {"nc": 0.1, "et": 0.1}}),
+    # the feature terms at a tenth of the defaults: at the defaults λ_nc·L_NC + λ_et·L_ET
+    # (≈ 0.039) outweigh the pixel loss (≈ 0.025) in the 2000-iteration screen, and
+    # slkd_img(+init) lost 0.24–0.32 dB to its scratch twin
+    "slkd_img_light": ("slkd", {"loss_weights": {"img": 0.5, "nc": 0.001, "et": 0.003}}),
 }
 #: modifiers: ``+init`` starts the student from a slice of Teacher A; ``@deep`` uses the student
 #: cut by width alone (the teacher's depth)
@@ -144,9 +148,9 @@ DEEP_STUDENT = "res-sl-tiny-deep"
 #: every working KD method shares (an output-level teacher term, a teacher-initialised student)
 #: first, so that a stage stopped part-way has screened the likeliest winners
 SCREEN = ("scratch", "scratch+init", "output_kd", "output_kd+init", "slkd_img", "slkd_img+init",
-          "slkd_img_decay+init", "fakd_img", "fakd_img+init", "slkd", "slkd+init", "slkd_mscn_edge_img", "slkd_img_decay", "fitnet", "at",
+          "slkd_img_decay+init", "slkd_img_light+init", "fakd_img", "fakd_img+init", "slkd", "slkd+init", "slkd_mscn_edge_img", "slkd_img_decay", "fitnet", "at",
           "fakd", "output_kd_kl", "slkd_mscn", "slkd_edge", "slkd_decay", "slkd_deep_levels", "slkd_paper",
-          "scratch@deep", "slkd_img@deep")
+          "scratch@deep", "slkd_img@deep", "slkd_img_light")
 
 
 @dataclass(frozen=True)
