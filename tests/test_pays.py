@@ -140,7 +140,13 @@ def test_summary_only_starts_nothing_and_marks_the_file_part_way(teachers, tmp_p
     assert result["partial"] is True and "--summary-only" not in result["command"]
     rows = result["summary"]["variants"]
     assert rows["output_kd"]["val_psnr"] == pytest.approx(30.4) and rows["scratch"]["val_psnr"] is None
-    assert pays.main(["final", "--iters", "200", "--summary-only", *common]) == 2  # only plateau and screen
+    # final too: nothing finished, so the file names no students and no differences
+    assert pays.main(["final", "--iters", "200", "--slkd", "output_kd", "--baselines", "fitnet", "--no-2x",
+                      "--no-publish", "--summary-only", *common]) == 0
+    result = json.loads((tmp_path / "results" / "pays_denoise25_final.json").read_text())
+    assert result["partial"] is True and result["summary"]["double"] is False
+    assert result["summary"]["families"]["slkd"]["val_psnr"] == [pytest.approx(30.4), None, None]
+    assert result["summary"]["sets"]["CBSD68"]["slkd_minus_scratch"] is None
 
 
 def _eval(psnrs: dict[str, float]) -> dict:
@@ -173,6 +179,9 @@ def test_final_picks_the_best_baseline_on_validation_and_writes_the_headline(tea
     (eval_dir / "input__RealRain20.json").write_text(json.dumps(nr(0.0)))
     assert {j.name for j in jobs} >= {"eval/slkd_img_s1_i100/RealRain20", "eval/teacher_a/RealRain20"}
     assert "eval/slkd_img_s1_i200/RealRain20" not in {j.name for j in jobs}  # the 2x runs: test sets only
+    single, _, _ = pays.final(study, "slkd_img", ["fitnet", "output_kd"], [0, 1], 100, publish=False, double=False)
+    assert {j.name for j in jobs} - {j.name for j in single} >= {"slkd_img_s0_i200", "eval/slkd_img_s1_i200/Rain100L/test"}
+    assert not any("_i200" in j.name for j in single)
     assert parity() == 300  # scratch given SLKD's wall-clock: 100 × 300 s / 100 s
     s = summary()
     assert s["best_baseline"] == "output_kd"

@@ -384,7 +384,9 @@ def screen(study: Study, names: list[str], iters: int, seed: int = 0) -> tuple[l
 
 
 def final(study: Study, slkd_name: str, baselines: list[str], seeds: list[int], iters: int,
-          publish: bool) -> tuple[list[Job], callable, callable]:
+          publish: bool, double: bool = True) -> tuple[list[Job], callable, callable]:
+    """The finalists' jobs, the summary and the parity budget. ``double=False`` leaves out the
+    twice-the-budget runs (they test whether a gain *survives*: pointless where there is none)."""
     slkd_v = variant(slkd_name)
     scratch_v = variant(slkd_v.scratch_twin)
     base_vs = [variant(b) for b in baselines]
@@ -394,7 +396,7 @@ def final(study: Study, slkd_name: str, baselines: list[str], seeds: list[int], 
     teacher = study.evaluate("teacher_a", TEACHER, study.teacher("a"), sets=everything)
     inputs = study.evaluate("input", "input", None, sets=everything)
     jobs += teacher + inputs
-    for budget in (iters, 2 * iters):
+    for budget in (iters, 2 * iters) if double else (iters,):
         for seed in seeds:
             for v in families.values():
                 run = study.student(v, seed, budget)
@@ -409,7 +411,7 @@ def final(study: Study, slkd_name: str, baselines: list[str], seeds: list[int], 
         return round(iters * statistics.fmean(t_slkd) / statistics.fmean(t_scr))
 
     def summary() -> dict:
-        return _final_summary(study, families, seeds, iters, parity_iters(), publish)
+        return {**_final_summary(study, families, seeds, iters, parity_iters(), publish), "double": double}
     return jobs, summary, parity_iters
 
 
@@ -435,7 +437,7 @@ def _final_summary(study: Study, families: dict[str, Variant], seeds, iters, par
         inp = study.load_eval("input", data)
         row["teacher"] = teacher["mean"]["psnr"] if teacher else None
         row["input"] = inp["mean"]["psnr"] if inp else None
-        for budget, suffix in ((iters, ""), (2 * iters, "_2x")):
+        for budget, suffix in ((iters, ""), (2 * iters, "_2x")):  # no 2x runs: those rows stay None
             evs = {k: [study.load_eval(r, data) for r in _family_runs(study, v, seeds, budget)]
                    for k, v in families.items()}
             for k, e in evs.items():
@@ -530,8 +532,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny crops and 2 test images: checks the stages end "
                    "to end; numbers mean nothing")
     p.add_argument("--no-publish", action="store_true", help="final: do not copy students to benchmarks/weights")
-    p.add_argument("--summary-only", action="store_true", help="plateau/screen: start nothing, write the results "
-                   "file from the runs finished so far (while the stage runs in another process)")
+    p.add_argument("--no-2x", dest="double", action="store_false", help="final: leave out the runs at twice the "
+                   "budget (they test whether a gain survives; without a gain at the budget they are not needed)")
+    p.add_argument("--summary-only", action="store_true", help="plateau/screen/final: start nothing, write the "
+                   "results file from the runs finished so far (while the stage runs in another process, or after "
+                   "it was stopped)")
     p.add_argument("--jobs", type=number(int, minimum=1), default=1)
     p.add_argument("--threads", type=number(int, minimum=1), default=1)
     p.add_argument("--device", default="cpu", type=device_option(), help="where every run trains and evaluates: cpu (default), "
@@ -564,18 +569,16 @@ def _main(args) -> int:
         jobs, summary = screen(study, list(dict.fromkeys(args.variants)), args.iters)
     else:
         jobs, summary, parity = final(study, args.slkd, list(dict.fromkeys(args.baselines)), args.seeds,
-                                      args.iters, publish=not (args.no_publish or args.quick))
+                                      args.iters, publish=not (args.no_publish or args.quick), double=args.double)
     env = {"SLKD_DATA": str(study.data)}
     print(f"{len(jobs)} jobs, {args.jobs} at a time × {args.threads} thread(s); runs in {study.out}", flush=True)
     if args.summary_only:
-        if args.stage not in ("plateau", "screen"):
-            raise StudyError("--summary-only is for the plateau and screen stages")
         state = {}
     elif args.stage == "plateau" and not args.full_ladder:
         state = _climb(jobs, summary, args, env)
     else:
         state = run_jobs(list({j.name: j for j in jobs}.values()), args.jobs, args.threads, env, args.device)
-    if parity is not None and parity() is not None:  # scratch given SLKD's wall-clock
+    if parity is not None and parity() is not None and not args.summary_only:  # scratch given SLKD's wall-clock
         extra = []
         for seed in args.seeds:
             run = study.student(variant(variant(args.slkd).scratch_twin), seed, parity())
