@@ -303,6 +303,28 @@ def test_prepare_checks_without_writing_and_plans_the_stages(data, tmp_path):
     assert slkd.stages[0].cfg.train.iters == 4  # Teacher B: 40 % of the student's, as --quick
 
 
+def test_students_start_from_a_cut_of_the_teacher_where_the_networks_allow_it(data, tmp_path, cli):
+    job = Job(teacher="restormer-tiny", weights=data / "teacher.pth", task="derain", train=data / "train",
+              val=data / "val", out=tmp_path / "out", method="fitnet", compare_scratch=True,
+              plan=PLANS["quick"].with_student_iters(10))
+    auto = prepare(job, log=None)  # the default: Res-SL students are cut from their Restormer
+    assert auto.settings["init"] == "teacher"
+    for stage in auto.stages:  # the distilled student and its scratch twin alike
+        cut = stage.cfg.model.init_from_teacher
+        assert cut.name == "restormer-tiny" and Path(cut.weights) == data / "teacher.pth"
+    random = prepare(Job(**{**job.__dict__, "init": "random"}), log=None)
+    assert random.settings["init"] == "random"
+    assert all(s.cfg.model.init_from_teacher is None for s in random.stages)
+    # a student of another family cannot be cut: auto falls back with a note, "teacher" refuses
+    other = prepare(Job(**{**job.__dict__, "student": "nafnet-sl-tiny"}), log=None)
+    assert other.settings["init"] == "random" and any("cannot be cut" in n for n in other.notes)
+    out = tmp_path / "refused"
+    _one_line_refusal(cli, _argv(data, out, "--student", "nafnet-sl-tiny", "--init", "teacher"),
+                      "--init teacher: nafnet-sl-tiny cannot be cut from restormer-tiny", out)
+    with pytest.raises(SlkdError, match="unknown init 'warm'"):
+        prepare(Job(**{**job.__dict__, "init": "warm"}), log=None)
+
+
 # ---------------------------------------------------------------------------------- presets
 TEACHERS = [n for n in list_models() if get_preset(n).student]
 

@@ -132,21 +132,30 @@ def final_md(result: dict | None, task: PaysTask) -> list[str]:
     s = result["summary"]
     fam = s["families"]
     best = s.get("best_baseline")
-    lines = [f"**Final** (`{result['command']}`; {len(s['seeds'])} seeds, {s['iters']} iterations and twice "
-             f"that; PSNR on the {convention(task)}; best baseline chosen on validation: "
-             f"{fam[best]['variant'] if best else '–'}):", ""]
+    double = s.get("double", True)
+    budgets = f"{s['iters']} iterations" + (" and twice that" if double else
+                                             " (the runs at twice it left out: `--no-2x`)")
+    lines = [f"**Final** (`{result['command']}`; {len(s['seeds'])} seeds, {budgets}; PSNR on the "
+             f"{convention(task)}; best baseline chosen on validation: {fam[best]['variant'] if best else '–'}):"
+             + _partial(result), "",
+             "Validation PSNR (dB) per seed, where the best baseline was chosen: "
+             + "; ".join(f"{f['variant']} " + ", ".join(_f(v) for v in f["val_psnr"]) for f in fam.values()) + ".",
+             ""]
     for set_name, row in s["sets"].items():
-        lines += [f"*{set_name}* (input {_f(row['input'])} dB, Teacher A {_f(row['teacher'])} dB):", "",
-                  "| student | PSNR, budget (dB) | − scratch (paired) | PSNR, 2× budget | − scratch, 2× |",
-                  "|---|--:|---|--:|---|"]
+        lines += [f"*{set_name}* (input {_f(row['input'])} dB, Teacher A {_f(row['teacher'])} dB):", ""]
+        if double:
+            lines += ["| student | PSNR, budget (dB) | − scratch (paired) | PSNR, 2× budget | − scratch, 2× |",
+                      "|---|--:|---|--:|---|"]
+        else:
+            lines += ["| student | PSNR (dB) | − scratch (paired) |", "|---|--:|---|"]
         for key, f in fam.items():
             diff = "" if key == "scratch" else paired_text(row.get(f"{key}_minus_scratch"))
             diff2 = "" if key == "scratch" else paired_text(row.get(f"{key}_minus_scratch_2x"))
-            lines.append(f"| {f['variant']} | {_spread(row.get(key))} | {diff} | {_spread(row.get(key + '_2x'))} "
-                         f"| {diff2} |")
+            lines.append(f"| {f['variant']} | {_spread(row.get(key))} | {diff} |"
+                         + (f" {_spread(row.get(key + '_2x'))} | {diff2} |" if double else ""))
         if best:
-            lines += ["", f"SLKD − best baseline: {paired_text(row.get('slkd_minus_best_baseline'))}; at 2×: "
-                      f"{paired_text(row.get('slkd_minus_best_baseline_2x'))}."]
+            lines += ["", f"SLKD − best baseline: {paired_text(row.get('slkd_minus_best_baseline'))}"
+                      + (f"; at 2×: {paired_text(row.get('slkd_minus_best_baseline_2x'))}." if double else ".")]
         parity = (s.get("parity") or {}).get(set_name)
         if parity:
             lines.append(f"Compute parity (scratch trained {parity['iters']} iterations, SLKD's wall-clock): "

@@ -34,7 +34,7 @@ from dataclasses import replace
 
 from slkd.cli.common import device_option, note, number, resolve_device
 from slkd.distill import DEFAULT_METHOD, registered_methods
-from slkd.engine.compress import INPUT_LABELS, PLANS, Job, run_job
+from slkd.engine.compress import INITS, INPUT_LABELS, PLANS, Job, run_job
 from slkd.errors import SlkdError
 from slkd.metrics import BENCHMARK_TASKS
 from slkd.models import default_student
@@ -57,6 +57,10 @@ def add_parser(subparsers) -> None:
                    "against the teacher, see slkd models)")
     p.add_argument("--method", default=DEFAULT_METHOD, choices=registered_methods(),
                    help=f"distillation method (default {DEFAULT_METHOD})")
+    p.add_argument("--init", default="auto", choices=INITS,
+                   help="the student's initial weights (and its scratch twin's): teacher = a cut of "
+                   "Teacher A's blocks and channels, random, or auto (default: teacher where the "
+                   "networks allow the cut, i.e. Restormer and its Res-SL students)")
     p.add_argument("--out", metavar="DIR", help="output folder: new, empty or this command's earlier "
                    "one (default runs/compress-TASK-STUDENT)")
     p.add_argument("--iters", type=number(int, minimum=1), metavar="N",
@@ -109,6 +113,8 @@ def _command(args) -> str:
             parts.append(f"--{option.replace('_', '-')} {value}")
     if args.method != DEFAULT_METHOD:
         parts.append(f"--method {args.method}")
+    if args.init != "auto":
+        parts.append(f"--init {args.init}")
     if args.seed:
         parts.append(f"--seed {args.seed}")
     parts += [flag for flag, on in (("--quick", args.quick), ("--compare-scratch", args.compare_scratch)) if on]
@@ -136,7 +142,7 @@ def job_from_args(args) -> Job:
                 named = "student"
         out = f"runs/compress-{args.task}-{named}"
     return Job(teacher=teacher, weights=weights, task=args.task, train=args.train, val=args.val,
-               out=out, student=args.student, method=args.method, plan=plan,
+               out=out, student=args.student, method=args.method, init=args.init, plan=plan,
                compare_scratch=args.compare_scratch, sigma=args.sigma, seed=args.seed,
                eval_images=args.eval_images or (QUICK_EVAL_IMAGES if args.quick else None),
                command=_command(args))

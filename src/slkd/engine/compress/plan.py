@@ -32,6 +32,10 @@ def log_silent(message: str) -> None:
     pass
 
 
+#: the values of ``Job.init`` (``slkd compress --init``)
+INITS = ("auto", "teacher", "random")
+
+
 @dataclass(frozen=True)
 class StagePlan:
     """Iterations and peak learning rate of one stage (cosine schedule, 5 % warm-up)."""
@@ -99,6 +103,10 @@ class Job:
     out: str | Path
     student: str | None = None
     method: str = DEFAULT_METHOD
+    #: the student's (and its scratch twin's) initial weights: "teacher" (a cut of Teacher A's,
+    #: ``model.init_from_teacher``), "random", or "auto" (teacher where the two networks allow the
+    #: cut: Restormer and its Res-SL students; random otherwise); one of :data:`INITS`
+    init: str = "auto"
     plan: Plan = PLANS["default"]
     compare_scratch: bool = False
     #: Gaussian noise of clean images (training and validation), on the 0-255 scale; None = 25

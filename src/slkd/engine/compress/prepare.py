@@ -16,7 +16,7 @@ from slkd.data.folders import PAIRED_LAYOUTS, EvalItem, EvalSamples, scan_eval_s
 from slkd.data.selection import collect_images
 from slkd.distill import distill_config, registered_methods
 from slkd.engine.builders import build_dataset
-from slkd.engine.compress.plan import OUT_FILES, SETTINGS_FILE, Job, Log, Prepared, Stage, StagePlan
+from slkd.engine.compress.plan import INITS, OUT_FILES, SETTINGS_FILE, Job, Log, Prepared, Stage, StagePlan
 from slkd.engine.config import DatasetConfig, TrainRunConfig, from_dict, parse_yaml, to_dict
 from slkd.engine.runstate import CONFIG, config_changes
 from slkd.engine.tasks import distiller_task, supervised_task
@@ -36,6 +36,7 @@ from slkd.models import (
 )
 from slkd.models.export import sha256_file
 from slkd.models.registry import variant_overrides
+from slkd.models.slicing import slice_plan
 
 
 def _load_teacher(job: Job) -> tuple[torch.nn.Module, dict, Path | None]:
@@ -232,7 +233,7 @@ def _val_nodes(job: Job, sigma: float | None) -> list[dict]:
 
 
 def _stages(job: Job, student: str, options: dict, weights: Path | None, data: dict,
-            val: list[dict], out: Path) -> list[Stage]:
+            val: list[dict], out: Path, init: str = "random") -> list[Stage]:
     runs = str(out.resolve())
     common = {"seed": job.seed, "output_dir": runs}
     method = distill_config(job.method)
@@ -268,15 +269,17 @@ def _stages(job: Job, student: str, options: dict, weights: Path | None, data: d
                         "data": data_node(), "train": _train_node(plan.teacher_b, job, bool(val)),
                         "eval": reconstruct}, supervised_task))
         teachers["b"] = {"name": job.teacher, "weights": f"{runs}/teacher_b", "options": teacher_b_options}
+    # the distilled student and its scratch twin start alike: both cut from Teacher A or both random
+    student_model = {"name": student, **({"init_from_teacher": dict(teachers["a"])} if init == "teacher" else {})}
     name = f"student_{job.method}"
     stages.append((name, f"student {student} distilled with {job.method}",
-                   {"name": name, "role": "distill", **common, "model": {"name": student},
+                   {"name": name, "role": "distill", **common, "model": dict(student_model),
                     "teachers": teachers, "distill": {"method": job.method},
                     "data": data_node(), "train": _train_node(plan.student, job, bool(val)), **evaluated},
                    distiller_task))
     if job.compare_scratch:
         stages.append(("student_scratch", f"student {student} from scratch (L1)",
-                       {"name": "student_scratch", "role": "scratch", **common, "model": {"name": student},
+                       {"name": "student_scratch", "role": "scratch", **common, "model": dict(student_model),
                         "data": data_node(), "train": _train_node(plan.student, job, bool(val)), **evaluated},
                        supervised_task))
     built = []
@@ -289,6 +292,22 @@ def _stages(job: Job, student: str, options: dict, weights: Path | None, data: d
     return built
 
 
+def _initialisation(job: Job, teacher: torch.nn.Module, student_shape: torch.nn.Module, student: str,
+                    notes: list[str]) -> str:
+    """``"teacher"`` or ``"random"``: what ``job.init`` means for these two networks (checked on
+    their shapes now, not when the student's stage starts)."""
+    if job.init == "random":
+        return "random"
+    try:
+        slice_plan(student_shape, teacher)
+    except SlkdError as exc:
+        if job.init == "teacher":
+            raise SlkdError(f"--init teacher: {student} cannot be cut from {job.teacher}: {exc}") from None
+        notes.append(f"note: {student} cannot be cut from {job.teacher} ({exc}); students start at random")
+        return "random"
+    return "teacher"
+
+
 def prepare(job: Job, log: Log | None = log_stderr) -> Prepared:
     """Check the job and decide its stages; nothing is written. Every problem a user can
     cause is one :class:`~slkd.errors.SlkdError` line."""
@@ -296,6 +315,8 @@ def prepare(job: Job, log: Log | None = log_stderr) -> Prepared:
         raise SlkdError(f"unknown task {job.task!r}; known: {', '.join(BENCHMARK_TASKS)}")
     if job.method not in registered_methods():
         raise SlkdError(f"unknown method {job.method!r}; known: {', '.join(registered_methods())}")
+    if job.init not in INITS:
+        raise SlkdError(f"unknown init {job.init!r}; known: {', '.join(INITS)}")
     if job.method == "scratch" and job.compare_scratch:
         raise SlkdError("--compare-scratch with --method scratch would train the same student twice")
     get_preset(job.teacher)
@@ -323,6 +344,7 @@ def prepare(job: Job, log: Log | None = log_stderr) -> Prepared:
         if reduction < 0.8:
             notes.append(f"note: student {student} has {100 * reduction:.0f} % fewer parameters than "
                          f"{job.teacher}, less than the 80 % slkd's presets are sized for")
+    init = _initialisation(job, teacher, student_shape, student, notes)
     del teacher, student_shape
 
     # the layouts first (cheap), then every image is read: noise is synthesised for clean
@@ -350,7 +372,7 @@ def prepare(job: Job, log: Log | None = log_stderr) -> Prepared:
     del train_set
 
     val_nodes = _val_nodes(job, sigma)
-    stages = _stages(job, student, options, weights, data, val_nodes, out)
+    stages = _stages(job, student, options, weights, data, val_nodes, out, init)
     settings = {
         "teacher": job.teacher,
         "teacher_weights": None if weights is None else str(weights.resolve()),
@@ -359,7 +381,7 @@ def prepare(job: Job, log: Log | None = log_stderr) -> Prepared:
         "train_exclude": list(job.train_exclude or []),
         "val": (str(Path(os.path.expanduser(str(job.val))).resolve()) if isinstance(job.val, (str, os.PathLike))
                 else [str(Path(p).resolve()) for p in job.val]),
-        "student": student, "method": job.method, "compare_scratch": job.compare_scratch,
+        "student": student, "method": job.method, "init": init, "compare_scratch": job.compare_scratch,
         "sigma": sigma, "seed": job.seed, "eval_images": job.eval_images,
         # Teacher A's plan matters only when it is trained here
         "plan": json.loads(json.dumps(asdict(job.plan if weights is None else replace(job.plan, teacher_a=None)))),

@@ -125,6 +125,11 @@ def _export(prep: Prepared, student: torch.nn.Module, log: Log) -> dict:
     return files
 
 
+#: how the report names the students' initialisation (``settings["init"]``)
+_INIT_WORDS = {"teacher": "initialised (like its scratch twin) with a cut of Teacher A's weights",
+               "random": "initialised at random"}
+
+
 def _fmt(v, spec: str) -> str:
     return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
@@ -193,7 +198,7 @@ def _report(prep: Prepared, summary: dict, shown: dict, curves: Path | None) -> 
 
 Command: `{s['command']}` ({summary['seconds'] / 60:.1f} min on {s['machine']}).
 Teacher A: `{s['teacher']}` {teacher_from}. Student: `{s['student']}`, distilled with
-`{s['method']}`. Training data: {s['train_data']}; patch {s['patch']}, batch {s['batch']}, seed
+`{s['method']}`, {_INIT_WORDS[s.get('init', 'random')]}. Training data: {s['train_data']}; patch {s['patch']}, batch {s['batch']}, seed
 {s['seed']}. Scores: {s['convention']}, on the validation data (outputs restored whole, in
 tiles above 1024² pixels).
 
