@@ -13,6 +13,7 @@ from PIL import Image
 
 from slkd.cli.main import main
 from slkd.data.image_io import read_image, write_image
+from slkd.distill import DEFAULT_METHOD, distill_config
 from slkd.engine.report import image_grid, markdown_table, plot_curves, read_train_events
 from slkd.errors import SlkdError
 from slkd.models import build_model, load_weights
@@ -21,7 +22,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 #: a handful of iterations per stage: the pipeline, not the quality, is under test
 TINY = ["--quick", "--iters-scale", "0.02"]
-MODELS = ("input", "teacher_a", "teacher_b", "student_slkd", "student_scratch")
+#: the default method's student (slkd's demo adds Teacher B before it)
+STUDENT = f"student_{DEFAULT_METHOD}"
+MODELS = ("input", "teacher_a", *(("teacher_b",) if distill_config().uses_teacher_b() else ()), STUDENT,
+          "student_scratch")
 
 
 @pytest.fixture(scope="module")
@@ -49,21 +53,25 @@ def test_demo_summary_has_every_model(demo_run):
     # golden: the seeded σ=25 test noise on chelsea (20.25 dB) and ihc (20.43 dB)
     assert models["input"]["psnr"] == pytest.approx(20.34, abs=0.01)
     assert summary["evaluation"]["per_image"]["chelsea"]["input"]["psnr"] == pytest.approx(20.25, abs=0.01)
-    assert models["teacher_a"]["params"] == models["teacher_b"]["params"] == 1_178_294
-    assert models["student_slkd"]["params"] == models["student_scratch"]["params"] == 208_225
+    assert models["teacher_a"]["params"] == 1_178_294
+    assert models[STUDENT]["params"] == models["student_scratch"]["params"] == 208_225
     c = summary["comparison"]
     assert c["params_reduction"] >= 0.8 and c["macs_reduction"] >= 0.8
     assert c["student_minus_scratch_psnr"] == pytest.approx(
-        models["student_slkd"]["psnr"] - models["student_scratch"]["psnr"])
+        models[STUDENT]["psnr"] - models["student_scratch"]["psnr"])
     assert "scratch" in c["sentence"]
     # every stage really trained the planned (scaled) iterations
-    assert models["teacher_a"]["train_iters"] == 2 and models["student_slkd"]["train_iters"] == 2
+    assert models["teacher_a"]["train_iters"] == 2 and models[STUDENT]["train_iters"] == 2
+    # both students start from the same cut of Teacher A (the default --init teacher)
+    for stage in (STUDENT, "student_scratch"):
+        assert "init_from_teacher:" in (demo_run / "configs" / f"{stage}.yaml").read_text()
+    assert summary["settings"]["init"] == "teacher" and summary["settings"]["method"] == DEFAULT_METHOD
 
 
 @pytest.mark.slow
 def test_demo_writes_report_images_and_configs(demo_run):
     report = (demo_run / "report.md").read_text()
-    assert "| Teacher A | restormer-tiny |" in report and "student (SLKD)" in report
+    assert "| Teacher A | restormer-tiny |" in report and "initialised (like its scratch twin) with a cut" in report
     assert "![comparison grid" in report and "![training curves" in report
     for png in ("grid.png", "curves.png"):
         assert min(_png_size(demo_run / png)) > 100
@@ -71,13 +79,13 @@ def test_demo_writes_report_images_and_configs(demo_run):
         assert (demo_run / "configs" / f"{stage}.yaml").is_file()
         assert (demo_run / stage / "weights.pth").is_file()
     for name in ("chelsea", "ihc"):
-        assert read_image(demo_run / "images" / "student_slkd" / f"{name}.png").tensor.shape[0] == 3
+        assert read_image(demo_run / "images" / STUDENT / f"{name}.png").tensor.shape[0] == 3
 
 
 @pytest.mark.slow
 def test_demo_student_weights_are_the_student_alone(demo_run):
     student = build_model("res-sl-tiny")
-    load_weights(student, demo_run / "student_slkd" / "weights.pth")  # strict: no adapter keys
+    load_weights(student, demo_run / STUDENT / "weights.pth")  # strict: no adapter keys
 
 
 @pytest.mark.slow

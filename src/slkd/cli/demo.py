@@ -1,12 +1,15 @@
-"""``slkd demo``: the whole SLKD pipeline on one machine, offline, in about ten minutes.
+"""``slkd demo``: the whole distillation pipeline on one machine, offline, in about ten minutes.
 
 Colour Gaussian denoising (σ = 25) on small images that ship with the package (public domain
 / CC0, see ``slkd/assets/LICENSE.md``), or on your own folder of clean images (``--data``):
 
 1. train Teacher A (restormer-tiny, noisy → clean);
-2. train Teacher B (restormer-tiny without the global residual, clean → clean, from A);
-3. distil the student (res-sl-tiny) with SLKD from both teachers;
-4. train the same student from scratch (same data, iterations, seed; L1 only);
+2. for SLKD (``--method slkd``) only: train Teacher B (restormer-tiny without the global
+   residual, clean → clean, from A);
+3. cut the student (res-sl-tiny) out of Teacher A's weights and distil it with the library's
+   default method (``--method`` for another: slkd, fitnet, ...; ``--init random`` for a
+   randomly initialised student);
+4. train the same student from scratch (same initialisation, data, iterations, seed; L1 only);
 5. evaluate all of them on held-out images (seeded test noise, RGB PSNR/SSIM on uint8) and
    profile them (parameters, MACs and CPU latency at 256×256, timed side by side);
 6. write ``summary.json``, ``report.md``, an image grid and the training curves.
@@ -29,7 +32,8 @@ from pathlib import Path
 
 from slkd.cli.common import device_option, note, number, resolve_device
 from slkd.data.image_io import IMAGE_EXTENSIONS
-from slkd.engine.compress import Job, StagePlan, check_out, run_job
+from slkd.distill import DEFAULT_METHOD, registered_methods
+from slkd.engine.compress import INITS, Job, StagePlan, check_out, run_job
 from slkd.engine.compress import Plan as PipelinePlan
 from slkd.errors import SlkdError
 from slkd.fileio import atomic_write_bytes
@@ -38,9 +42,9 @@ TRAIN_IMAGES = ("astronaut", "coffee", "rocket")
 HELD_OUT_IMAGES = ("chelsea", "ihc")
 SIGMA = 25.0
 TEACHER, STUDENT = "restormer-tiny", "res-sl-tiny"
-MODELS = ("input", "teacher_a", "teacher_b", "student_slkd", "student_scratch")
+#: the table's names of the models; the distilled student is "student (<method>)"
 LABELS = {"input": "noisy input", "teacher_a": "Teacher A", "teacher_b": "Teacher B",
-          "student_slkd": "student (SLKD)", "student_scratch": "student (scratch)"}
+          "student_scratch": "student (scratch)"}
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ PLANS = {
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="train teachers, distil a student with SLKD, compare with scratch",
+    p = subparsers.add_parser("demo", help="train a teacher, distil a student, compare with scratch",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="output folder: new, empty or an earlier "
                    "demo's, outside --data (default runs/demo)")
@@ -89,6 +93,10 @@ def add_parser(subparsers) -> None:
                    help="evaluate on at most N held-out images (default: all bundled, 10 with --data)")
     p.add_argument("--iters-scale", type=number(float, above=0, maximum=1000), default=1.0, metavar="F",
                    help="multiply every stage's iterations by F (e.g. 4 for a longer, better run)")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=registered_methods(),
+                   help=f"distillation method (default {DEFAULT_METHOD}, the study's best; slkd for SLKD)")
+    p.add_argument("--init", default="teacher", choices=INITS[1:],
+                   help="the students' initial weights: a cut of Teacher A's (default) or random")
     p.add_argument("--seed", type=number(int, minimum=0, maximum=2**63 - 1), default=0)
     p.add_argument("--device", type=device_option(indexed=False), default="auto",
                    help="auto (default), cpu or cuda")
@@ -163,9 +171,11 @@ def run(args) -> int:
         raise SlkdError("no held-out images found")
     argv = ["slkd", "demo"] + (["--quick"] if args.quick else []) + (
         [f"--data {args.data}"] if args.data else []) + (
-        [f"--iters-scale {args.iters_scale:g}"] if args.iters_scale != 1 else [])
+        [f"--iters-scale {args.iters_scale:g}"] if args.iters_scale != 1 else []) + (
+        [f"--method {args.method}"] if args.method != DEFAULT_METHOD else []) + (
+        [f"--init {args.init}"] if args.init != "teacher" else [])
     job = Job(teacher=TEACHER, weights=None, task="denoise", train=train_root, val=held_out, out=out,
-              student=STUDENT, method="slkd",
+              student=STUDENT, method=args.method, init=args.init,
               plan=PLANS["quick" if args.quick else "default"].pipeline(args.iters_scale),
               compare_scratch=True, sigma=SIGMA, seed=args.seed, train_exclude=exclude,
               save_images=None, command=" ".join(argv), extra_entries=frozenset({"data"}))
@@ -176,9 +186,8 @@ def run(args) -> int:
     atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
     models = summary["models"]
     print(f"{'model':<20}{'params':>10}{'GMACs@256':>11}{'ms@256':>9}{'PSNR':>8}{'SSIM':>8}")
-    for name in MODELS:
-        m = models[name]
-        print(f"{LABELS[name]:<20}{m['params'] / 1e6:>9.3f}M{m['macs_256'] / 1e9:>11.2f}"
+    for name, m in models.items():
+        print(f"{LABELS.get(name, f'student ({args.method})'):<20}{m['params'] / 1e6:>9.3f}M{m['macs_256'] / 1e9:>11.2f}"
               f"{_fmt(m['latency_ms_256'], '.1f'):>9}{m['psnr']:>8.2f}{m['ssim']:>8.4f}")
     print(summary["comparison"]["sentence"])
     print(f"report: {out / 'report.md'}  summary: {out / 'summary.json'}  ({summary['seconds'] / 60:.1f} min)")
