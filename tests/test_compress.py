@@ -26,8 +26,9 @@ from slkd.models import load_weights, save_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-#: the smallest run of the whole pipeline: the pipeline, not the quality, is under test
-TINY = ["--quick", "--iters", "2", "--patch", "16", "--batch", "2"]
+#: the smallest run of the whole pipeline: the pipeline, not the quality, is under test; with
+#: SLKD (one word from the default method), the method with the most stages (Teacher B too)
+TINY = ["--quick", "--iters", "2", "--patch", "16", "--batch", "2", "--method", "slkd"]
 
 
 def _image(rng, h: int, w: int) -> np.ndarray:
@@ -278,7 +279,7 @@ def test_an_out_folder_holding_other_files_or_inside_the_data_is_refused(data, b
 def test_an_out_folder_of_a_run_with_other_settings_is_refused(data, tmp_path, cli):
     out = tmp_path / "out"
     job = Job(teacher="restormer-tiny", weights=data / "teacher.pth", task="derain", train=data / "train",
-              val=data / "val", out=out, plan=PLANS["quick"].with_student_iters(2))
+              val=data / "val", out=out, method="slkd", plan=PLANS["quick"].with_student_iters(2))
     prep = prepare(job, log=None)
     out.mkdir()  # an earlier run's settings file, as the pipeline writes it first
     (out / SETTINGS_FILE).write_text(json.dumps({"settings": prep.settings}))

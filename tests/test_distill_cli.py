@@ -215,9 +215,9 @@ def test_slkd_without_the_et_term_neither_needs_nor_loads_teacher_b(setup, capsy
     config check and loaded by the command (docs/reliability.md §8, item 10)."""
     from slkd.distill import distill_config
 
-    assert not distill_config(loss_weights={"et": 0.0}).uses_teacher_b()
-    assert distill_config().uses_teacher_b() and not distill_config(irl=False).uses_teacher_b()
-    assert not distill_config(teacher_b="same_as_a").uses_teacher_b()
+    assert not distill_config("slkd", loss_weights={"et": 0.0}).uses_teacher_b()
+    assert distill_config("slkd").uses_teacher_b() and not distill_config("slkd", irl=False).uses_teacher_b()
+    assert not distill_config("slkd", teacher_b="same_as_a").uses_teacher_b()
     assert not distill_config(method="fitnet").uses_teacher_b()
     cfg = write_config(setup, "no-et", **{"distill.loss_weights": {"et": 0.0}})
     assert main(["distill", "--config", str(cfg), "--device", "cpu", "teachers.b=null"]) == 0, \
@@ -238,9 +238,9 @@ def test_slkd_without_teacher_a_terms_does_not_load_teacher_a(setup, capsys):
     from slkd.distill import distill_config
 
     irl_only = {"drl": False, "loss_weights": {"kl": 0.0, "img": 0.0}}
-    assert distill_config(**irl_only).teacher_roles() == ("b",)
-    assert distill_config(**irl_only, teacher_b="same_as_a").teacher_roles() == ("a",)
-    assert distill_config().teacher_roles() == ("a", "b") and distill_config(method="scratch").teacher_roles() == ()
+    assert distill_config("slkd", **irl_only).teacher_roles() == ("b",)
+    assert distill_config("slkd", **irl_only, teacher_b="same_as_a").teacher_roles() == ("a",)
+    assert distill_config("slkd").teacher_roles() == ("a", "b") and distill_config(method="scratch").teacher_roles() == ()
     cfg = write_config(setup, "irl-only", **{"distill.drl": False,
                                              "distill.loss_weights": {"kl": 0.0, "img": 0.0}})
     capsys.readouterr()

@@ -102,7 +102,7 @@ def test_feature_baselines_add_l1_to_teacher_output_only_when_weighted(method):
     from slkd.distill import image_l1
 
     student, a, b = _nets()
-    plain = build_distiller(distill_config(method), student, {"a": a})
+    plain = build_distiller(distill_config(method, loss_weights={"img": 0.0}), student, {"a": a})
     _, terms = plain(_batch())
     assert "loss_img" not in terms
     d = build_distiller(distill_config(method, loss_weights={"img": 0.5}), student, {"a": a})

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from slkd.distill import (
+    DEFAULT_METHOD,
     DISTILLERS,
     Distiller,
     SLKDConfig,
@@ -30,7 +31,7 @@ EXPECTED_TERMS = {
     "output_kd": {"loss_pix", "loss_kl"},
     "fitnet": {"loss_pix", "loss_feature"},
     "at": {"loss_pix", "loss_feature"},
-    "fakd": {"loss_pix", "loss_feature"},
+    "fakd": {"loss_pix", "loss_feature", "loss_img"},  # FAKD as published: its teacher-output term on
     "slkd": {"loss_pix", "loss_kl", "loss_nc", "loss_et"},
 }
 
@@ -154,7 +155,7 @@ def test_scratch_runs_and_holds_no_teacher():
 
 def test_teachers_run_under_inference_mode_on_the_right_inputs():
     student, teacher_a, teacher_b = _nets()
-    d = build_distiller(distill_config(), student, teacher_a, teacher_b)
+    d = build_distiller(distill_config("slkd"), student, teacher_a, teacher_b)
     log_a, log_b = CallLog(teacher_a), CallLog(teacher_b)
     batch = _batch()
     d(batch)
@@ -169,7 +170,7 @@ def test_teachers_run_under_inference_mode_on_the_right_inputs():
 
 def test_drl_off_without_kl_and_img_skips_teacher_a():
     student, teacher_a, teacher_b = _nets()
-    cfg = distill_config(drl=False, loss_weights=_weights(kl=0.0, img=0.0))
+    cfg = distill_config("slkd", drl=False, loss_weights=_weights(kl=0.0, img=0.0))
     d = build_distiller(cfg, student, teacher_a, teacher_b)
     log_a, log_b = CallLog(teacher_a), CallLog(teacher_b)
     _, terms = d(_batch())
@@ -181,7 +182,7 @@ def test_drl_off_without_kl_and_img_skips_teacher_a():
 
 def test_drl_off_with_kl_still_runs_teacher_a_but_builds_no_encoder_scm():
     student, teacher_a, teacher_b = _nets()
-    d = build_distiller(distill_config(drl=False), student, teacher_a, teacher_b)
+    d = build_distiller(distill_config("slkd", drl=False), student, teacher_a, teacher_b)
     log_a = CallLog(teacher_a)
     _, terms = d(_batch())
     assert set(terms) == {"loss_pix", "loss_kl", "loss_et"}
@@ -191,19 +192,19 @@ def test_drl_off_with_kl_still_runs_teacher_a_but_builds_no_encoder_scm():
 
 def test_irl_off_skips_teacher_b():
     student, teacher_a, teacher_b = _nets()
-    d = build_distiller(distill_config(irl=False), student, teacher_a, teacher_b)
+    d = build_distiller(distill_config("slkd", irl=False), student, teacher_a, teacher_b)
     log_a, log_b = CallLog(teacher_a), CallLog(teacher_b)
     _, terms = d(_batch())
     assert set(terms) == {"loss_pix", "loss_kl", "loss_nc"}
     assert log_a.calls == 1 and log_b.calls == 0
     assert set(d.teachers) == {"a"} and set(d.adapters) == {"encoder"}
     # Teacher B is optional without IRL
-    assert build_distiller(distill_config(irl=False), *_nets()[:2]).teachers.keys() == {"a"}
+    assert build_distiller(distill_config("slkd", irl=False), *_nets()[:2]).teachers.keys() == {"a"}
 
 
 def test_zero_weight_switches_the_term_off():
     student, teacher_a, teacher_b = _nets()
-    d = build_distiller(distill_config(loss_weights=_weights(nc=0.0, img=0.5)), student, teacher_a, teacher_b)
+    d = build_distiller(distill_config("slkd", loss_weights=_weights(nc=0.0, img=0.5)), student, teacher_a, teacher_b)
     _, terms = d(_batch())
     assert set(terms) == {"loss_pix", "loss_kl", "loss_et", "loss_img"}
     assert set(d.adapters) == {"decoder"}
@@ -211,7 +212,7 @@ def test_zero_weight_switches_the_term_off():
 
 def test_same_as_a_runs_teacher_a_on_x_and_y_and_never_teacher_b():
     student, teacher_a, teacher_b = _nets()
-    d = build_distiller(distill_config(teacher_b="same_as_a"), student, teacher_a, teacher_b)
+    d = build_distiller(distill_config("slkd", teacher_b="same_as_a"), student, teacher_a, teacher_b)
     log_a, log_b = CallLog(teacher_a), CallLog(teacher_b)
     batch = _batch()
     _, terms = d(batch)
@@ -225,7 +226,7 @@ def test_same_as_a_runs_teacher_a_on_x_and_y_and_never_teacher_b():
 
 def test_identity_extractors_are_plain_l1_on_scm_features():
     student, teacher_a, teacher_b = _nets()
-    cfg = distill_config(extractor_nc="identity", extractor_et="identity")
+    cfg = distill_config("slkd", extractor_nc="identity", extractor_et="identity")
     d = build_distiller(cfg, student, teacher_a, teacher_b)
     batch = _batch(32)
     _, terms = d(batch)
@@ -250,7 +251,7 @@ def test_identity_extractors_are_plain_l1_on_scm_features():
 
     # the BRISQUE / PIQE extractors compare something else than plain L1
     torch.manual_seed(0)
-    d_full = build_distiller(distill_config(), *_nets())
+    d_full = build_distiller(distill_config("slkd"), *_nets())
     d_full.load_state_dict(d.state_dict())
     _, full = d_full(batch)
     torch.testing.assert_close(full["loss_pix"], pix)
@@ -258,7 +259,7 @@ def test_identity_extractors_are_plain_l1_on_scm_features():
 
 
 def test_piqe_block_size_follows_the_decoder_level():
-    d = build_distiller(distill_config(), *_nets())
+    d = build_distiller(distill_config("slkd"), *_nets())
     assert [e.level_index for e in d.extractors_et] == [2, 1, 0, 0]
     assert [e.block_size for e in d.extractors_et] == [2, 4, 8, 8]
 
@@ -300,9 +301,9 @@ def test_attention_transfer_of_identical_features_is_zero_and_bounded():
 def test_builder_errors():
     student, teacher_a, teacher_b = _nets()
     with pytest.raises(SlkdError, match="Teacher B"):
-        build_distiller(distill_config(), student, teacher_a)
+        build_distiller(distill_config("slkd"), student, teacher_a)
     with pytest.raises(SlkdError, match="global input-to-output residual"):
-        build_distiller(distill_config(), student, teacher_a, build_model("restormer-tiny"))
+        build_distiller(distill_config("slkd"), student, teacher_a, build_model("restormer-tiny"))
     with pytest.raises(SlkdError, match="unknown distillation method 'nope'.*fitnet"):
         build_distiller(distill_config(method="nope"), student, teacher_a, teacher_b)
     with pytest.raises(SlkdError, match="needs Teacher A"):
@@ -312,20 +313,20 @@ def test_builder_errors():
     with pytest.raises(SlkdError, match="is scratch"):
         build_distiller(distill_config(method="at", loss_weights={"feature": 0.0}), student, teacher_a)
     with pytest.raises(SlkdError, match="unknown term"):
-        build_distiller(distill_config(loss_weights={"nce": 1.0}), student, teacher_a, teacher_b)
+        build_distiller(distill_config("slkd", loss_weights={"nce": 1.0}), student, teacher_a, teacher_b)
     with pytest.raises(SlkdError, match="did you mean"):
-        build_distiller(distill_config(encoder_taps=["encoder_levell1"]), student, teacher_a, teacher_b)
+        build_distiller(distill_config("slkd", encoder_taps=["encoder_levell1"]), student, teacher_a, teacher_b)
     with pytest.raises(SlkdError, match="student itself"):
         build_distiller(distill_config(method="output_kd"), student, student)
     with pytest.raises(SlkdError, match="Teacher B takes 1-channel images"):
         grey_b = build_model("restormer-tiny", inp_channels=1, out_channels=1, global_residual=False)
-        build_distiller(distill_config(), student, teacher_a, grey_b)
+        build_distiller(distill_config("slkd"), student, teacher_a, grey_b)
     with pytest.raises(SlkdError, match="temperature"):
-        build_distiller(distill_config(piqe_temperature=0.0), student, teacher_a, teacher_b)
+        build_distiller(distill_config("slkd", piqe_temperature=0.0), student, teacher_a, teacher_b)
     # failed constructions leave no hook behind on the caller's networks
     assert not student._forward_hooks and not teacher_a._forward_hooks and not teacher_b._forward_hooks
     # with IRL off or same_as_a, Teacher B is not needed
-    build_distiller(distill_config(teacher_b="same_as_a"), *_nets()[:2])
+    build_distiller(distill_config("slkd", teacher_b="same_as_a"), *_nets()[:2])
 
 
 # ------------------------------------------------------------------------ modules and hooks
@@ -333,7 +334,7 @@ def test_builder_errors():
 
 def test_to_moves_and_casts_the_teachers():
     student, teacher_a, teacher_b = _nets()
-    d = build_distiller(distill_config(), student, teacher_a, teacher_b)
+    d = build_distiller(distill_config("slkd"), student, teacher_a, teacher_b)
     assert d.to(torch.device("cpu")) is d
     d.double()
     for p in [*d.parameters(), *_teacher_params(teacher_a, teacher_b)]:
@@ -349,7 +350,7 @@ def test_to_moves_and_casts_the_teachers():
 def test_student_taps_record_only_inside_the_distiller_and_close_removes_them():
     student, teacher_a, teacher_b = _nets()
     hooks_before = len(student._forward_hooks), len(teacher_a._forward_hooks)
-    d = build_distiller(distill_config(), student, teacher_a, teacher_b)
+    d = build_distiller(distill_config("slkd"), student, teacher_a, teacher_b)
     batch = _batch()
     d(batch)
     with torch.no_grad():
@@ -380,7 +381,7 @@ def test_loss_calls_the_given_network():
 
 def test_slkd_training_smoke_reduces_the_loss():
     student, teacher_a, teacher_b = _nets()
-    d = build_distiller(distill_config(), student, teacher_a, teacher_b).train()
+    d = build_distiller(distill_config("slkd"), student, teacher_a, teacher_b).train()
     opt = torch.optim.Adam(d.trainable_module().parameters(), lr=2e-3)
     batch = _batch(32)
     before = [p.detach().clone() for p in _teacher_params(teacher_a, teacher_b)]
@@ -424,7 +425,7 @@ def test_compile_losses_wraps_only_the_feature_terms_and_keeps_the_numbers(monke
     terms = {}
     for flag in (False, True):
         student, teacher_a, teacher_b = _nets()
-        d = build_distiller(distill_config(compile_losses=flag), student, teacher_a, teacher_b).train()
+        d = build_distiller(distill_config("slkd", compile_losses=flag), student, teacher_a, teacher_b).train()
         _, terms[flag] = d(batch)
     assert calls == [("_nc_term", {"dynamic": False}), ("_et_term", {"dynamic": False})]
     assert terms[True].keys() == terms[False].keys()
@@ -443,17 +444,19 @@ def test_compile_failure_is_a_plain_error(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: broken)
     student, teacher_a, teacher_b = _nets()
-    d = build_distiller(distill_config(compile_losses=True), student, teacher_a, teacher_b).train()
+    d = build_distiller(distill_config("slkd", compile_losses=True), student, teacher_a, teacher_b).train()
     with pytest.raises(SlkdError, match=r"distill.compile_losses: torch.compile failed \(InductorError: "
                                         r"CppCompileError: C\+\+ compile error\).*compile_losses: false"):
         d(_batch())
 
 
 def test_feature_baselines_default_to_their_measured_weights():
-    """FitNet / AT / FAKD get their own feature weight unless the config names one; a term the
-    method does not have is refused."""
-    for method, weight in (("fitnet", 0.003), ("at", 0.0015), ("fakd", 0.002)):
-        assert distill_config(method=method).loss_weights == {"pix": 1.0, "feature": weight, "img": 0.0}
+    """FitNet / AT / FAKD get their own feature weight unless the config names one (FAKD, the
+    default method, also its paper's teacher-output term); a term the method does not have is
+    refused."""
+    assert DEFAULT_METHOD == "fakd" and distill_config().loss_weights["img"] == 0.5
+    for method, weight, img in (("fitnet", 0.003, 0.0), ("at", 0.0015, 0.0), ("fakd", 0.002, 0.5)):
+        assert distill_config(method=method).loss_weights == {"pix": 1.0, "feature": weight, "img": img}
         assert distill_config(method=method, loss_weights={"feature": 1.0}).loss_weights["feature"] == 1.0
     assert distill_config(method="slkd").loss_weights == {"pix": 1.0, "kl": 0.5, "nc": 0.01, "et": 0.03, "img": 0.0}
     with pytest.raises(SlkdError, match="unknown term.*bogus.*fitnet; its terms: pix, feature, img"):

@@ -123,8 +123,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "output_kd_kl": ("output_kd", {"loss_weights": {"img": 0.0, "kl": 0.5}}),
     "fitnet": ("fitnet", {}),
     "at": ("at", {}),
-    "fakd": ("fakd", {}),
-    "fakd_img": ("fakd", {"loss_weights": {"img": 0.5}}),                   # FAKD as published
+    "fakd": ("fakd", {"loss_weights": {"img": 0.0}}),                       # the affinity term alone
+    "fakd_img": ("fakd", {"loss_weights": {"img": 0.5}}),                   # FAKD as published (the default)
     "slkd": ("slkd", {}),
     "slkd_img": ("slkd", {"loss_weights": {"img": 0.5}}),
     "slkd_mscn": ("slkd", {"extractor_nc": "mscn"}),

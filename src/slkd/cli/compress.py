@@ -7,8 +7,10 @@ and NAFNet checkpoints load as they are), the task and two folders:
         --train Datasets/train/Rain13K --val Datasets/test/Rain100L
 
 It picks the student preset of the teacher's family (>= 80 % fewer parameters and MACs;
---student to choose), trains Teacher B (clean → clean, from your teacher), distils the
-student with SLKD (--method for a baseline), optionally trains the same student from scratch
+--student to choose), starts it from a cut of your teacher's weights where the two networks
+allow it (--init), distils it with the library's default method, FAKD with its teacher-output
+term, the best the study measured (--method slkd for SLKD, which also trains Teacher B, clean →
+clean, from your teacher; --method for any other), optionally trains the same student from scratch
 (--compare-scratch), evaluates everything on --val with the task's metric convention (derain:
 Y channel, BT.601; the rest RGB), profiles teacher and student, and writes into --out the
 student's weights (student.safetensors), student.onnx (with the export extra installed),
@@ -56,7 +58,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--student", metavar="NAME", help="student preset (default: the one sized "
                    "against the teacher, see slkd models)")
     p.add_argument("--method", default=DEFAULT_METHOD, choices=registered_methods(),
-                   help=f"distillation method (default {DEFAULT_METHOD})")
+                   help=f"distillation method (default {DEFAULT_METHOD}, the study's best; slkd for SLKD)")
     p.add_argument("--init", default="auto", choices=INITS,
                    help="the student's initial weights (and its scratch twin's): teacher = a cut of "
                    "Teacher A's blocks and channels, random, or auto (default: teacher where the "

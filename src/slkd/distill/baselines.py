@@ -146,8 +146,9 @@ class OutputKDConfig(DistillerConfig):
 @dataclass
 class FeatureKDConfig(DistillerConfig):
     """Options shared by the feature baselines: which levels they compare. Each also has an
-    output-level term, ``img``·L1(S(x), A(x)) (0 by default; FAKD's paper uses 0.5), so that
-    every method can be compared with the same teacher-output term [variant]."""
+    output-level term, ``img``·L1(S(x), A(x)) (0 by default for FitNet and AT; 0.5 for FAKD, as
+    its paper has it), so that every method can be compared with the same teacher-output term
+    [variant]."""
 
     #: student / Teacher A levels compared, encoder then decoder; null: the student's own level
     #: names (slkd.models.default_taps)
@@ -192,12 +193,16 @@ class ATConfig(FeatureKDConfig):
 
 @dataclass
 class FAKDConfig(FeatureKDConfig):
-    """``fakd``: L_pix + feature·feature-affinity distance."""
+    """``fakd``: L_pix + feature·feature-affinity distance + img·L1(S(x), A(x)).
+
+    The library's default method. Its teacher-output term is on (0.5, as in FAKD's paper): with
+    it, and a student cut from Teacher A, FAKD measured best of every method and variant the
+    study screened (BENCHMARKS.md §12); without it (``img: 0``) it is the affinity term alone."""
 
     #: features are pooled to at most this size per side before the HW×HW affinity
     fakd_pool: int = 8
 
-    DEFAULT_WEIGHTS = MappingProxyType({"pix": 1.0, "feature": 0.002, "img": 0.0})
+    DEFAULT_WEIGHTS = MappingProxyType({"pix": 1.0, "feature": 0.002, "img": 0.5})
 
     def validate(self, path: str = "distill") -> None:
         super().validate(path)

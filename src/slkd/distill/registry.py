@@ -48,8 +48,10 @@ __all__ = [
     "registered_methods",
 ]
 
-#: the method of a ``distill:`` node that names none
-DEFAULT_METHOD = "slkd"
+#: the method of a ``distill:`` node that names none: the one the study measured best (FAKD with
+#: its teacher-output term, on a student cut from Teacher A; BENCHMARKS.md §12). SLKD is one word
+#: away: ``distill.method=slkd`` / ``--method slkd``
+DEFAULT_METHOD = "fakd"
 
 _CONFIGS: dict[str, type[DistillerConfig]] = {}
 _DISTILLERS: dict[str, type[Distiller]] = {}
