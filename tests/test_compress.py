@@ -287,6 +287,13 @@ def test_an_out_folder_of_a_run_with_other_settings_is_refused(data, tmp_path, c
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1
     assert "holds a run with other settings (method: 'slkd' → 'fitnet'" in result.err
     assert sorted(p.name for p in out.iterdir()) == [SETTINGS_FILE]  # nothing was written
+    # a folder written before --init existed held randomly initialised students: continuing it
+    # with --init random is the same run, the new default (a cut of the teacher) is not
+    old = {k: v for k, v in prep.settings.items() if k != "init"}
+    (out / SETTINGS_FILE).write_text(json.dumps({"settings": old}))
+    assert prepare(Job(**{**job.__dict__, "init": "random"}), log=None).settings["init"] == "random"
+    with pytest.raises(SlkdError, match="init: 'random' → 'teacher'"):
+        prepare(job, log=None)
 
 
 def test_prepare_checks_without_writing_and_plans_the_stages(data, tmp_path):

@@ -183,6 +183,8 @@ def _check_earlier(out: Path, settings: dict, stages: list[Stage]) -> None:
             before = json.loads(recorded.read_text(encoding="utf-8"))["settings"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SlkdError(f"{recorded} cannot be read ({exc}); give a new --out") from None
+        if isinstance(before, dict):
+            before.setdefault("init", "random")  # written before --init existed: students started at random
         changes = config_changes(before, settings)
         if changes:
             raise SlkdError(f"--out {out} holds a run with other settings ({_differences(changes)}); "
