@@ -587,7 +587,11 @@ def _main(args) -> int:
     result = summary()
     if parity is not None and result.get("parity_iters"):
         result["parity"] = _parity_rows(study, args, result["parity_iters"])
-    path = _write_result(args, study, result)
+    partial = None
+    if args.stage == "final" and args.summary_only:  # part-way only if a finalist is missing
+        partial = not (all(v is not None for f in result["families"].values() for v in f["val_psnr"])
+                       and all(row.get(k) for row in result["sets"].values() for k in result["families"]))
+    path = _write_result(args, study, result, partial)
     written = [path]
     if args.stage == "final":
         student = variant(args.slkd).student
@@ -648,14 +652,15 @@ def _teachers(args, task: PaysTask) -> int:
     return 0 if all(s == "done" for s in state.values()) else 1
 
 
-def _write_result(args, study: Study, summary: dict) -> Path:
+def _write_result(args, study: Study, summary: dict, partial: bool | None = None) -> Path:
     """``pays_<task>_<stage>.json`` (stage, task, the command, the summary) in the results folder."""
     results = args.results or (study.out / "results" if args.quick else RESULTS)
     results.mkdir(parents=True, exist_ok=True)
     command = "python -m benchmarks.study.pays " + " ".join(a for a in args.argv if a != "--summary-only")
     path = results / f"pays_{study.task.key}_{args.stage}.json"
     path.write_text(json.dumps({"stage": args.stage, "task": args.task, "command": command.strip(),
-                                "partial": bool(getattr(args, "summary_only", False)), "summary": summary},
+                                "partial": bool(getattr(args, "summary_only", False)) if partial is None
+                                else partial, "summary": summary},
                                indent=2, default=json_default) + "\n")
     return path
 

@@ -157,7 +157,7 @@ def final_md(result: dict | None, task: PaysTask) -> list[str]:
             lines += ["", f"SLKD − best baseline: {paired_text(row.get('slkd_minus_best_baseline'))}"
                       + (f"; at 2×: {paired_text(row.get('slkd_minus_best_baseline_2x'))}." if double else ".")]
         parity = (s.get("parity") or {}).get(set_name)
-        if parity:
+        if parity and parity.get("slkd_minus_scratch_parity"):
             lines.append(f"Compute parity (scratch trained {parity['iters']} iterations, SLKD's wall-clock): "
                          f"SLKD − scratch {paired_text(parity['slkd_minus_scratch_parity'])}.")
         lines.append("")
