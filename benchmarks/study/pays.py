@@ -534,6 +534,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-publish", action="store_true", help="final: do not copy students to benchmarks/weights")
     p.add_argument("--no-2x", dest="double", action="store_false", help="final: leave out the runs at twice the "
                    "budget (they test whether a gain survives; without a gain at the budget they are not needed)")
+    p.add_argument("--no-parity", dest="parity", action="store_false", help="final: leave out scratch given "
+                   "SLKD's wall-clock (three runs several times the budget; the plateau ladder already shows "
+                   "what scratch gains from more iterations)")
     p.add_argument("--summary-only", action="store_true", help="plateau/screen/final: start nothing, write the "
                    "results file from the runs finished so far (while the stage runs in another process, or after "
                    "it was stopped)")
@@ -578,7 +581,7 @@ def _main(args) -> int:
         state = _climb(jobs, summary, args, env)
     else:
         state = run_jobs(list({j.name: j for j in jobs}.values()), args.jobs, args.threads, env, args.device)
-    if parity is not None and parity() is not None and not args.summary_only:  # scratch given SLKD's wall-clock
+    if parity is not None and args.parity and parity() is not None and not args.summary_only:  # scratch given SLKD's wall-clock
         extra = []
         for seed in args.seeds:
             run = study.student(variant(variant(args.slkd).scratch_twin), seed, parity())
