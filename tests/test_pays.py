@@ -183,6 +183,9 @@ def test_final_picks_the_best_baseline_on_validation_and_writes_the_headline(tea
     assert {j.name for j in jobs} - {j.name for j in single} >= {"slkd_img_s0_i200", "eval/slkd_img_s1_i200/Rain100L/test"}
     assert not any("_i200" in j.name for j in single)
     assert parity() == 300  # scratch given SLKD's wall-clock: 100 × 300 s / 100 s
+    extra = {j.name for j in pays.parity_jobs(study, "slkd_img", [0, 1], parity())}
+    assert {"scratch_s0_i300", "scratch_s1_i300", "eval/scratch_s1_i300/Rain100L/test"} <= extra
+    assert pays.parity_jobs(study, "slkd_img", [0, 1], None) == []  # SLKD or scratch not finished yet
     s = summary()
     assert s["best_baseline"] == "output_kd"
     row = s["sets"]["Rain100L"]

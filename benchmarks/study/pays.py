@@ -415,6 +415,20 @@ def final(study: Study, slkd_name: str, baselines: list[str], seeds: list[int], 
     return jobs, summary, parity_iters
 
 
+def parity_jobs(study: Study, slkd_name: str, seeds, iters: int | None) -> list[Job]:
+    """Scratch given SLKD's wall-clock: the SLKD variant's scratch twin trained ``iters``
+    iterations (the parity budget, ``None`` until SLKD and scratch finished) per seed, with its
+    evaluations."""
+    if iters is None:
+        return []
+    twin = variant(variant(slkd_name).scratch_twin)
+    jobs: list[Job] = []
+    for seed in seeds:
+        run = study.student(twin, seed, iters)
+        jobs += [run, *study.evaluate_run(run, twin.student)]
+    return jobs
+
+
 def _family_runs(study: Study, v: Variant, seeds, iters) -> list[str]:
     return [study.run_name(v, s, iters) for s in seeds]
 
@@ -581,12 +595,10 @@ def _main(args) -> int:
         state = _climb(jobs, summary, args, env)
     else:
         state = run_jobs(list({j.name: j for j in jobs}.values()), args.jobs, args.threads, env, args.device)
-    if parity is not None and args.parity and parity() is not None and not args.summary_only:  # scratch given SLKD's wall-clock
-        extra = []
-        for seed in args.seeds:
-            run = study.student(variant(variant(args.slkd).scratch_twin), seed, parity())
-            extra += [run, *study.evaluate_run(run, run.config["model"]["name"])]
-        state.update(run_jobs(extra, args.jobs, args.threads, env, args.device))
+    if parity is not None and args.parity and not args.summary_only:
+        extra = parity_jobs(study, args.slkd, args.seeds, parity())
+        if extra:
+            state.update(run_jobs(extra, args.jobs, args.threads, env, args.device))
     result = summary()
     if parity is not None and result.get("parity_iters"):
         result["parity"] = _parity_rows(study, args, result["parity_iters"])
