@@ -116,7 +116,12 @@ def test_slkd_under_two_cpu_ranks_matches_one_process(setup, capsys):
     """The same SLKD distillation on 2 gloo ranks × batch 1 and on 1 process × batch 2.
 
     Every SLKD term is a mean over the batch except L_ET's activity-weighted ratio of means
-    (mean(w·|ΔΦ|)/mean(w) per rank), so the runs agree closely but not to rounding."""
+    (mean(w·|ΔΦ|)/mean(w) per rank), so the runs agree closely but not to rounding. What must
+    agree is the global gradient (the all-reduced mean of the ranks' gradients) and what the
+    student becomes; the weights themselves are not compared after 3 steps: Adam's first
+    updates are sign-like (m/√v ≈ ±1), so a parameter whose gradient is near zero moves by ±lr
+    whichever way rounding tips it, and the relative weight distance of the two runs is
+    machine-dependent (0.1 on one CPU, 0.48 on another, with the gradients 0.06 % apart)."""
     one = write_config(setup, "ddp", **{"train.iters": 3, "output_dir": str(setup / "one")})
     assert main(["distill", "--config", str(one), "--device", "cpu"]) == 0, capsys.readouterr().err
     two = write_config(setup, "ddp", **{"train.iters": 3, "output_dir": str(setup / "two"),
@@ -133,9 +138,15 @@ def test_slkd_under_two_cpu_ranks_matches_one_process(setup, capsys):
     seed_everything(1)  # the config's seed: the student's initial weights
     init = build_model("res-sl-tiny").state_dict()
     flat = lambda sd: torch.cat([sd[k].flatten().double() for k in sorted(a)])  # noqa: E731
-    diff = (flat(a) - flat(b)).norm() / (flat(a) - flat(init)).norm()
-    print(f"|w1 - w2| / |w1 - w0| = {diff:.3f}")
-    assert diff < 0.2
+    assert (flat(a) - flat(init)).norm() > 0 and (flat(b) - flat(init)).norm() > 0  # both trained
+    events = {run: list(map(json.loads, (setup / run / "ddp" / "metrics.jsonl").read_text().splitlines()))
+              for run in ("one", "two")}
+    first = {run: next(e["grad_norm"] for e in ev if e["event"] == "train" and e["step"] == 1)
+             for run, ev in events.items()}
+    assert first["two"] == pytest.approx(first["one"], rel=0.01)  # the same global gradient
+    val = {run: [e["psnr"] for e in ev if e["event"] == "val"] for run, ev in events.items()}
+    assert len(val["one"]) == len(val["two"]) == 2
+    assert val["two"] == pytest.approx(val["one"], abs=0.05)  # the same student, to 0.05 dB
     env_two = json.loads((setup / "two" / "ddp" / "environment.json").read_text())
     assert env_two["world_size"] == 2
     # a torchrun run goes through `slkd`'s main(), which tunes glibc's allocator first
