@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from benchmarks.publish import PublishError, publish
 from benchmarks.study import pays
@@ -301,3 +302,21 @@ def test_teachers_stage_trains_publishes_and_scores_teacher_a_on_the_test_set(tm
     assert test["images"] == 2 and 5 < test["teacher_a"]["psnr"] < 40
     assert test["input"]["psnr"] == pytest.approx(26.645, abs=0.01)  # the first two test pairs, Y channel
     assert summary["validation"]["a"]["dataset"] == "rain-val10"
+
+
+@pytest.mark.parametrize("name, variant_name", [("distill_tiny", "fakd_img+init"), ("scratch_tiny", "scratch+init")])
+def test_shipped_derain_student_configs_are_the_study_runs(name, variant_name):
+    """configs/derain/{distill,scratch}_tiny.yaml give users the study's deraining students:
+    the same model, cut, method, data, validation split and schedule (paths and names aside)."""
+    root = Path(__file__).resolve().parents[1]
+    shipped = yaml.safe_load((root / "configs" / "derain" / f"{name}.yaml").read_text())
+    study = pays.Study(pays.TASKS["derain"], Path("/nowhere"), DATA, root / "benchmarks" / "weights" / "derain",
+                       pays.Scale())
+    run = study.student(pays.variant(variant_name), 0, shipped["train"]["iters"]).config
+    assert shipped["model"]["name"] == run["model"]["name"]
+    assert Path(shipped["model"]["init_from_teacher"]["weights"]).name == \
+        Path(run["model"]["init_from_teacher"]["weights"]).name
+    assert shipped["data"] == run["data"] and shipped["train"] == run["train"] and shipped["eval"] == run["eval"]
+    assert shipped["seed"] == run["seed"]
+    # the study runs scratch through `slkd distill` (method scratch: the pixel loss alone)
+    assert shipped.get("distill", {}).get("method", shipped["role"]) == run["distill"]["method"]
