@@ -202,7 +202,7 @@ def test_final_picks_the_best_baseline_on_validation_and_writes_the_headline(tea
                                         "slkd": pytest.approx(34.15),
                                         "best_baseline": {"name": "output_kd", "psnr": pytest.approx(33.85)},
                                         "seeds": 2}
-    assert set(head["students"]) == {"model", "scratch", "slkd", "output_kd"}
+    assert set(head["students"]) == {"model", "task", "scratch", "slkd", "output_kd"}
 
 
 def _finished_run(run: Path, iters: int = 4) -> None:

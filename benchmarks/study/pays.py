@@ -95,7 +95,8 @@ TASKS = {
                         (("CBSD68", "denoise"), ("Kodak24", "denoise")), "headline.json",
                         ("CBSD68", "Kodak24"), {"sigma": 25}),
     "derain": PaysTask("derain", "configs/derain/teacher_a_tiny.yaml", (("Rain100L/test", "derain"),),
-                       "headline_derain.json", ("Rain100L",), no_reference=(("RealRain20", "real"),)),
+                       "headline_derain.json", ("Rain100L",), {"task": "derain"},
+                       no_reference=(("RealRain20", "real"),)),
 }
 
 #: the committed teachers: config file and overrides per role (Teacher B also starts from
