@@ -121,7 +121,7 @@ def test_slkd_under_two_cpu_ranks_matches_one_process(setup, capsys):
     student becomes; the weights themselves are not compared after 3 steps: Adam's first
     updates are sign-like (m/√v ≈ ±1), so a parameter whose gradient is near zero moves by ±lr
     whichever way rounding tips it, and the relative weight distance of the two runs is
-    machine-dependent (0.1 on one CPU, 0.48 on another, with the gradients 0.06 % apart)."""
+    machine-dependent (under 0.2 on the CI machine, 0.48 on another, with the gradients 0.06 % apart)."""
     one = write_config(setup, "ddp", **{"train.iters": 3, "output_dir": str(setup / "one")})
     assert main(["distill", "--config", str(one), "--device", "cpu"]) == 0, capsys.readouterr().err
     two = write_config(setup, "ddp", **{"train.iters": 3, "output_dir": str(setup / "two"),

@@ -308,9 +308,8 @@ def test_teachers_stage_trains_publishes_and_scores_teacher_a_on_the_test_set(tm
 def test_shipped_derain_student_configs_are_the_study_runs(name, variant_name):
     """configs/derain/{distill,scratch}_tiny.yaml give users the study's deraining students:
     the same model, cut, method, data, validation split and schedule (paths and names aside)."""
-    root = Path(__file__).resolve().parents[1]
-    shipped = yaml.safe_load((root / "configs" / "derain" / f"{name}.yaml").read_text())
-    study = pays.Study(pays.TASKS["derain"], Path("/nowhere"), DATA, root / "benchmarks" / "weights" / "derain",
+    shipped = yaml.safe_load((ROOT / "configs" / "derain" / f"{name}.yaml").read_text())
+    study = pays.Study(pays.TASKS["derain"], Path("/nowhere"), DATA, ROOT / "benchmarks" / "weights" / "derain",
                        pays.Scale())
     run = study.student(pays.variant(variant_name), 0, shipped["train"]["iters"]).config
     assert shipped["model"]["name"] == run["model"]["name"]
