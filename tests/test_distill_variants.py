@@ -114,3 +114,71 @@ def test_feature_baselines_add_l1_to_teacher_output_only_when_weighted(method):
     w = d.weights
     assert loss.item() == pytest.approx(
         terms["loss_pix"].item() + w["feature"] * terms["loss_feature"].item() + 0.5 * expected_img.item(), rel=1e-5)
+
+
+# ---------------------------------------------------------------- the split with a working distance
+
+ALL_LEVELS = ["encoder_level1", "encoder_level2", "encoder_level3", "latent",
+              "decoder_level3", "decoder_level2", "decoder_level1", "refinement"]
+
+
+def test_slkd_with_the_affinity_distance_on_every_level_of_teacher_a_is_fakd():
+    """SLKD's DRL with ``extractor_nc: affinity`` over all eight levels, no IRL and no KL, is FAKD
+    with its output term: the same terms, the same total, the same gradient."""
+    student, a, _ = _nets()
+    batch = _batch()
+    fakd = build_distiller(distill_config("fakd"), student, a)
+    f_loss, f_terms = fakd(batch)
+    f_grad = torch.autograd.grad(f_loss, list(student.parameters()), allow_unused=True)
+    fakd.close()
+    w = fakd.weights
+    slkd = build_distiller(distill_config("slkd", extractor_nc="affinity", irl=False, encoder_taps=ALL_LEVELS,
+                                          loss_weights={"kl": 0.0, "nc": w["feature"], "img": w["img"]}),
+                           student, a)
+    assert len(slkd.adapters) == 0  # the affinity distance needs no SCM
+    s_loss, s_terms = slkd(batch)
+    s_grad = torch.autograd.grad(s_loss, list(student.parameters()), allow_unused=True)
+    assert torch.equal(s_terms["loss_nc"], f_terms["loss_feature"])
+    assert torch.equal(s_terms["loss_img"], f_terms["loss_img"])
+    torch.testing.assert_close(s_loss, f_loss, rtol=1e-6, atol=0)
+    for g1, g2 in zip(s_grad, f_grad):
+        assert (g1 is None) == (g2 is None)
+        if g1 is not None:
+            torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-8)
+
+
+def test_the_split_with_affinity_reads_teacher_b_on_the_clean_image_at_the_decoder():
+    from slkd.distill import fakd_loss
+
+    student, a, b = _nets()
+    batch = _batch()
+    d = build_distiller(distill_config("slkd", extractor_nc="affinity", extractor_et="affinity", affinity_pool=4,
+                                       loss_weights={"kl": 0.0, "img": 0.0, "nc": 0.002, "et": 0.002}),
+                        student, a, b)
+    log_a, log_b = CallLog(a), CallLog(b)
+    _, terms = d(batch)
+    assert set(terms) == {"loss_pix", "loss_nc", "loss_et"} and len(d.adapters) == 0
+    assert log_a.calls == 1 and torch.equal(log_a.inputs[0], batch["lq"])
+    assert log_b.calls == 1 and torch.equal(log_b.inputs[0], batch["gt"])
+    # the decoder term is FAKD's distance between the student's decoder on x and B's on y
+    enc, dec = ALL_LEVELS[:4], ALL_LEVELS[4:]
+    with torch.no_grad():
+        s_feats = {}
+        hooks = [dict(student.named_modules())[n].register_forward_hook(
+            lambda m, i, o, n=n: s_feats.__setitem__(n, o)) for n in ALL_LEVELS]
+        d.close()
+        student(batch["lq"])
+        t_feats = {}
+        hooks += [dict(b.named_modules())[n].register_forward_hook(
+            lambda m, i, o, n=n: t_feats.__setitem__(n, o)) for n in dec]
+        b(batch["gt"])
+        for h in hooks:
+            h.remove()
+    expected = fakd_loss([s_feats[n] for n in dec], [t_feats[n] for n in dec], pool=4)
+    torch.testing.assert_close(terms["loss_et"], expected, rtol=1e-5, atol=1e-7)
+    assert enc  # the encoder term reads Teacher A (checked by FAKD's equality above)
+
+
+def test_affinity_pool_must_be_positive():
+    with pytest.raises(ConfigError, match="affinity_pool"):
+        distill_config("slkd", affinity_pool=0)

@@ -113,9 +113,17 @@ TEACHER_RECIPES = {
                 "b": ("configs/denoise25/teacher_b_tiny.yaml", ["train.iters=1000", "train.val_every=250"])},
     "derain": {"a": ("configs/derain/teacher_a_tiny.yaml",
                      ["train.iters=12000", "train.val_every=1500", "train.ema=0.999"]),
-               "b": ("configs/derain/teacher_b_tiny.yaml", ["train.iters=1000", "train.val_every=250"])},
+               "b": ("configs/derain/teacher_b_tiny.yaml", ["train.iters=1000", "train.val_every=250"]),
+               # Teacher B from random weights (the clean-image autoencoder of KDDN and Hong et al.),
+               # for the split's question whether B's knowledge must come from A
+               "b_scratch": ("configs/derain/teacher_b_tiny.yaml",
+                             ["model.init_from=null", "train.iters=4000", "train.val_every=1000",
+                              "train.optimizer.lr=1e-3", "train.scheduler.warmup_iters=50"])},
 }
 
+#: every level FAKD compares (the student's encoder then decoder taps, Restormer's names)
+FAKD_LEVELS = ("encoder_level1", "encoder_level2", "encoder_level3", "latent",
+               "decoder_level3", "decoder_level2", "decoder_level1", "refinement")
 #: base variants: name → (method, distill node overrides). Library defaults unless stated: the
 #: feature baselines at their balanced weights, SLKD at λ_kl 0.5, λ_nc 0.01, λ_et 0.03.
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -140,10 +148,42 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     # (≈ 0.039) outweigh the pixel loss (≈ 0.025) in the 2000-iteration screen, and
     # slkd_img(+init) lost 0.24–0.32 dB to its scratch twin
     "slkd_img_light": ("slkd", {"loss_weights": {"img": 0.5, "nc": 0.001, "et": 0.003}}),
+    # SLKD's structure, DRL (Teacher A on x → the encoder) + IRL (Teacher B on y → the decoder),
+    # with distances known to work here instead of our BRISQUE/PIQE extractors: FAKD's affinity
+    # (its per-level weight) or FitNet's normalised distance (L1 on the SCM's standardised
+    # features, its balanced weight); with and without FAKD's output term, no KL
+    "split_aff": ("slkd", {"extractor_nc": "affinity", "extractor_et": "affinity",
+                           "loss_weights": {"kl": 0.0, "img": 0.0, "nc": 0.002, "et": 0.002}}),
+    "split_aff_img": ("slkd", {"extractor_nc": "affinity", "extractor_et": "affinity",
+                               "loss_weights": {"kl": 0.0, "img": 0.5, "nc": 0.002, "et": 0.002}}),
+    "split_l1": ("slkd", {"extractor_nc": "identity", "extractor_et": "identity",
+                          "loss_weights": {"kl": 0.0, "img": 0.0, "nc": 0.003, "et": 0.003}}),
+    "split_l1_img": ("slkd", {"extractor_nc": "identity", "extractor_et": "identity",
+                              "loss_weights": {"kl": 0.0, "img": 0.5, "nc": 0.003, "et": 0.003}}),
+    # the split's IRL fed Teacher A on the clean image: does a separate clean → clean teacher matter?
+    "split_aff_img_a": ("slkd", {"extractor_nc": "affinity", "extractor_et": "affinity", "teacher_b": "same_as_a",
+                                 "loss_weights": {"kl": 0.0, "img": 0.5, "nc": 0.002, "et": 0.002}}),
+    # today's default (FAKD + output term: Teacher A's affinity at every level) plus IRL, Teacher B
+    # on the decoder, through SLKD's PIQE extractor or through the affinity distance
+    "fakd_irl": ("slkd", {"extractor_nc": "affinity", "encoder_taps": list(FAKD_LEVELS),
+                          "loss_weights": {"kl": 0.0, "img": 0.5, "nc": 0.002, "et": 0.003}}),
+    "fakd_irl_aff": ("slkd", {"extractor_nc": "affinity", "extractor_et": "affinity",
+                              "encoder_taps": list(FAKD_LEVELS),
+                              "loss_weights": {"kl": 0.0, "img": 0.5, "nc": 0.002, "et": 0.002}}),
 }
+#: the paper's ablation (without DRL, IRL, L_NC, L_ET) of a full SLKD variant: suffix → switches.
+#: Without L_NC / L_ET the part stays and its extractor is replaced by plain L1 on the SCM's
+#: standardised features (docs/spec.md §2.7); without DRL / IRL the part is gone (the output terms
+#: stay: they belong to neither part)
+ABLATION = {"nodrl": {"drl": False}, "noirl": {"irl": False},
+            "nonc": {"extractor_nc": "identity"}, "noet": {"extractor_et": "identity"}}
+for _full in ("slkd_img_light", "slkd_paper"):
+    for _suffix, _switch in ABLATION.items():
+        VARIANTS[f"{_full}_{_suffix}"] = ("slkd", {**VARIANTS[_full][1], **_switch})
 #: modifiers: ``+init`` starts the student from a slice of Teacher A; ``@deep`` uses the student
-#: cut by width alone (the teacher's depth)
-INIT, DEEP = "+init", "@deep"
+#: cut by width alone (the teacher's depth); ``+bscratch`` gives IRL the Teacher B trained from
+#: random weights on clean images (``teacher_b_scratch``) instead of the one fine-tuned from A
+INIT, DEEP, BSCRATCH = "+init", "@deep", "+bscratch"
 DEEP_STUDENT = "res-sl-tiny-deep"
 #: the screening list (every variant tried is reported), in the order the runs start: the terms
 #: every working KD method shares (an output-level teacher term, a teacher-initialised student)
@@ -152,6 +192,15 @@ SCREEN = ("scratch", "scratch+init", "output_kd", "output_kd+init", "slkd_img", 
           "slkd_img_decay+init", "slkd_img_light+init", "fakd_img", "fakd_img+init", "slkd", "slkd+init", "slkd_mscn_edge_img", "slkd_img_decay", "fitnet", "at",
           "fakd", "output_kd_kl", "slkd_mscn", "slkd_edge", "slkd_decay", "slkd_deep_levels", "slkd_paper",
           "scratch@deep", "slkd_img@deep", "slkd_img_light")
+#: the deraining screen (every run teacher-initialised, against scratch+init): the dual-teacher
+#: split with working distances first, then FAKD + IRL, the paper's ablation at the lightest
+#: weights and at the paper's, the Teacher B variants, and the baselines
+SCREEN_DERAIN = ("scratch+init", "fakd_img+init", "split_aff_img+init", "fakd_irl_aff+init", "split_aff+init",
+                 "split_l1_img+init", "split_l1+init", "fakd_irl+init", "slkd_img_light+init",
+                 "slkd_img_light_nodrl+init", "slkd_img_light_noirl+init", "slkd_img_light_nonc+init",
+                 "slkd_img_light_noet+init", "split_aff_img_a+init", "split_aff_img+init+bscratch",
+                 "output_kd+init", "slkd_paper+init", "slkd_paper_nodrl+init", "slkd_paper_noirl+init",
+                 "slkd_paper_nonc+init", "slkd_paper_noet+init")
 
 
 @dataclass(frozen=True)
@@ -161,6 +210,8 @@ class Variant:
     distill: dict
     init: bool
     student: str
+    #: Teacher B's file in the teachers' folder (``teacher_b`` or ``teacher_b_scratch``)
+    teacher_b: str = "b"
 
     @property
     def scratch_twin(self) -> str:
@@ -170,11 +221,13 @@ class Variant:
 
 def variant(name: str) -> Variant:
     base, deep = (name[:-len(DEEP)], True) if name.endswith(DEEP) else (name, False)
+    base, bscratch = (base[:-len(BSCRATCH)], True) if base.endswith(BSCRATCH) else (base, False)
     base, init = (base[:-len(INIT)], True) if base.endswith(INIT) else (base, False)
     if base not in VARIANTS:
-        raise StudyError(f"unknown variant {name!r}: known {', '.join(VARIANTS)} (+init, @deep)")
+        raise StudyError(f"unknown variant {name!r}: known {', '.join(VARIANTS)} (+init, +bscratch, @deep)")
     method, distill = VARIANTS[base]
-    return Variant(name, method, distill, init, DEEP_STUDENT if deep else STUDENT)
+    return Variant(name, method, distill, init, DEEP_STUDENT if deep else STUDENT,
+                   "b_scratch" if bscratch else "b")
 
 
 @dataclass(frozen=True)
@@ -225,7 +278,7 @@ class Study:
         }
         if v.method != "scratch":
             config["teachers"] = {"a": {"name": TEACHER, "weights": str(self.teacher("a"))},
-                                  "b": {"name": TEACHER, "weights": str(self.teacher("b")),
+                                  "b": {"name": TEACHER, "weights": str(self.teacher(v.teacher_b)),
                                         "options": {"global_residual": False}}}
         job = Job(name, ["distill"], [], config, self.out / "configs" / f"{name}.yaml", self.out / name)
         self.jobs[name] = job
@@ -280,14 +333,20 @@ def last_quarter_gain(vals: list[dict], iters: int) -> float | None:
 
 # --------------------------------------------------------------------------------- stages
 
-def teacher_jobs(task_name: str, runs: Path, quick: bool) -> dict[str, Job]:
-    """Teacher A and Teacher B of ``task_name`` as run under ``runs`` (``<key>-teacher-a/b``)."""
+def teacher_jobs(task_name: str, runs: Path, quick: bool, roles=("a", "b")) -> dict[str, Job]:
+    """The teachers ``roles`` of ``task_name`` as run under ``runs`` (``<key>-teacher-<role>``)."""
     from slkd.engine.config import load_config, to_dict
 
     key = TASKS[task_name].key
     jobs: dict[str, Job] = {}
-    for role, (config, overrides) in TEACHER_RECIPES[task_name].items():
-        name = f"{key}-teacher-{role}"
+    recipes = TEACHER_RECIPES[task_name]
+    unknown = [r for r in roles if r not in recipes]
+    if unknown:
+        raise StudyError(f"--roles: {task_name} has no teacher recipe {', '.join(unknown)} (it has "
+                         f"{', '.join(recipes)})")
+    for role in roles:
+        config, overrides = recipes[role]
+        name = f"{key}-teacher-{role.replace('_', '-')}"
         extra = [f"name={name}", f"output_dir={runs}", *TEACHER_COMMON, *overrides]
         if role == "b":
             extra.append(f"model.init_from={runs / f'{key}-teacher-a'}")
@@ -301,7 +360,7 @@ def teacher_jobs(task_name: str, runs: Path, quick: bool) -> dict[str, Job]:
         if quick:
             for val in cfg["data"]["val"]:
                 val["limit"] = 2
-        deps = [f"{key}-teacher-a"] if role == "b" else []
+        deps = [f"{key}-teacher-a"] if role == "b" and "a" in roles else []
         # the runner starts slkd in ROOT: a relative ``runs`` is relative to it
         jobs[role] = Job(name, ["train"], deps, cfg, ROOT / runs / "configs" / f"{name}.yaml", ROOT / runs / name)
     return jobs
@@ -366,7 +425,15 @@ def screen(study: Study, names: list[str], iters: int, seed: int = 0) -> tuple[l
     for v in list(variants):  # every variant is compared with its scratch twin
         if v.scratch_twin not in names:
             variants.append(variant(v.scratch_twin))
-    jobs = {v.name: study.student(v, seed, iters) for v in variants}
+    jobs = {}
+    for v in variants:
+        try:
+            jobs[v.name] = study.student(v, seed, iters)
+        except StudyError as exc:  # an extra Teacher B (+bscratch) not published yet: screened
+            if v.teacher_b == "b":  # once it is; the main teachers missing is an error
+                raise
+            print(f"  not run: {v.name}: {exc}", flush=True)
+    variants = [v for v in variants if v.name in jobs]
 
     def summary() -> dict:
         rows = {}
@@ -526,12 +593,15 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", choices=("teachers", "plateau", "screen", "final"))
     p.add_argument("--task", choices=tuple(TASKS), default="denoise")
+    p.add_argument("--roles", nargs="+", default=["a", "b"], help="teachers: which teachers to train and "
+                   "publish (a, b; derain also b_scratch, Teacher B from random weights)")
     p.add_argument("--ladder", type=int, nargs="+", default=[1000, 2000, 4000, 8000, 16000, 32000],
                    help="plateau: scratch budgets tried (iterations)")
     p.add_argument("--full-ladder", action="store_true", help="plateau: run every rung (default: stop "
                    "after the wave that finds the budget)")
     p.add_argument("--iters", type=int, help="screen/final: student iterations (final also runs twice this)")
-    p.add_argument("--variants", nargs="+", default=list(SCREEN), help="screen: variants (default: all)")
+    p.add_argument("--variants", nargs="+", help="screen: variants (default: the task's screening list, "
+                   "SCREEN or SCREEN_DERAIN)")
     p.add_argument("--slkd", default="slkd", help="final: the SLKD variant")
     p.add_argument("--baselines", nargs="+", default=["output_kd", "fitnet", "at", "fakd"],
                    help="final: the baselines (their best on validation is the headline's)")
@@ -584,7 +654,8 @@ def _main(args) -> int:
     if args.stage == "plateau":
         jobs, summary = plateau(study, sorted(set(args.ladder)))
     elif args.stage == "screen":
-        jobs, summary = screen(study, list(dict.fromkeys(args.variants)), args.iters)
+        names = args.variants or list(SCREEN_DERAIN if args.task == "derain" else SCREEN)
+        jobs, summary = screen(study, list(dict.fromkeys(names)), args.iters)
     else:
         jobs, summary, parity = final(study, args.slkd, list(dict.fromkeys(args.baselines)), args.seeds,
                                       args.iters, publish=not (args.no_publish or args.quick), double=args.double)
@@ -641,8 +712,8 @@ def _teachers(args, task: PaysTask) -> int:
     runs = args.teacher_runs.resolve()
     if runs.is_relative_to(ROOT):  # as the running teachers were started (the runner's cwd is ROOT)
         runs = runs.relative_to(ROOT)
-    jobs = teacher_jobs(args.task, runs, args.quick)
-    print(f"Teacher A then B of {task.key} in {runs}", flush=True)
+    jobs = teacher_jobs(args.task, runs, args.quick, tuple(args.roles))
+    print(f"Teachers {', '.join(r.upper() for r in args.roles)} of {task.key} in {runs}", flush=True)
     state = run_jobs(list(jobs.values()), 1, args.threads, {"SLKD_DATA": str(args.data.resolve())}, args.device)
     if any(s != "done" for s in state.values()):
         print("the teachers did not finish; the same command resumes them", file=sys.stderr)
@@ -651,6 +722,8 @@ def _teachers(args, task: PaysTask) -> int:
     validation = publish_teachers(jobs, dest.resolve())
     for role, v in validation.items():
         print(f"Teacher {role.upper()}: {v['dataset']} PSNR {v['psnr']:.2f} dB at step {v['step']}")
+    if "a" not in args.roles:
+        return 0
     # Teacher A and the degraded input on the test sets: the teacher's stated quality (nothing is
     # chosen on them); the final stage reuses these evaluations
     study = Study(task, args.out.resolve(), args.data.resolve(), dest.resolve(), QUICK if args.quick else Scale())

@@ -31,7 +31,9 @@ from slkd.distill.extractors import EdgeWeightExtractor, IdentityExtractor
 from slkd.distill.scm import teacher_constant
 
 __all__ = [
+    "affinity_matrix",
     "et_loss",
+    "fakd_loss",
     "image_l1",
     "kl_loss",
     "nc_loss",
@@ -120,6 +122,32 @@ def et_loss(
                 ct = ext(t)
                 w = ext.activity_weight(ct[..., 0]).unsqueeze(-1)
             level = (w * (cs - ct).abs()).mean() / (w.mean() + eps)
+        total = level if total is None else total + level
+    return total
+
+
+def affinity_matrix(f: Tensor, size: Sequence[int]) -> Tensor:
+    """FAKD's spatial affinity: adaptive average pool to ``size``, L2-normalise over channels
+    at each position, then A = FᵀF: B×(h·w)×(h·w) cosine similarities between positions."""
+    if f.dim() != 4:
+        raise ValueError(f"expected a B×C×H×W feature map, got shape {tuple(f.shape)}")
+    p = F.adaptive_avg_pool2d(f, tuple(size))
+    p = F.normalize(p.flatten(2), dim=1)  # B×C×hw
+    return p.transpose(1, 2) @ p
+
+
+def fakd_loss(student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor], pool: int = 8) -> Tensor:
+    """Σ_levels mean|Aff_S − Aff_T|. Both maps are pooled to the same h×w: ``pool`` per side,
+    or less where either map is smaller (pooling never up-samples)."""
+    if pool < 1:
+        raise ValueError(f"pool must be >= 1, got {pool}")
+    if len(student_feats) != len(teacher_feats) or not student_feats:
+        raise ValueError(f"fakd_loss: {len(student_feats)} student vs {len(teacher_feats)} teacher levels")
+    total = None
+    for s, t in zip(student_feats, teacher_feats):
+        t = teacher_constant(t)
+        size = (min(pool, s.shape[-2], t.shape[-2]), min(pool, s.shape[-1], t.shape[-1]))
+        level = (affinity_matrix(s, size) - affinity_matrix(t, size)).abs().mean()
         total = level if total is None else total + level
     return total
 

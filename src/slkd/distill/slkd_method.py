@@ -36,7 +36,7 @@ from slkd.distill.extractors import (
     level_indices_from_sizes,
     piqe_extractors,
 )
-from slkd.distill.losses import et_loss, image_l1, kl_loss, nc_loss, total_loss
+from slkd.distill.losses import et_loss, fakd_loss, image_l1, kl_loss, nc_loss, total_loss
 from slkd.distill.registry import register_distiller
 from slkd.distill.scm import ScaleConversion
 from slkd.errors import ConfigError, SlkdError
@@ -62,11 +62,13 @@ class SLKDConfig(DistillerConfig):
     drl: bool = True
     irl: bool = True
     #: Φ_N: BRISQUE maps + statistics; ``mscn``: the MSCN map alone, compared densely
-    #: [variant]; ``identity``: plain L1 (ablation)
-    extractor_nc: Literal["brisque", "mscn", "identity"] = "brisque"
+    #: [variant]; ``identity``: plain L1 on the SCM's standardised features (ablation; FitNet's
+    #: normalised distance); ``affinity``: FAKD's spatial-affinity distance on the raw features,
+    #: no SCM (the dual-teacher split with a distance that works, [variant])
+    extractor_nc: Literal["brisque", "mscn", "identity", "affinity"] = "brisque"
     #: Φ_E: PIQE block cues; ``edge``: the features compared densely, weighted by the teacher's
-    #: edges [variant]; ``identity``: plain L1 (ablation)
-    extractor_et: Literal["piqe", "edge", "identity"] = "piqe"
+    #: edges [variant]; ``identity``: plain L1 (ablation); ``affinity``: as for ``extractor_nc``
+    extractor_et: Literal["piqe", "edge", "identity", "affinity"] = "piqe"
     #: IRL's teacher: a separate clean → clean Teacher B, or Teacher A run on the clean image
     teacher_b: Literal["separate", "same_as_a"] = "separate"
     #: levels read by DRL (encoder) and IRL (decoder); null: the student's own level names
@@ -87,6 +89,8 @@ class SLKDConfig(DistillerConfig):
     piqe_block: int = 8
     piqe_tau: float = 0.1
     piqe_temperature: float = 0.02
+    #: ``affinity`` extractors pool features to at most this size per side (FAKD's ``fakd_pool``)
+    affinity_pool: int = 8
     #: run the feature terms (SCMs, extractors, L_NC, L_ET) through ``torch.compile``; the
     #: networks stay eager. The same numbers to float rounding and somewhat faster steps on CPU
     #: (BENCHMARKS.md §8); the first step pays the compilation
@@ -110,6 +114,8 @@ class SLKDConfig(DistillerConfig):
                 raise ConfigError(f"{path}.{key}: must be >= 0, got {getattr(self, key)}")
         if self.piqe_block < 1:
             raise ConfigError(f"{path}.piqe_block: must be >= 1, got {self.piqe_block}")
+        if self.affinity_pool < 1:
+            raise ConfigError(f"{path}.affinity_pool: must be >= 1, got {self.affinity_pool}")
 
     # ------------------------------------------------------------------ which parts run
     @property
@@ -207,7 +213,10 @@ class SLKDDistiller(Distiller):
         enc, dec, w, irl_role = self.encoder_taps, self.decoder_taps, self.weights, self.irl_role
         if w["kl"] > 0 or w["img"] > 0:
             self._check_same_output("a")
-        if self.drl:
+        self.affinity_pool = int(cfg.affinity_pool)
+        # an affinity distance compares positions with positions (HW×HW), whatever the channel
+        # counts: it needs no SCM, as in FAKD
+        if self.drl and cfg.extractor_nc != "affinity":
             self.adapters["encoder"] = ScaleConversion(
                 self.probe["student"].channels(enc), self.probe["a"].channels(enc),
                 standardize=cfg.scm_standardize,
@@ -217,7 +226,7 @@ class SLKDDistiller(Distiller):
                 "mscn": lambda: MSCNExtractor(c=cfg.mscn_c),
                 "identity": IdentityExtractor,
             }[cfg.extractor_nc]()
-        if self.irl:
+        if self.irl and cfg.extractor_et != "affinity":
             teacher_probe = self.probe[irl_role]
             self.adapters["decoder"] = ScaleConversion(
                 self.probe["student"].channels(dec), teacher_probe.channels(dec),
@@ -253,10 +262,14 @@ class SLKDDistiller(Distiller):
         return terms
 
     def _nc_term(self, student: list[Tensor], teacher: list[Tensor]) -> Tensor:
+        if "encoder" not in self.adapters:  # extractor_nc: affinity
+            return fakd_loss(student, teacher, self.affinity_pool)
         s, t = self.adapters["encoder"](student, teacher)
         return nc_loss(s, t, self.extractor_nc, self.gamma_stat)
 
     def _et_term(self, student: list[Tensor], teacher: list[Tensor]) -> Tensor:
+        if "decoder" not in self.adapters:  # extractor_et: affinity
+            return fakd_loss(student, teacher, self.affinity_pool)
         s, t = self.adapters["decoder"](student, teacher)
         return et_loss(s, t, self.extractors_et)
 
