@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -200,3 +201,103 @@ def test_integer_weights_are_refused(tmp_path, dtype):
     torch.save({"params": state}, tmp_path / "int.pth")
     with pytest.raises(CheckpointError, match=rf"int.pth.*{key}.*{str(dtype).removeprefix('torch.')}.*floating"):
         load_weights(tiny(), tmp_path / "int.pth")
+
+
+def _junk_files(folder: Path) -> dict[str, bytes]:
+    """Files that are no weights files, as users hand them over: a saved web address (text
+    starting with 'h' was `KeyError: 101`), one letter ('J' was `struct.error`), random bytes
+    (`IndexError`), nothing, one byte, a zip of junk, safetensors headers cut off or declaring
+    far more than the file holds."""
+    import io
+    import struct
+    import zipfile
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("archive/data.pkl", b"junk" * 8)
+    rng = np.random.default_rng(0)
+    files = {
+        "url.pth": b"https://example.com/restormer.pth\n",
+        "letter.pth": b"J",
+        "empty.pth": b"",
+        "one.pth": b"\x00",
+        "zipped.pth": archive.getvalue(),
+        "cut.safetensors": struct.pack("<Q", 100) + b'{"a":',
+        "huge.safetensors": struct.pack("<Q", 2**62) + b"{}",
+        "text.safetensors": b"hello, I am not a tensor file",
+    }
+    for i in range(12):  # random bytes, among them some starting as a pickle would (0x80)
+        data = rng.integers(0, 256, int(rng.integers(1, 400)), dtype=np.uint8).tobytes()
+        files[f"random{i}.pth"] = (b"\x80" + data) if i % 3 == 0 else data
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return files
+
+
+def test_files_that_are_not_weights_are_one_clear_error(tmp_path):
+    """Each is one CheckpointError naming the file and saying it is not a weights file — never
+    KeyError, struct.error or IndexError from inside torch's unpickler."""
+    for name in _junk_files(tmp_path):
+        with pytest.raises(CheckpointError) as info:
+            read_state_dict(tmp_path / name)
+        message = str(info.value)
+        assert name in message and "\n" not in message, message
+        assert "not a PyTorch or safetensors weights file" in message and "weights_only" not in message
+    url = str(pytest.raises(CheckpointError, read_state_dict, tmp_path / "url.pth").value)
+    assert "it holds text: 'https://example.com/restormer.pth'" in url and "web address" in url
+
+
+def test_weights_that_are_not_weights_are_one_line_in_every_command(tmp_path, cli, tiny_weights):
+    """eval, restore and compress name the file in one line (they printed tracebacks)."""
+    from slkd.data.image_io import write_image
+
+    _junk_files(tmp_path / "junk")
+    write_image(tmp_path / "data" / "img.png", torch.rand(3, 16, 16))
+    for name in ("url.pth", "letter.pth", "random1.pth", "random3.pth"):
+        bad = tmp_path / "junk" / name
+        runs = {
+            "eval": ["eval", "--model", "res-sl-tiny", "--weights", bad, "--data", tmp_path / "data",
+                     "--task", "denoise"],
+            "restore": ["restore", "--model", "res-sl-tiny", "--weights", bad, tmp_path / "data" / "img.png",
+                        tmp_path / f"out-{name}.png"],
+            "compress": ["compress", "--teacher", f"restormer-tiny:{bad}", "--task", "denoise", "--train",
+                         tmp_path / "data", "--val", tmp_path / "data", "--out", tmp_path / "c", "--quick"],
+        }
+        for command, argv in runs.items():
+            result = cli(*argv)
+            lines = result.err.strip().splitlines()
+            assert result.code == 2 and len(lines) == 1, (command, result.err)
+            assert name in lines[0] and "not a PyTorch or safetensors weights file" in lines[0], lines[0]
+    assert not (tmp_path / "c").exists()
+
+
+class _Blocked:
+    """A payload torch reports as blocked ("unsupported GLOBAL posix.system whose module posix
+    is blocked"), with its own text: its advice to turn weights_only off must not be echoed."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("true",))
+
+
+def test_a_blocked_payload_is_refused_in_our_own_words(tmp_path, monkeypatch):
+    torch.save({"params": tiny().state_dict(), "hook": _Blocked()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError) as info:
+        read_state_dict(tmp_path / "evil.pth")
+    message = str(info.value)
+    assert "refusing to load" in message and "evil.pth" in message and "system" in message
+    assert "was not loaded" in message and "\n" not in message
+    for echoed in ("weights_only", "False", "torch.load", "arbitrary code", "trusted source", "Re-running"):
+        assert echoed not in message, message
+    # whatever torch's wording becomes, nothing of its advice is passed on
+    import pickle
+
+    def advice(*args, **kwargs):
+        raise pickle.UnpicklingError("Weights only load failed. Re-running `torch.load` with "
+                                     "`weights_only` set to `False` will likely succeed. GLOBAL os.system")
+
+    monkeypatch.setattr(torch, "load", advice)
+    message = str(pytest.raises(CheckpointError, read_state_dict, tmp_path / "evil.pth").value)
+    assert "os.system" in message and "weights_only" not in message and "Re-running" not in message

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,41 +63,98 @@ def read_checkpoint_file(path: str | Path) -> Any:
     return _read_file(Path(path))
 
 
+#: what a file begins with: torch.save's zip archive, its legacy format (a pickle, protocol 2+)
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = b"\x80"
+#: the most a safetensors header may declare (the safetensors library's own limit)
+_SAFETENSORS_HEADER_LIMIT = 100_000_000
+_NOT_WEIGHTS = "not a PyTorch or safetensors weights file"
+
+
+def _safetensors_header(head: bytes, size: int) -> str | None:
+    """Why ``head`` (the first bytes of a file of ``size`` bytes) is not the start of a
+    safetensors file (an 8-byte little-endian header length, then a JSON header), or None when
+    it is."""
+    if size < 10:
+        return f"it has {size} byte(s), too few for a safetensors header"
+    declared = int.from_bytes(head[:8], "little")
+    if declared > min(size - 8, _SAFETENSORS_HEADER_LIMIT):
+        return (f"its first 8 bytes, read as a safetensors header length, declare {declared} bytes "
+                f"but the file has {size}")
+    if head[8:9] != b"{":
+        return "its safetensors header is not JSON"
+    return None
+
+
+def _looks_like(head: bytes, size: int) -> str:
+    """What a file that is no weights file holds, in words (never more than a short excerpt)."""
+    if size == 0:
+        return "it is empty: 0 bytes"
+    try:
+        text = head[:64].decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and text.strip() and all(c.isprintable() or c in "\r\n\t" for c in text):
+        excerpt = " ".join(text.split())[:48]
+        hint = " — a saved web address? download the file it names" if excerpt.startswith(("http://", "https://")) else ""
+        return f"it holds text: {excerpt!r}{hint}"
+    return f"it starts with the bytes {head[:8].hex(' ')}"
+
+
 def _read_file(path: Path) -> Any:
+    """Load ``path`` by what it holds (not by its name): safetensors through safetensors, a
+    ``torch.save`` file through ``torch.load(weights_only=True)``. Every failure is one
+    :class:`CheckpointError` naming the file and what it is not; torch's own text is never
+    passed on (it advises turning ``weights_only`` off, which would run the file's code)."""
     if not path.exists():
         raise CheckpointError(f"weights file not found: {path}")
     if not path.is_file():
         raise CheckpointError(f"weights path is not a file: {path}")
-    if path.suffix == ".safetensors":
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC):
+        return _torch_load(path, "a zip archive" if head.startswith(_ZIP_MAGIC) else "pickled data")
+    why_not = _safetensors_header(head, size)
+    if why_not is None:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from None
+        except (SafetensorError, OSError, ValueError, RuntimeError, MemoryError) as exc:
+            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"cannot read safetensors file {path}: {reason}") from None
+    what = why_not if path.suffix == ".safetensors" and size else _looks_like(head, size)
+    raise CheckpointError(f"cannot read {path}: {_NOT_WEIGHTS} ({what})")
+
+
+def _torch_load(path: Path, container: str) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # junk read as a pickle warns of an odd protocol first
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
-        detail_text = detail.group(1).strip() if detail else str(exc).strip()[:200]
-        if "Unsupported global" not in detail_text:
-            raise CheckpointError(
-                f"cannot read {path}: not a valid PyTorch weights file ({detail_text})"
-            ) from None
-        # torch's own text goes on to suggest weights_only=False, which would run the code:
-        # only the name of the object the file asks for is passed on
-        named = re.search(r"Unsupported global: GLOBAL ([\w.]+)", detail_text)
+        # torch names the object the pickle asks for ("Unsupported global: GLOBAL x", "unsupported
+        # GLOBAL posix.system whose module posix is blocked"); only that name is passed on
+        named = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if named is None and "global" not in str(exc).lower():
+            raise CheckpointError(f"cannot read {path}: {_NOT_WEIGHTS} ({container} that "
+                                  "torch.save did not write, or damaged)") from None
         what = f" ({named.group(1)})" if named else ""
         raise CheckpointError(
             f"refusing to load {path}: besides tensors it holds a pickled Python object{what} "
             "that would run code when loaded, so the file was not loaded. A weights file needs "
             "tensors only: ask for a plain state dict or a .safetensors file"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"cannot read {path}: not a valid PyTorch or safetensors weights file ({exc})"
-        ) from None
+    except Exception as exc:  # noqa: BLE001 - torch's unpickler fails on junk with any error
+        # (KeyError, struct.error, IndexError, EOFError, RuntimeError …): all mean the same
+        kind = "truncated or damaged" if isinstance(exc, (EOFError, RuntimeError, zipfile.BadZipFile)) else "damaged"
+        raise CheckpointError(f"cannot read {path}: {_NOT_WEIGHTS} ({container} that torch.save "
+                              f"did not write, or {kind})") from None
 
 
 def extract_state_dict(obj: Any, path: Path | str = "<memory>") -> tuple[dict[str, torch.Tensor], str | None]:
