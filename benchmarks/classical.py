@@ -7,7 +7,8 @@ side by side in one run, on the same noisy images and with the same scoring as `
         --student res-sl-tiny benchmarks/weights/denoise25/students/slkd_s0.safetensors
 
 Both run on one thread by default (``--threads``), image by image, alternating; the JSON holds
-every image's scores and seconds (``benchmarks/results/classical_<set>.json``).
+every image's scores and seconds (``benchmarks/results/classical_<set>.json``, a committed
+result: an existing file is replaced only with ``--overwrite``, checked before anything runs).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmarks.common import machine, write_report
+from benchmarks.common import machine, refuse_existing, write_report
+from slkd.cli.common import max_threads, number
 from slkd.data.folders import EvalSamples, scan_eval_folder
 from slkd.engine.evaluation import Convention, evaluate
 from slkd.errors import SlkdError
@@ -62,13 +64,17 @@ class Timed(nn.Module):
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, required=True, help="clean-only colour test folder (e.g. CBSD68)")
-    p.add_argument("--sigma", type=float, default=25.0)
-    p.add_argument("--noise-seed", type=int, default=0)
+    p.add_argument("--sigma", type=number(float, above=0, maximum=255), default=25.0,
+                   help="noise level on the 0-255 scale (default 25)")
+    p.add_argument("--noise-seed", type=number(int, minimum=0, maximum=2**32 - 1), default=0)
     p.add_argument("--student", nargs=2, metavar=("PRESET", "WEIGHTS"), required=True)
-    p.add_argument("--limit", type=int, help="first N images only")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--limit", type=number(int, minimum=1), help="first N images only")
+    p.add_argument("--threads", type=number(int, minimum=1, maximum=max_threads()), default=1)
     p.add_argument("--json", type=Path, help="default benchmarks/results/classical_<set>.json")
+    p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     args = p.parse_args(argv)
+    out = refuse_existing(args.json or ROOT / "benchmarks" / "results" / f"classical_{args.data.name}.json",
+                          args.overwrite)
     try:
         import bm3d  # noqa: F401
     except ImportError:
@@ -79,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         folder = scan_eval_folder(args.data)
         if folder.layout != "clean-only":
             raise SlkdError(f"{args.data} is {folder.layout}; CBM3D is compared on clean images with synthetic noise")
+        for warning in folder.warnings:  # what the folder holds that is not scored, by name
+            print(f"warning: {warning}", file=sys.stderr)
         items = folder.items[: args.limit] if args.limit else folder.items
         samples = EvalSamples(items, "denoise", sigma=args.sigma, seed=args.noise_seed)
         student = Timed(load_pretrained(args.student[0], args.student[1]))
@@ -89,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     convention = Convention.for_task("denoise")
     rows = {"student": [], "cbm3d": []}
     for i in range(len(samples)):  # alternate image by image, so that both see the same machine load
-        one = [samples[i]]
+        try:
+            one = [samples[i]]
+        except SlkdError as exc:  # an unreadable image: named, nothing written
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         for name, model in (("student", student), ("cbm3d", cbm3d)):
             r = evaluate(model, one, convention=convention, device=torch.device("cpu"))
             rows[name].append({**r.rows[0], "seconds": model.seconds[-1]})
@@ -103,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
               "machine": machine(threads=args.threads), "data": str(args.data), "sigma": args.sigma,
               "noise_seed": args.noise_seed, "student": args.student, "count": len(samples),
               "summary": summary, "images": rows}
-    write_report(args.json or ROOT / "benchmarks" / "results" / f"classical_{args.data.name}.json", report)
+    write_report(out, report)
     print(f"student {summary['student']['psnr']:.2f} dB, {summary['student']['seconds']:.2f} s/image; CBM3D "
           f"{summary['cbm3d']['psnr']:.2f} dB, {summary['cbm3d']['seconds']:.2f} s/image")
     return 0

@@ -27,6 +27,21 @@ def machine(**extra) -> dict:
             "allocator": allocator_status(), **extra}
 
 
+def refuse_existing(path: str | Path, overwrite: bool, option: str = "--json") -> Path:
+    """Every benchmark's default output is a committed result: an existing file is replaced only
+    with ``--overwrite``. Checked before anything runs (exit 2, one line), so a rerun never
+    replaces a measurement by accident."""
+    out = Path(path)
+    if out.is_dir():
+        print(f"error: {option} {out} is a folder; give a file name", file=sys.stderr)
+        raise SystemExit(2)
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        print(f"error: {out} exists (a committed result?); pass --overwrite to replace it, or "
+              f"{option} to write elsewhere (nothing was run)", file=sys.stderr)
+        raise SystemExit(2)
+    return out
+
+
 def write_report(path: str | Path, report: dict) -> Path:
     """Write ``report`` as indented JSON to ``path`` (folders created) and say so."""
     out = Path(path)

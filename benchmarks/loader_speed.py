@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from benchmarks.common import refuse_existing
+from slkd.cli.common import max_threads, number
 from slkd.data import DegradedImageDataset, TrainSampler, build_degradation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,17 +78,19 @@ def measure(ds: DegradedImageDataset, batch: int, workers: int, batches: int) ->
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="benchmark data folder (default $SLKD_DATA, else ../shared/data)")
-    p.add_argument("--batches", type=int, default=60, help="timed batches per case")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--patches", type=int, nargs="+", default=[64, 128])
-    p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    p.add_argument("--batches", type=number(int, minimum=1), default=60, help="timed batches per case")
+    p.add_argument("--batch-size", type=number(int, minimum=1), default=8)
+    p.add_argument("--patches", type=number(int, minimum=1), nargs="+", default=[64, 128])
+    p.add_argument("--workers", type=number(int, minimum=0, maximum=64), nargs="+", default=[0, 2])
     p.add_argument("--caches", nargs="+", default=["memory", "none"], choices=["memory", "none"])
-    p.add_argument("--main-threads", type=int, nargs="+", default=None,
+    p.add_argument("--main-threads", type=number(int, minimum=1, maximum=max_threads()), nargs="+", default=None,
                    help="torch threads of the main process for the workers=0 cases "
                         "(default: torch's default, and 1)")
     p.add_argument("--quick", action="store_true", help="10 batches per case")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists")
     args = p.parse_args(argv)
+    refuse_existing(args.out, args.overwrite, "--out")
     data = data_dir(args.data)
     if not (data / "BSDS500").is_dir() or not (data / "CBSD68").is_dir():
         print(f"BSDS500 and CBSD68 not found in {data} (use --data or SLKD_DATA)", file=sys.stderr)

@@ -22,7 +22,8 @@ import sys
 
 import torch
 
-from benchmarks.common import machine, write_report
+from benchmarks.common import machine, refuse_existing, write_report
+from slkd.cli.common import number
 from slkd.engine.builders import build_model_for_run, build_train_set
 from slkd.data.sampler import TrainSampler
 from slkd.engine.config import load_config
@@ -63,10 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="an SLKD distillation config")
     p.add_argument("--student", help="student weights to measure at (default: initialisation)")
-    p.add_argument("--batches", type=int, default=4)
+    p.add_argument("--batches", type=number(int, minimum=1), default=4)
     p.add_argument("--json", default="benchmarks/results/loss_balance.json")
+    p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = p.parse_args(argv)
+    refuse_existing(args.json, args.overwrite)
     cfg = load_config(args.config, args.overrides)
     seed_everything(cfg.seed)
     model = build_model_for_run(cfg)

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import machine, run_slkd_child, write_report
+from benchmarks.common import machine, refuse_existing, run_slkd_child, write_report
+from slkd.cli.common import max_threads, number
 
 from benchmarks.restore_memory import make_image
 from slkd.engine import memory
@@ -56,11 +57,13 @@ def peak_rss(model: str, weights: Path, image: Path, out: Path, threads: int | N
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="MODEL@HxW")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--repeat", type=int, default=2,
+    p.add_argument("--threads", type=number(int, minimum=1, maximum=max_threads()), default=None)
+    p.add_argument("--repeat", type=number(int, minimum=1), default=2,
                    help="runs per case; the largest peak is kept (peak RSS varies between runs)")
     p.add_argument("--out", default="benchmarks/results/memory_model.json")
+    p.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists")
     args = p.parse_args(argv)
+    refuse_existing(args.out, args.overwrite, "--out")
     rows, baselines = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

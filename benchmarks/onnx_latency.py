@@ -36,7 +36,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmarks.common import machine
+from benchmarks.common import machine, refuse_existing
+from slkd.cli.common import max_threads, number
 from slkd.models import build_model, compare_latency
 from slkd.models.export import export_onnx
 
@@ -94,17 +95,20 @@ def run_case(name: str, size: int, model: nn.Module, onnx_path: Path, args, budg
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", nargs="+", type=int, default=[256, 1024], metavar="S",
+    p.add_argument("--sizes", nargs="+", type=number(int, minimum=8), default=[256, 1024], metavar="S",
                    help="square input sides, multiples of 8 (default 256 1024)")
-    p.add_argument("--threads", type=int, default=2, help="intra-op threads for both (default 2)")
-    p.add_argument("--runs", type=int, default=10, help="timed runs per case at most (default 10)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed rounds per case (default 2)")
-    p.add_argument("--case-budget", type=float, default=180.0, metavar="SECONDS",
+    p.add_argument("--threads", type=number(int, minimum=1, maximum=max_threads()), default=2,
+                   help="intra-op threads for both (default 2)")
+    p.add_argument("--runs", type=number(int, minimum=1), default=10, help="timed runs per case at most (default 10)")
+    p.add_argument("--warmup", type=number(int, minimum=1), default=2, help="untimed rounds per case (default 2)")
+    p.add_argument("--case-budget", type=number(float, above=0), default=180.0, metavar="SECONDS",
                    help="time one student case may take; fewer runs if needed (default 180)")
-    p.add_argument("--teacher-budget", type=float, default=60.0, metavar="SECONDS",
+    p.add_argument("--teacher-budget", type=number(float, above=0), default=60.0, metavar="SECONDS",
                    help="restormer at 256 is measured only if it fits this (default 60)")
     p.add_argument("--json", default="benchmarks/results/onnx_latency.json", metavar="OUT")
+    p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     args = p.parse_args(argv)
+    refuse_existing(args.json, args.overwrite)
     if any(s <= 0 or s % 8 for s in args.sizes):
         p.error("--sizes must be positive multiples of 8")
     if args.threads < 1 or args.runs < MIN_RUNS or args.warmup < 1:

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import machine, run_slkd_child, write_report
+from benchmarks.common import machine, refuse_existing, run_slkd_child, write_report
+from slkd.cli.common import max_threads, number
 
 from slkd.data.image_io import write_image
 from slkd.models import build_model, save_weights
@@ -70,13 +71,15 @@ def run_case(model: str, tile: str, image: Path, work: Path, threads: int | None
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", nargs=2, type=int, default=(3000, 4000), metavar=("H", "W"))
+    p.add_argument("--size", nargs=2, type=number(int, minimum=1), default=(3000, 4000), metavar=("H", "W"))
     p.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES),
                    help="MODEL:TILE[@HxW] (TILE 'none' = untiled; default size --size)")
     p.add_argument("--quick", action="store_true", help="600×800 image, tiny model only")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=number(int, minimum=1, maximum=max_threads()), default=None)
     p.add_argument("--out", default="benchmarks/results/restore_memory.json")
+    p.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists")
     args = p.parse_args(argv)
+    refuse_existing(args.out, args.overwrite, "--out")
     if args.quick:
         args.size, args.cases = (600, 800), ["res-sl-tiny:256", "res-sl-tiny:none"]
     results = []

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import machine, run_measured_child
+from benchmarks.common import machine, refuse_existing, run_measured_child
+from slkd.cli.common import max_threads, number
 from slkd.distill import build_distiller, distill_config
 from slkd.models import build_model
 from slkd.models.complexity import compare_latency, count_macs
@@ -213,11 +214,12 @@ def memory_child(method: str, pair, batch: int, patch: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pair", nargs=2, default=["restormer-tiny", "res-sl-tiny"], metavar=("TEACHER", "STUDENT"))
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--patch", type=int, default=64)
-    p.add_argument("--runs", type=int, default=7)
-    p.add_argument("--sizes", type=int, nargs="+", default=[256, 1024])
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
+    p.add_argument("--batch", type=number(int, minimum=1), default=8)
+    p.add_argument("--patch", type=number(int, minimum=8), default=64)
+    p.add_argument("--runs", type=number(int, minimum=1), default=7)
+    p.add_argument("--sizes", type=number(int, minimum=8), nargs="+", default=[256, 1024])
+    p.add_argument("--threads", type=number(int, minimum=1, maximum=max_threads()), default=None,
+                   help="intra-op threads (default: torch's)")
     p.add_argument("--quick", action="store_true", help="batch 2, patch 32, 2 runs, size 64")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
@@ -229,8 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true", help="also SLKD with distill.compile_losses (adds the "
                    "Inductor compilation, minutes on 2 cores, before the timed rounds)")
     p.add_argument("--json", default="benchmarks/results/speed.json")
+    p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if not args.memory_child:
+        refuse_existing(args.json, args.overwrite)
     if args.threads:
         torch.set_num_threads(args.threads)
     pair = tuple(args.pair)

@@ -54,3 +54,44 @@ def test_refuses_paired_folders(tmp_path, capsys):
         Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / sub / "a.png")
     assert main(["--data", str(tmp_path), "--student", "res-sl-tiny", "x.safetensors"]) == 2
     assert "CBM3D is compared on clean images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--limit", "0"), ("--limit", "-1"), ("--sigma", "nan"), ("--sigma", "-25"), ("--sigma", "0"),
+    ("--threads", "0"), ("--threads", "100000"), ("--noise-seed", "-1"),
+])
+def test_bad_numbers_are_refused_while_parsing(tmp_path, capsys, option, value):
+    """--limit 0 scored everything, --limit -1 dropped the last image, --sigma nan wrote NaN
+    results; the others were tracebacks. Each is now one argparse line, before anything runs."""
+    with pytest.raises(SystemExit) as info:
+        main(["--data", str(tmp_path), "--student", "res-sl-tiny", "x.safetensors", "--json",
+              str(tmp_path / "r.json"), option, value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}:" in err and "Traceback" not in err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_the_committed_result_is_replaced_only_with_overwrite(tmp_path, capsys, monkeypatch):
+    """The default --json is the committed benchmarks/results/classical_<set>.json: a run on a
+    folder of that name replaced it without a word. It is refused before anything runs."""
+    import benchmarks.classical as classical
+
+    monkeypatch.setattr(classical, "ROOT", tmp_path)  # a stand-in for the repository
+    committed = tmp_path / "benchmarks" / "results" / "classical_CBSD68.json"
+    committed.parent.mkdir(parents=True)
+    committed.write_text('{"measured": "earlier"}')
+    data = tmp_path / "CBSD68"
+    data.mkdir()
+    Image.fromarray(np.full((24, 24, 3), 100, np.uint8)).save(data / "img0.png")
+    torch.manual_seed(0)
+    save_weights(build_model("res-sl-tiny"), tmp_path / "s.safetensors")
+    argv = ["--data", str(data), "--student", "res-sl-tiny", str(tmp_path / "s.safetensors")]
+    with pytest.raises(SystemExit) as info:  # refused as argparse refuses, before anything runs
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "classical_CBSD68.json exists" in err and "--overwrite" in err
+    assert committed.read_text() == '{"measured": "earlier"}'
+    assert main([*argv, "--overwrite"]) == 0
+    assert json.loads(committed.read_text())["count"] == 1

@@ -18,6 +18,7 @@ from benchmarks.study.configs import STUDY_DATA, TASKS
 from benchmarks.study.plan import Plan, build_plan
 from benchmarks.study.report import plot_denoise, print_summary
 from benchmarks.study.scheduler import json_default, run_jobs, run_study
+from slkd.cli.common import max_threads, number
 from benchmarks.study.settings import DENOISE_METHODS, FAMILIES, FULL, QUICK, ROOT, STUDIES, StudyError
 from benchmarks.study.summaries import (
     summarise_denoise,
@@ -50,16 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="run folder (default runs/study, runs/bench-quick with --quick)")
     p.add_argument("--results", help="where JSON and plots go (default benchmarks/results for the default "
                    "study, else <out>/results)")
-    p.add_argument("--seeds", type=int, nargs="+", help="seeds of the denoise study (default 0 1 2)")
-    p.add_argument("--ablation-seeds", type=int, nargs="+", help="seeds of the ablations and of the precision study (default 0 1)")
-    p.add_argument("--student-iters", type=int, help="iterations of every student run (default 400; use "
+    p.add_argument("--seeds", type=number(int, minimum=0, maximum=2**63 - 1), nargs="+",
+                   help="seeds of the denoise study (default 0 1 2)")
+    p.add_argument("--ablation-seeds", type=number(int, minimum=0, maximum=2**63 - 1), nargs="+", help="seeds of the ablations and of the precision study (default 0 1)")
+    p.add_argument("--student-iters", type=number(int, minimum=1), help="iterations of every student run (default 400; use "
                    "another --out for a longer study)")
     p.add_argument("--methods", nargs="+", choices=DENOISE_METHODS, metavar="METHOD",
                    help="student methods of the denoise study (default all: " + " ".join(DENOISE_METHODS) + ")")
     p.add_argument("--teachers-from", help="take the teachers (and the inputs' evaluations) from this "
                    "study folder instead of --out, e.g. to train students longer against the same teachers")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads per run "
+    p.add_argument("--jobs", type=number(int, minimum=1, maximum=max_threads()), default=1,
+                   help="runs in parallel (default 1)")
+    p.add_argument("--threads", type=number(int, minimum=1, maximum=max_threads()), default=None,
+                   help="intra-op threads per run "
                    "(default: cores / jobs)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
