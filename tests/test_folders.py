@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from slkd.data.folders import add_test_noise, match_pairs, scan_eval_folder
+from slkd.data.datasets import DegradedImageDataset, PairedImageDataset
+from slkd.data.folders import add_test_noise, match_pairs, scan_eval_folder, scan_eval_sets
 from slkd.data.image_io import write_image
 from slkd.errors import DatasetError
 
@@ -232,3 +233,109 @@ def test_add_test_noise_sigma_zero_is_identity():
 def test_add_test_noise_negative_sigma():
     with pytest.raises(ValueError, match="sigma"):
         add_test_noise(torch.zeros(3, 4, 4), -1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# what pairing by name accepts: one function (pair_folders) for eval, compress, train, distill
+# --------------------------------------------------------------------------------------------
+
+
+def _paired_readers(root: Path) -> dict:
+    """The pairing as each command meets it: `slkd eval` (scan_eval_folder), compress's
+    validation sets (scan_eval_sets) and the training data sets of train, distill and compress
+    (PairedImageDataset, built by build_dataset)."""
+    return {"eval": lambda: scan_eval_folder(root),
+            "validation sets": lambda: scan_eval_sets(root)[root.name],
+            "training": lambda: PairedImageDataset(root)}
+
+
+READERS = ["eval", "validation sets", "training"]
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_two_targets_of_one_name_are_refused_naming_both(tmp_path, reader):
+    """x.png and x.jpg as targets: one of them was picked without a word."""
+    _make(tmp_path, ["input/x.png", "input/y.png", "target/x.png", "target/x.jpg", "target/y.png"])
+    with pytest.raises(DatasetError) as err:
+        _paired_readers(tmp_path)[reader]()
+    assert "x.jpg and x.png" in str(err.value) and "clean image" in str(err.value)
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_names_that_differ_only_in_letter_case_are_refused(tmp_path, reader):
+    """norain-10.png and norain-10.PNG were both scored (against one target) and counted."""
+    _make(tmp_path, ["input/norain-1.png", "input/norain-10.png", "input/norain-10.PNG",
+                     "target/norain-1.png", "target/norain-10.png"])
+    with pytest.raises(DatasetError) as err:
+        _paired_readers(tmp_path)[reader]()
+    message = str(err.value)
+    assert "norain-10.PNG and norain-10.png" in message and "degraded image" in message
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_files_not_read_and_targets_left_out_are_named_with_counts(tmp_path, reader):
+    """An input slkd does not read (.jfif) was skipped with its target, and targets without an
+    input were dropped, without a word; the count is the count scored."""
+    _make(tmp_path, ["input/a.png", "target/a.png", "target/b.png", "target/c.png"])
+    (tmp_path / "input" / "b.jfif").write_bytes((tmp_path / "target" / "b.png").read_bytes())
+    found = _paired_readers(tmp_path)[reader]()
+    warnings = found.warnings
+    assert len(found.items if hasattr(found, "items") else found) == 1
+    assert any("1 file(s) in" in w and "input are not read" in w and "b.jfif" in w for w in warnings), warnings
+    assert any("2 of the 3 clean image(s)" in w and "b.png, c.png" in w and "left out" in w
+               for w in warnings), warnings
+
+
+def test_eval_prints_what_pairing_left_out_and_counts_what_it_scores(tmp_path, cli):
+    _make(tmp_path, ["input/a.png", "target/a.png", "target/b.png"])
+    (tmp_path / "input" / "b.jfif").write_bytes(b"not read")
+    result = cli("eval", "--model", "input", "--data", tmp_path, "--task", "denoise")
+    assert result.code == 0, result.err
+    assert "warning: 1 file(s) in" in result.err and "b.jfif" in result.err
+    assert "warning: 1 of the 2 clean image(s)" in result.err and "b.png" in result.err
+    assert "(1 images," in result.out
+
+
+def test_train_and_distill_print_what_their_data_sets_left_out(tmp_path):
+    """The runs of slkd train and slkd distill (and compress's stages) name each data set's
+    warnings before step 1 (runner.check_data)."""
+    from slkd.engine.runner import check_data
+
+    _make(tmp_path / "train", ["input/a.png", "target/a.png", "target/orphan.png"])
+    _img(tmp_path / "val" / "v.png", seed=9)
+    (tmp_path / "val" / "notes.heic").write_bytes(b"a format slkd does not read")
+    train = PairedImageDataset(tmp_path / "train")
+    val = DegradedImageDataset(tmp_path / "val", "gaussian_noise")
+    notes = []
+    assert check_data(train, {"val": val}, notes.append) == {}
+    assert any(n.startswith("warning: data.train:") and "orphan.png" in n for n in notes), notes
+    assert any(n.startswith("warning: data.val (val):") and "notes.heic" in n for n in notes), notes
+
+
+@pytest.mark.parametrize("scan", [scan_eval_folder, scan_eval_sets])
+def test_a_folder_of_sets_with_a_stray_image_is_refused(tmp_path, scan):
+    """vsets/{CBSD,Kodak}/ plus vsets/preview.png turned "CBSD (2), Kodak (1)" into "vsets (1
+    image)" in compress and `slkd eval`: refused by one rule (scan_eval_folder) in both."""
+    vsets = tmp_path / "vsets"
+    _make(vsets, ["CBSD/a.png", "CBSD/b.png", "Kodak/c.png", "preview.png"])
+    with pytest.raises(DatasetError) as err:
+        scan(vsets)
+    message = str(err.value)
+    assert "1 image(s) of its own (preview.png)" in message and "(CBSD, Kodak)" in message
+    (vsets / "preview.png").unlink()
+    if scan is scan_eval_sets:
+        assert {n: len(f.items) for n, f in scan(vsets).items()} == {"CBSD": 2, "Kodak": 1}
+
+
+def test_eval_refuses_a_folder_of_sets_with_a_stray_image_in_one_line(tmp_path, cli):
+    _make(tmp_path, ["CBSD/a.png", "Kodak/c.png", "preview.png"])
+    result = cli("eval", "--model", "input", "--data", tmp_path, "--task", "denoise")
+    lines = result.err.strip().splitlines()
+    assert result.code == 2 and len(lines) == 1 and "preview.png" in lines[0] and "CBSD" in lines[0]
+
+
+def test_loose_images_beside_a_paired_layout_are_named(tmp_path):
+    _make(tmp_path, ["input/1.png", "target/1.png", "preview.png"])
+    folder = scan_eval_folder(tmp_path)
+    assert len(folder.items) == 1
+    assert any("preview.png" in w and "not scored" in w for w in folder.warnings), folder.warnings

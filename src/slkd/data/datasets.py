@@ -41,8 +41,7 @@ from torch.utils.data import Dataset
 
 from slkd.data.cache import CACHE_MODES, DEFAULT_CACHE_LIMIT, ImageCache, probe_image
 from slkd.data.degrade import build_degradation, derive_seed
-from slkd.data.folders import PAIRED_LAYOUTS, match_pairs
-from slkd.data.image_io import list_images
+from slkd.data.folders import PAIRED_LAYOUTS, channels_word, pair_folders
 from slkd.data.selection import collect_images, exclude_stems, holdout_split, names_list, select_items
 from slkd.data.transforms import Box, dihedral, dihedral_box, to_channels
 from slkd.errors import DatasetError
@@ -84,9 +83,17 @@ class _RestorationDataset(Dataset):
         self.names: list[str] = []
         self._sizes: list[tuple[int, int]] = []  # (height, width) per item
         self._files: list[Path] = []  # the file named in errors (the degraded one when paired)
+        #: what the folders held that is not used, by name (files not read, targets without a
+        #: degraded image); the commands print them
+        self.warnings: list[str] = []
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def item_files(self) -> list[tuple[Path, ...]]:
+        """The files each item is read from (degraded and clean of a pair; the clean image of
+        an on-the-fly item)."""
+        raise NotImplementedError
 
     def image_sizes(self) -> list[tuple[Path, tuple[int, int]]]:
         """(file, (height, width)) of every item's full image, without decoding anything; the
@@ -204,9 +211,15 @@ class PairedImageDataset(_RestorationDataset):
     Each item is named after its degraded file's stem. A clean file may serve several degraded
     ones (SOTS ``1400_1`` … ``1400_10`` → ``1400``); it is decoded once.
 
+    The folders are paired by :func:`~slkd.data.folders.pair_folders` (the pairing of every
+    command); what it leaves out (files not read, targets without a degraded image) is named in
+    :attr:`warnings`.
+
     Raises:
-        DatasetError: no known layout, a degraded image without a clean one, a pair whose sizes
-            differ, or images smaller than ``patch_size`` (all found at construction).
+        DatasetError: no known layout, a degraded image without a clean one, two files of one
+            folder whose names differ only in extension or letter case, a pair whose sizes
+            differ, a grey image paired with an RGB one (``channels=3``), or images smaller than
+            ``patch_size`` (all found at construction).
     """
 
     def __init__(
@@ -243,14 +256,11 @@ class PairedImageDataset(_RestorationDataset):
                     + " (or give degraded_dir and clean_dir)"
                 )
         self.degraded_dir, self.clean_dir = root / degraded_dir, root / clean_dir
-        degraded = list_images(self.degraded_dir)
-        clean = list_images(self.clean_dir)
-        if not degraded:
-            raise DatasetError(f"no images in {self.degraded_dir}")
         try:
-            pairs = match_pairs(degraded, clean)
+            pairing = pair_folders(self.degraded_dir, self.clean_dir)
         except DatasetError as exc:
             raise DatasetError(f"{self.degraded_dir} ↔ {self.clean_dir}: {exc}") from None
+        pairs, self.warnings = pairing.pairs, list(pairing.warnings)
 
         keys = [(d.stem, c.stem) for d, c in pairs]
         keep = select_items(keys, names, exclude, limit, str(root), holdout)
@@ -265,18 +275,30 @@ class PairedImageDataset(_RestorationDataset):
         self._files = [d for d, _ in pairs]
 
         shapes = self.image_cache.shapes
-        bad = []
+        bad, colours = [], []
         for (d, c), (di, ci) in zip(pairs, self._index):
-            (_, dh, dw), (_, ch, cw) = shapes[di], shapes[ci]
+            (dc, dh, dw), (cc, ch, cw) = shapes[di], shapes[ci]
             if (dh, dw) != (ch, cw):
                 bad.append(f"{d.name} is {dw}×{dh} but its clean image {c.name} is {cw}×{ch}")
+            elif dc != cc and channels == 3:  # a grey input would be replicated: no colour to learn
+                colours.append(f"{d.name} is {channels_word(dc)} but its clean image {c.name} is "
+                               f"{channels_word(cc)}")
         if bad:
             raise DatasetError(
                 f"{len(bad)} pair(s) in {root} differ in size: " + "; ".join(bad[:5])
                 + (f"; … ({len(bad)} in all)" if len(bad) > 5 else "")
             )
+        if colours:
+            raise DatasetError(
+                f"{len(colours)} pair(s) in {root} differ in colour type: " + "; ".join(colours[:5])
+                + (f"; … ({len(colours)} in all)" if len(colours) > 5 else "")
+                + " (a pair must have one colour type)"
+            )
         self._sizes = [shapes[di][1:] for di, _ in self._index]
         self._check_patch()
+
+    def item_files(self) -> list[tuple[Path, ...]]:
+        return [tuple(pair) for pair in self.pairs]
 
     def _read(self, i: int, box: Box) -> tuple[torch.Tensor | None, torch.Tensor]:
         di, ci = self._index[i]
@@ -344,7 +366,7 @@ class DegradedImageDataset(_RestorationDataset):
         self.roots = [Path(roots)] if isinstance(roots, (str, os.PathLike)) else [Path(r) for r in roots]
         if not self.roots:
             raise DatasetError("roots: at least one folder is needed")
-        files = collect_images(self.roots, recursive)
+        files = collect_images(self.roots, recursive, unread=self.warnings)
         where = ", ".join(str(r) for r in self.roots)
         if not files:
             raise DatasetError(
@@ -362,6 +384,9 @@ class DegradedImageDataset(_RestorationDataset):
 
     def _margin(self) -> int:
         return max(0, int(getattr(self.degradation, "margin", 0)))
+
+    def item_files(self) -> list[tuple[Path, ...]]:
+        return [(p,) for p in self.paths]
 
     def _read(self, i: int, box: Box) -> tuple[torch.Tensor | None, torch.Tensor]:
         return None, to_channels(self.image_cache.read(i, box), self.channels)

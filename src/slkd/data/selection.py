@@ -8,10 +8,10 @@ import random
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from slkd.data.image_io import list_images
+from slkd.data.image_io import IMAGE_EXTENSIONS, list_images, unread_files
 from slkd.errors import DatasetError
 
-__all__ = ["collect_images", "exclude_stems", "holdout_split", "names_list", "select_items"]
+__all__ = ["collect_images", "exclude_stems", "holdout_split", "names_list", "select_items", "unread_warnings"]
 
 
 def exclude_stems(exclude: str | os.PathLike[str] | Iterable[str] | None) -> set[str]:
@@ -31,27 +31,43 @@ def exclude_stems(exclude: str | os.PathLike[str] | Iterable[str] | None) -> set
 
 
 def collect_images(roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-                   recursive: bool = False) -> list[Path]:
+                   recursive: bool = False, unread: list[str] | None = None) -> list[Path]:
     """Image files of one or several folders, in a fixed order: roots in the given order, and
     inside each root its own files (by name), then each sub-folder's (by name, depth first)
-    when ``recursive``. Hidden files and folders are skipped."""
+    when ``recursive``. Hidden files and folders are skipped. ``unread``, when given, receives
+    a warning per folder naming its files whose extension slkd does not read."""
     if isinstance(roots, (str, os.PathLike)):
         roots = [roots]
     found: list[Path] = []
     for root in roots:
         root = Path(root)
+        folders = [root]
         found.extend(list_images(root))  # raises DatasetError when missing
         if recursive:
             for dirpath, dirnames, _ in os.walk(root):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 if Path(dirpath) != root:
                     found.extend(list_images(dirpath))
+                    folders.append(Path(dirpath))
+        if unread is not None:
+            for folder in folders:
+                unread.extend(unread_warnings(folder))
     return found
 
 
 def names_list(items: Sequence[str], limit: int = 5) -> str:
     """The first ``limit`` names, and how many there are in all when there are more."""
     return ", ".join(items[:limit]) + (f" … ({len(items)} in all)" if len(items) > limit else "")
+
+
+def unread_warnings(folder: str | os.PathLike[str]) -> list[str]:
+    """A warning naming the files of ``folder`` that are not read (their extension is not an
+    image type slkd reads: ``.jfif``, ``.gif``, ``.txt`` …), or none."""
+    skipped = [p.name for p in unread_files(folder)]
+    if not skipped:
+        return []
+    return [f"{len(skipped)} file(s) in {folder} are not read (slkd reads "
+            f"{', '.join(sorted(IMAGE_EXTENSIONS))}): {names_list(skipped)}"]
 
 
 def holdout_split(groups: Sequence[str], count: int, seed: int = 0) -> set[str]:
