@@ -107,3 +107,50 @@ def make_distill_folder():
         return root
 
     return make
+
+
+# a process that takes the lock of a folder (slkd.engine.runlock), says so, and waits to be killed
+_HOLDER = r"""
+import sys, time
+from slkd.engine.runlock import FolderLock
+lock = FolderLock(sys.argv[1])
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+class FolderHolder:
+    """Another process holding the lock of ``folder`` until :meth:`kill` (SIGKILL: it leaves its
+    lock file behind, as a crash would)."""
+
+    def __init__(self, folder: Path) -> None:
+        import os
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(folder)], stdout=subprocess.PIPE,
+                                     text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert self.proc.stdout.readline().strip() == "locked"
+        self.pid = self.proc.pid
+
+    def kill(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.proc.stdout.close()
+
+
+@pytest.fixture
+def holder():
+    """``holder(folder)``: a :class:`FolderHolder` of ``folder``; killed at the end of the test."""
+    held: list[FolderHolder] = []
+
+    def hold(folder: Path) -> FolderHolder:
+        held.append(FolderHolder(folder))
+        return held[-1]
+
+    yield hold
+    for h in held:
+        h.kill()

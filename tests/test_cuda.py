@@ -213,3 +213,45 @@ def test_onnx_export_of_a_gpu_trained_student(cli, setup, tmp_path):
     assert out.is_file() and "checked" in r.out
     model = build_model("res-sl-tiny")
     load_weights(model, weights)  # the GPU-trained file loads on the CPU
+
+
+@pytest.mark.parametrize("method", ["scratch", "fakd", "slkd"])
+def test_no_wait_for_the_host_between_logging_validation_and_checkpoint_steps(setup, tmp_path, method):
+    """CUDA's own sync detector (``torch.cuda.set_sync_debug_mode("error")``) armed for every
+    step that neither logs, validates nor saves: any wait raises. The device data path, the
+    fused skip and the device-side accounting run as they do in training."""
+    from slkd.distill import build_distiller, distill_config
+    from slkd.engine.builders import build_model_for_run, build_train_set, build_val_sets
+    from slkd.engine.config import load_config
+    from slkd.engine.distributed import DistInfo
+    from slkd.engine.runstate import seed_everything
+    from slkd.engine.tasks import SupervisedTask
+
+    cfg = load_config(write_config(setup, f"sync-{method}", **{
+        "train.iters": 8, "train.log_every": 4, "train.val_every": 8, "train.ckpt_every": 8, "train.ema": 0.9,
+        "output_dir": str(tmp_path)}))
+    seed_everything(cfg.seed)
+    model = build_model_for_run(cfg)
+    if method == "scratch":
+        task = SupervisedTask(model, "l1")
+    else:
+        dcfg = distill_config(method)
+        teachers = {"a": build_model("restormer-tiny"), "b": build_model("restormer-tiny", global_residual=False)}
+        task = build_distiller(dcfg, model, {r: teachers[r] for r in dcfg.teacher_roles()})
+    dist = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cuda"))
+    trainer = Trainer(cfg, task, build_train_set(cfg), build_val_sets(cfg), run_dir=tmp_path / "run", dist=dist)
+    batches = trainer._batches
+
+    def armed():  # armed from the making of a quiet step's batch to the making of the next one
+        it, step = batches(), trainer.step + 1
+        while True:
+            torch.cuda.set_sync_debug_mode("error" if step % 4 else "default")
+            yield next(it)
+            step += 1
+
+    trainer._batches = armed
+    try:
+        trainer.run()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert events(tmp_path / "run", "train")[-1]["loss"] > 0

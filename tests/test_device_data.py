@@ -108,12 +108,12 @@ def test_what_the_device_path_does_not_take_stays_with_the_loader(clean, paired)
     assert "whole images" in device_data_reason(whole)
     batches, line = device_batches(blur, 2, 0, torch.device("cpu"))
     assert batches is None and line.startswith("training data: DataLoader (") and "made on the host" in line
-    with pytest.raises(ValueError, match="data.device_data: on, but .*made on the host"):
-        device_batches(blur, 2, 0, torch.device("cpu"), mode="on")
+    with pytest.raises(ValueError, match="data.device_data: true, but .*made on the host"):
+        device_batches(blur, 2, 0, torch.device("cpu"), mode=True)
     ok = PairedImageDataset(paired, patch_size=8)
     batches, line = device_batches(ok, 2, 0, torch.device("cpu"))
     assert batches is not None and "3 images" in line and "on cpu" in line
-    assert device_batches(ok, 2, 0, torch.device("cpu"), mode="off")[0] is None
+    assert device_batches(ok, 2, 0, torch.device("cpu"), mode=False)[0] is None
 
 
 def test_data_larger_than_its_share_of_free_memory_stays_with_the_loader(paired, monkeypatch):

@@ -129,7 +129,7 @@ def test_resume_after_interrupt_is_bit_identical(data_root, tmp_path, monkeypatc
 
 def test_existing_run_is_never_overwritten(data_root, tmp_path):
     make_trainer(data_root, tmp_path, **{"train.iters": 3}).run()
-    with pytest.raises(Exception, match="already holds a training run: pass --resume"):
+    with pytest.raises(Exception, match="already holds a training run: .*nothing was overwritten"):
         make_trainer(data_root, tmp_path, **{"train.iters": 3})
 
 
@@ -297,11 +297,44 @@ def test_a_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(data_root, 
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save)
-    with pytest.raises(TrainingStopped, match="checkpoint of step 6 .*No space left on device; the previous"):
+    with pytest.raises(TrainingStopped, match=r"checkpoint of step 6 \(.*checkpoint.pt\): No space left on "
+                       "device; the checkpoint of step 3 .* is kept intact"):
         trainer.run()
     run = tmp_path / "tiny"
     assert torch.load(run / CHECKPOINT, weights_only=True)["step"] == 3
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_full_disk_at_the_first_checkpoint_does_not_claim_one_is_kept(data_root, tmp_path, monkeypatch,
+                                                                        make_distill_folder, capsys):
+    """`slkd distill` on a full disk said "the previous checkpoint is kept intact" when the
+    failing checkpoint was the first one: there was none."""
+    root = make_distill_folder(tmp_path / "d", seed=0)
+    cfg = tmp_path / "distill.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "name": "kd", "role": "distill", "output_dir": str(tmp_path / "runs"), "seed": 0,
+        "model": {"name": "res-sl-tiny"},
+        "teachers": {"a": {"name": "restormer-tiny", "weights": str(root / "teacher_a.pth")}},
+        "distill": {"method": "fitnet"},
+        "data": {"root": str(root / "data"), "batch_size": 2,
+                 "train": {"type": "degraded", "roots": ["train"], "patch_size": 16,
+                           "degradation": {"name": "gaussian_noise", "params": {"sigma": 25}}}, "val": []},
+        "train": {"iters": 2, "log_every": 1, "val_every": 2, "ckpt_every": 2}}))
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and "optimizer" in obj:
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    assert main(["distill", "--config", str(cfg), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and line.startswith("slkd distill: error: "), err
+    assert "checkpoint.pt" in line and "No space left on device" in line
+    assert "kept" not in line and "no checkpoint was written" in line
+    assert not (tmp_path / "runs" / "kd" / CHECKPOINT).exists()
 
 
 @pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
@@ -494,5 +527,7 @@ def test_a_full_disk_while_logging_stops_with_a_clear_error(data_root, tmp_path)
         flush = close = lambda self: None
 
     trainer.log._jsonl = Full()
-    with pytest.raises(SlkdError, match=r"metrics.jsonl.*No space left on device"):
+    # the first event fails: it said "(the last checkpoint is kept)" when there was none
+    with pytest.raises(SlkdError, match=r"metrics.jsonl.*No space left on device; the run stops and no "
+                       "checkpoint was written"):
         trainer.run()

@@ -225,13 +225,13 @@ class DeviceBatches:
             step += 1
 
 
-def device_batches(dataset, batch_size: int, seed: int, device: torch.device, *, mode: str = "auto",
+def device_batches(dataset, batch_size: int, seed: int, device: torch.device, *, mode: bool | str = "auto",
                    rank: int = 0, world_size: int = 1, start_step: int = 0) -> tuple[DeviceBatches | None, str]:
-    """:class:`DeviceBatches` for ``dataset`` when ``mode`` ("auto", "on", "off") allows it and
-    it fits (:data:`MEMORY_SHARE` of the free memory), else None; and the one line that says
-    which path the training data takes, and why."""
-    if mode == "off":
-        return None, "training data: DataLoader (data.device_data: off)"
+    """:class:`DeviceBatches` for ``dataset`` when ``mode`` (``data.device_data``: "auto", True,
+    False) allows it and it fits (:data:`MEMORY_SHARE` of the free memory), else None; and the
+    one line that says which path the training data takes, and why."""
+    if mode is False:
+        return None, "training data: DataLoader (data.device_data: false)"
     reason = device_data_reason(dataset)
     if reason is None:
         need = sum(a.nbytes for a in dataset.image_cache._arrays)
@@ -240,8 +240,8 @@ def device_batches(dataset, batch_size: int, seed: int, device: torch.device, *,
             reason = (f"the decoded images ({need / 2**20:.0f} MiB) exceed {MEMORY_SHARE:.0%} of the "
                       f"{free / 2**20:.0f} MiB free on {device}")
     if reason is not None:
-        if mode == "on":
-            raise ValueError(f"data.device_data: on, but {reason}")
+        if mode is True:
+            raise ValueError(f"data.device_data: true, but {reason}")
         return None, f"training data: DataLoader ({reason})"
     batches = DeviceBatches(dataset, batch_size, seed, device, rank=rank, world_size=world_size,
                             start_step=start_step)

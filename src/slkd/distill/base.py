@@ -308,7 +308,9 @@ class Distiller(nn.Module):
         ``names``, all as ordinary constants (:func:`teacher_constant`)."""
         teacher = self._teachers[role]
         taps = self._teacher_taps.get(role)
-        with torch.inference_mode(), (taps.recording() if taps else nullcontext()):
+        # a compiled step traces no_grad (inference mode is opaque to the compiler): the same values
+        frozen = torch.no_grad() if torch.compiler.is_compiling() else torch.inference_mode()
+        with frozen, (taps.recording() if taps else nullcontext()):
             out = teacher(x)
         feats = {n: teacher_constant(taps[n]) for n in names} if names else {}
         if taps:

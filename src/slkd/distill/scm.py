@@ -36,6 +36,8 @@ __all__ = ["ScaleConversion", "standardize_channels", "teacher_constant"]
 def teacher_constant(t: Tensor) -> Tensor:
     """``t`` as a constant usable in autograd-tracked maths: detached, never an inference tensor."""
     t = t.detach()
+    if torch.compiler.is_compiling():  # compiled steps run the teachers under no_grad: no inference tensors
+        return t
     if t.is_inference():
         with torch.inference_mode(False):
             t = t.clone()

@@ -119,6 +119,12 @@ class DataConfig:
     root: str | None = None
     batch_size: int = 8
     num_workers: int = 0
+    #: where training batches are made: auto — on the training device (the images decoded once
+    #: into its memory; crops, flips/rotations and Gaussian noise made there in batch:
+    #: slkd.data.device) when the data allows it and fits, else by a DataLoader; true — there or
+    #: an error saying why not; false — always the DataLoader. On the CPU both give the same
+    #: batches bit for bit; on a GPU the noise comes from the GPU's own generator.
+    device_data: bool | Literal["auto"] = "auto"
 
     def validate(self, path: str) -> None:
         if self.batch_size < 1:
@@ -174,6 +180,10 @@ class TrainConfig:
     #: §9.6). Off by default: without native bf16 (older CPUs, pre-Ampere GPUs) it is emulated
     #: and slower, and results then depend on the machine.
     bf16: bool = False
+    #: compile the training step's forward (student, teachers, distillation terms; CUDA graphs on
+    #: a GPU) with torch.compile: auto (where it measured faster: slkd.engine.compiled), true or
+    #: false. The same outputs to float rounding; the first step pays the compilation
+    compile: bool | Literal["auto"] = "auto"
     #: stop after this many consecutive steps with a non-finite loss or gradient
     max_bad_steps: int = 5
     log_every: int = 20

@@ -43,10 +43,16 @@ class ModelEMA:
             p.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, skip: torch.Tensor | None = None) -> None:
+        """One EMA step; ``skip`` (a bool tensor on the weights' device) leaves the average as it
+        was when true, decided on the device (the step whose update the optimiser skipped)."""
         ema_params = list(self.module.parameters())
         params = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_params, params, 1.0 - self.decay)
+        if skip is None:
+            torch._foreach_lerp_(ema_params, params, 1.0 - self.decay)
+        elif ema_params:
+            rate = torch.full((), 1.0 - self.decay, dtype=ema_params[0].dtype, device=ema_params[0].device)
+            torch._foreach_lerp_(ema_params, params, torch.where(skip, 0.0, rate))
         for ema_b, b in zip(self.module.buffers(), model.buffers()):
             ema_b.copy_(b)
 

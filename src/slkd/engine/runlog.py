@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
@@ -116,8 +116,9 @@ class RunLogger:
     """
 
     def __init__(self, run_dir: Path, *, enabled: bool, total_iters: int, tensorboard: bool = True,
-                 resume_step: int = 0) -> None:
+                 resume_step: int = 0, kept: Callable[[], str] | None = None) -> None:
         self.enabled = enabled
+        self.kept = kept  # what a stop leaves, in words (the trainer's checkpoint), for messages
         self.path = run_dir / "metrics.jsonl"
         self.total = total_iters
         self.tty = sys.stderr.isatty()
@@ -141,8 +142,8 @@ class RunLogger:
             self._jsonl.write(json.dumps(record) + "\n")
             self._jsonl.flush()
         except OSError as exc:  # a full disk, a quota, a file system gone read-only
-            raise SlkdError(f"cannot write {self.path}: {exc.strerror or exc}; the run stops "
-                            "(the last checkpoint is kept)") from None
+            raise SlkdError(f"cannot write {self.path}: {exc.strerror or exc}; the run stops"
+                            + (f" and {self.kept()}" if self.kept else "")) from None
         if self._tb is not None:
             for key, value in data.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):

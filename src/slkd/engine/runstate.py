@@ -30,7 +30,8 @@ RUN_FILES = (CONFIG, "command.txt", "environment.json", "metrics.jsonl", CHECKPO
 #: Any other change (learning rate, data, model, loss, method …) would be ignored by the
 #: restored state or mix two recipes in one run, so it is refused.
 RESUME_MAY_CHANGE = ("name", "output_dir", "train.iters", "train.log_every", "train.val_every",
-                     "train.ckpt_every", "train.max_bad_steps", "data.num_workers")
+                     "train.ckpt_every", "train.max_bad_steps", "data.num_workers",
+                     "data.device_data")
 
 
 def earlier_run_files(run_dir: Path) -> list[str]:

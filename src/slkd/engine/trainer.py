@@ -15,17 +15,20 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from slkd.data.device import device_batches
 from slkd.data.sampler import TrainSampler
 from slkd.engine.config import ConfigError, EvalConfig, TrainConfig, TrainRunConfig, from_dict, parse_yaml, to_dict
+from slkd.engine.compiled import compile_step, wants_compile
 from slkd.engine.distributed import DistInfo, all_reduce_sum, barrier
 from slkd.engine.ema import ModelEMA
+from slkd.engine.runlock import lock_on_rank0
 from slkd.engine.runlog import RunLogger, write_run_files
 from slkd.engine.runstate import (
     CHECKPOINT,
@@ -48,6 +51,18 @@ from slkd.models.checkpoint import read_checkpoint_file
 
 class TrainingStopped(SlkdError):
     """Training stopped early (interrupt or repeated non-finite steps); a checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class RunWords:
+    """How the trainer's messages tell the user to continue a stopped run, and to start another
+    one instead: the caller's words, since only it knows its options (``slkd train``/``distill``:
+    ``--resume`` and another name/output_dir; ``slkd compress``: rerunning the same command)."""
+
+    #: continues a run that stopped ("pass --resume to continue it")
+    resume: str = "resume it (resume=True) to continue it"
+    #: starts a run elsewhere instead ("choose another name/output_dir")
+    new_run: str = "give the run another folder"
 
 
 def check_val_sets(val_sets: dict[str, Any], ev: EvalConfig) -> None:
@@ -89,6 +104,9 @@ class TrainerConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     batch_size: int = 8
     num_workers: int = 0
+    #: where training batches are made: "auto" (on the training device when the data allows it
+    #: and fits, slkd.data.device), "on" (there, or an error saying why not), "off" (DataLoader)
+    device_data: str = "auto"
     seed: int = 0
     #: what is trained, for the first console line (e.g. the model's preset name)
     label: str = ""
@@ -101,7 +119,7 @@ class TrainerConfig:
     @classmethod
     def from_run(cls, cfg: TrainRunConfig) -> "TrainerConfig":
         return cls(train=cfg.train, eval=cfg.eval, batch_size=cfg.data.batch_size,
-                   num_workers=cfg.data.num_workers, seed=cfg.seed, label=cfg.model.name,
+                   num_workers=cfg.data.num_workers, device_data=cfg.data.device_data, seed=cfg.seed, label=cfg.model.name,
                    record=to_dict(cfg), read_record=lambda data: to_dict(from_dict(TrainRunConfig, data)))
 
 
@@ -122,7 +140,8 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainerConfig | TrainRunConfig, task, train_set, val_sets: dict[str, Any], *,
-                 run_dir: Path, dist: DistInfo, resume: bool = False, argv: list[str] | None = None) -> None:
+                 run_dir: Path, dist: DistInfo, resume: bool = False, argv: list[str] | None = None,
+                 words: RunWords | None = None) -> None:
         if isinstance(cfg, TrainRunConfig):
             cfg = TrainerConfig.from_run(cfg)
         self.cfg, self.task, self.dist, self.run_dir = cfg, task, dist, run_dir
@@ -136,12 +155,19 @@ class Trainer:
         if dist.enabled:
             ids = [dist.device.index] if dist.device.type == "cuda" else None
             self.network = DistributedDataParallel(self.trainable, device_ids=ids)
+        self.compiled = wants_compile(t.compile, dist.device, t.iters)
+        if self.compiled:
+            self.network = compile_step(self.network, dist.device)
         self.params = [p for p in self.trainable.parameters() if p.requires_grad]
         params = self.params
         opt_cls = torch.optim.AdamW if t.optimizer.type == "adamw" else torch.optim.Adam
-        fused = {"fused": True} if dist.device.type == "cuda" else {}
+        # the fused kernels (CPU and CUDA) take the skip of a non-finite step as a device tensor
+        # (``found_inf``), so a step never waits for the host to decide; the same numbers as the
+        # default kernels (tested). Elsewhere the default kernels and a host-side decision.
+        self.fused = dist.device.type in ("cpu", "cuda") and all(
+            p.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16) for p in params)
         self.optimizer = opt_cls(params, lr=t.optimizer.lr, betas=tuple(t.optimizer.betas),
-                                 weight_decay=t.optimizer.weight_decay, **fused)
+                                 weight_decay=t.optimizer.weight_decay, **({"fused": True} if self.fused else {}))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lr_lambda(t.iters, t.scheduler.warmup_iters, t.scheduler.min_lr / t.optimizer.lr, t.scheduler.type),
@@ -154,34 +180,49 @@ class Trainer:
         self._saved_step: int | None = None  # step of the last checkpoint written by this run
         self._updating = False  # inside an update whose step is not counted yet
         self.resume_changes: dict[str, tuple[Any, Any]] = {}  # allowed changes on --resume
-        if resume:
-            self._load_checkpoint()
-        else:
-            found = earlier_run_files(run_dir)
-            if CHECKPOINT in found:
-                raise SlkdError(f"{run_dir} already holds a training run: pass --resume to continue "
-                                f"it, or choose another name/output_dir (it has {', '.join(found)}; "
-                                "nothing was overwritten)")
-            if found:
-                raise SlkdError(f"{run_dir} already holds files of a training run but no checkpoint "
-                                "to resume from: choose another name/output_dir, or remove the folder "
-                                f"if you do not need it (it has {', '.join(found)}; nothing was "
-                                "overwritten)")
-            # every rank looks before rank 0 writes config.yaml: a slower rank used to find
-            # rank 0's fresh files and refuse the run as an earlier one
-            barrier()
+        self.words = words or RunWords()
+        w = self.words
+        # one writer per run folder, from before its contents are looked at to the end of run()
+        # (rank 0 writes, so rank 0 locks); --resume of a folder that does not exist fails below
+        self._lock = None if resume and not run_dir.is_dir() else lock_on_rank0(run_dir, dist)
         try:
-            if dist.is_main:
-                # temporary files of atomic writes cut short by a kill (nobody else writes here)
-                remove_stale_temps(run_dir, [CHECKPOINT, WEIGHTS, "metrics.jsonl"]
-                                   + [f"best_{name}.pth" for name in val_sets])
-                write_run_files(run_dir, cfg.record, dist.world_size, argv)
-            barrier()
-            self.log = RunLogger(run_dir, enabled=dist.is_main, total_iters=t.iters, resume_step=self.step)
-        except OSError as exc:  # a read-only file system, no permission, a full disk
-            raise SlkdError(f"cannot write the run folder {run_dir}: {exc.strerror or exc}"
-                            + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(run_dir)
-                               else "")) from None
+            if resume:
+                self._load_checkpoint()
+            else:
+                found = earlier_run_files(run_dir)
+                if CHECKPOINT in found:
+                    raise SlkdError(f"{run_dir} already holds a training run: {w.resume}, or "
+                                    f"{w.new_run} (it has {', '.join(found)}; nothing was overwritten)")
+                if found:
+                    raise SlkdError(f"{run_dir} already holds files of a training run but no checkpoint "
+                                    f"to resume from: {w.new_run}, or remove the folder if you do not "
+                                    f"need it (it has {', '.join(found)}; nothing was overwritten)")
+                # every rank looks before rank 0 writes config.yaml: a slower rank used to find
+                # rank 0's fresh files and refuse the run as an earlier one
+                barrier()
+            try:
+                if dist.is_main:
+                    # temporary files of atomic writes cut short by a kill (nobody else writes here)
+                    remove_stale_temps(run_dir, [CHECKPOINT, WEIGHTS, "metrics.jsonl"]
+                                       + [f"best_{name}.pth" for name in val_sets])
+                    write_run_files(run_dir, cfg.record, dist.world_size, argv)
+                barrier()
+                self.log = RunLogger(run_dir, enabled=dist.is_main, total_iters=t.iters, resume_step=self.step,
+                                     kept=self._kept)
+            except OSError as exc:  # a read-only file system, no permission, a full disk
+                raise SlkdError(f"cannot write the run folder {run_dir}: {exc.strerror or exc}"
+                                + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(run_dir)
+                                   else "")) from None
+        except BaseException:
+            self.release(abandon=True)  # a refused folder keeps no lock file
+            raise
+
+    def release(self, *, abandon: bool = False) -> None:
+        """Give up the run folder's lock (:meth:`run` does at its end; so does the end of the
+        process); ``abandon``: after a refusal (:meth:`~slkd.engine.runlock.FolderLock.abandon`)."""
+        if self._lock is not None:
+            self._lock.release(abandon=abandon)
+            self._lock = None
 
     # ---------------------------------------------------------------- checkpoints
     def _state(self) -> dict[str, Any]:
@@ -207,22 +248,30 @@ class Trainer:
         are not finite are never written: the run stops and the last checkpoint stays."""
         # checked on every rank (their weights are the same), so that all of them stop together
         if not self._weights_finite():
-            kept = (f"the checkpoint of step {self._last_saved_step()} in {self.run_dir} is kept"
-                    if self._last_saved_step() is not None else "no checkpoint was written")
             raise TrainingStopped(f"the weights at step {self.step} are not finite (NaN or infinity; "
-                                  f"is train.optimizer.lr too high?); they were not saved and {kept}")
+                                  f"is train.optimizer.lr too high?); they were not saved and {self._kept()}")
         if not self.dist.is_main:
             return
         state = self._state()
+        path = self.run_dir / CHECKPOINT
         try:
-            atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
-            save_weights(self.ema.module if self.ema else self.model, self.run_dir / WEIGHTS)
+            atomic_write(path, lambda tmp: torch.save(state, tmp))
+            path = self.run_dir / WEIGHTS
+            save_weights(self.ema.module if self.ema else self.model, path)
         except (OSError, RuntimeError, SlkdError) as exc:  # disk full, quota, folder removed …
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip()
-            raise TrainingStopped(f"cannot write the checkpoint of step {self.step} in {self.run_dir}: "
-                                  f"{reason}; the previous checkpoint is kept intact") from None
+            raise TrainingStopped(f"cannot write the checkpoint of step {self.step} ({path}): "
+                                  f"{reason}; {self._kept()}") from None
         self._saved_step = self.step
         self.log.event("checkpoint", self.step, path=CHECKPOINT)
+
+    def _kept(self) -> str:
+        """What a stop leaves: the checkpoint on disk, or none (it claimed one "kept intact"
+        when the first checkpoint was the one that failed)."""
+        step = self._last_saved_step()
+        if step is None:
+            return "no checkpoint was written (the run restarts from step 0)"
+        return f"the checkpoint of step {step} in {self.run_dir} is kept intact"
 
     def _last_saved_step(self) -> int | None:
         """Step of the checkpoint on disk (this run's last one, or the one it resumed from)."""
@@ -254,6 +303,8 @@ class Trainer:
             if self.ema is not None:
                 self.ema.load_state_dict(state["ema"])
             self.optimizer.load_state_dict(state["optimizer"])
+            for group in self.optimizer.param_groups:  # a checkpoint's groups carry its kernel choice
+                group["fused"] = True if self.fused else group.get("fused")
             self.scheduler.load_state_dict(state["scheduler"])
             step = int(state["step"])
             set_rng_state(state["rng"])
@@ -286,8 +337,8 @@ class Trainer:
             listed = "; ".join(f"{k} ({a!r} → {b!r})" for k, (a, b) in refused.items())
             raise SlkdError(f"cannot resume {self.run_dir} with other settings: {listed}. The run "
                             f"continues with the settings it started with (only "
-                            f"{', '.join(k for k in RESUME_MAY_CHANGE if '.' in k)} may change); start a new run "
-                            "(another name) for new settings (nothing was changed)")
+                            f"{', '.join(k for k in RESUME_MAY_CHANGE if '.' in k)} may change); "
+                            f"{self.words.new_run} for new settings (nothing was changed)")
         return changes
 
     # ---------------------------------------------------------------- validation
@@ -336,10 +387,7 @@ class Trainer:
                     try:
                         save_weights(self.ema.module if self.ema else self.model, path)
                     except SlkdError as exc:
-                        kept = self._last_saved_step()
-                        raise TrainingStopped(
-                            f"{exc}; " + (f"the checkpoint of step {kept} is kept" if kept is not None
-                                          else "no checkpoint was written yet")) from None
+                        raise TrainingStopped(f"{exc}; {self._kept()}") from None
             best = self.best.get(name)
             self.log.event("val", self.step, dataset=name, **r, best_psnr=best["psnr"] if best else None)
             if best is None:
@@ -351,15 +399,26 @@ class Trainer:
                              + ("" if finite else " — this validation is not finite, not counted"))
 
     # ---------------------------------------------------------------- loop
-    def _loader(self) -> DataLoader:
-        c = self.cfg
-        sampler = TrainSampler(len(self.train_set), c.batch_size, c.seed, rank=self.dist.rank,
-                               world_size=self.dist.world_size, start_step=self.step)
-        return DataLoader(self.train_set, batch_size=c.batch_size, sampler=sampler,
-                          num_workers=c.num_workers, persistent_workers=c.num_workers > 0,
-                          pin_memory=self.dist.device.type == "cuda")
+    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """The training batches from the current step: made on the training device
+        (:mod:`slkd.data.device`) where the data allows it and fits, else by a DataLoader; one
+        line says which and why."""
+        c, dist = self.cfg, self.dist
+        batches, line = device_batches(self.train_set, c.batch_size, c.seed, dist.device, mode=c.device_data,
+                                       rank=dist.rank, world_size=dist.world_size, start_step=self.step)
+        self.log.console(line)
+        if batches is not None:
+            return iter(batches)
+        sampler = TrainSampler(len(self.train_set), c.batch_size, c.seed, rank=dist.rank,
+                               world_size=dist.world_size, start_step=self.step)
+        return iter(DataLoader(self.train_set, batch_size=c.batch_size, sampler=sampler,
+                               num_workers=c.num_workers, persistent_workers=c.num_workers > 0,
+                               pin_memory=dist.device.type == "cuda"))
 
-    def _train_step(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool]:
+    def _train_step(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One update. Returns the logged terms and whether the step was skipped (a non-finite
+        loss or gradient), both on the device: nothing here waits for the device (the fused
+        optimiser and the EMA skip the update from the flag itself)."""
         t = self.cfg.train
         dev = self.dist.device
         batch = {k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -369,36 +428,64 @@ class Trainer:
         loss.backward()
         max_norm = t.grad_clip if t.grad_clip is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
-        # one host sync per step: a non-finite step must be skipped before the optimiser sees it
-        finite = bool(torch.isfinite(loss.detach() + grad_norm).item())
+        bad = ~torch.isfinite(loss.detach() + grad_norm)
         # from here until run() counts the step, the state saved by a checkpoint would mix
         # step k's counter with step k+1's weights, optimiser and schedule
         self._updating = True
-        if finite:
+        if self.fused:
+            self.optimizer.found_inf = bad.float()  # the fused kernels leave everything as it was
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model, skip=bad)
+        elif not bool(bad.item()):  # other kernels: the host decides (one sync per step)
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.model)
         self.scheduler.step()  # the schedule follows iterations, skipped or not
         terms = {**terms, "loss": loss.detach(), "grad_norm": grad_norm.detach()}
-        return terms, finite
+        return terms, bad
 
-    def _stop_everywhere(self, stop: "_StopRequest") -> bool:
+    def _stop_everywhere(self, stop: "_StopRequest", check_peers: bool) -> bool:
         """Whether any rank was asked to stop (all ranks must leave at the same step, or the
-        others would wait for them in the next gradient all-reduce)."""
+        others would wait for them in the next gradient all-reduce). Under ``torchrun`` the ranks
+        agree only when ``check_peers`` (at logging steps: the vote is a host read)."""
         if not self.dist.enabled:
             return stop.requested is not None
+        if not check_peers:
+            return False
         flag = torch.tensor([0.0 if stop.requested is None else 1.0], device=self.dist.device)
         return all_reduce_sum(flag).item() > 0
+
+    def _read(self, account: "_StepAccount", *, sums: bool, stop_on_bad: bool = True) -> dict[str, float]:
+        """Read the device-side record of the steps since the last read (one host sync): log each
+        skipped step, stop after ``train.max_bad_steps`` consecutive ones (the same rule as a
+        check at every step, decided here), and return the logged terms' means when ``sums``."""
+        t = self.cfg.train
+        flags, means = account.read(sums)
+        for step, skipped in flags:
+            if not skipped:
+                self.bad_steps = 0
+                continue
+            self.bad_steps += 1
+            self.log.event("skip", step, reason="non-finite loss or gradient", consecutive=self.bad_steps)
+            self.log.console(f"  step {step}: non-finite loss or gradient, update skipped "
+                             f"({self.bad_steps}/{t.max_bad_steps})")
+            if stop_on_bad and self.bad_steps >= t.max_bad_steps:
+                raise TrainingStopped(f"stopped after {self.bad_steps} consecutive non-finite steps at step "
+                                      f"{step}; {self._kept()}")
+        return means
 
     def run(self) -> dict[str, Any]:
         t = self.cfg.train
         if self.step >= t.iters:
             self.log.console(f"already trained for {self.step} of {t.iters} iterations")
+            self.release()
             return {"step": self.step, "best": self.best}
         clip = f"gradient clipping at norm {t.grad_clip}" if t.grad_clip else "no gradient clipping"
         self.log.console(f"training {self.run_dir.name}: {self.cfg.label}, {t.iters} iterations, "
                          f"batch {self.cfg.batch_size}×{self.dist.world_size}, {clip}, "
-                         f"EMA {t.ema or 'off'}, bf16 {'on' if t.bf16 else 'off'}"
+                         f"EMA {t.ema or 'off'}, bf16 {'on' if t.bf16 else 'off'}, "
+                         f"compiled {'yes' if self.compiled else 'no'}"
                          + (f", resuming at step {self.step}" if self.step else ""))
         if self.resume_changes:
             changed = ", ".join(f"{k} {a} → {b}" for k, (a, b) in self.resume_changes.items())
@@ -406,23 +493,25 @@ class Trainer:
                 f" (the learning-rate schedule now ends at step {t.iters})"
                 if "train.iters" in self.resume_changes else ""))
         self.log.event("start", self.step, iters=t.iters, grad_clip=t.grad_clip, ema=t.ema, bf16=t.bf16,
+                       compiled=self.compiled,
                        world_size=self.dist.world_size, resumed=self.step > 0,
                        dropped_events=self.log.dropped_events,
                        **({"changed": {k: list(v) for k, v in self.resume_changes.items()}}
                           if self.resume_changes else {}))
-        sums: dict[str, torch.Tensor] = {}
-        window_start, window_steps = time.perf_counter(), 0
+        account = _StepAccount(self.dist.device, t.log_every)
+        window_start = time.perf_counter()
+        compile_seconds = None
         # Ctrl-C and `kill` (SIGTERM) ask the loop to stop after the step in progress, with a
         # checkpoint; a second one stops at once (the step in progress is then lost)
         stop = _StopRequest()
         previous = stop.install()
-        loader = iter(self._loader())
+        loader = self._batches()
         self._updating = False
         set_progress = getattr(self.task, "set_progress", None)
         try:
             self.network.train()
             while self.step < t.iters:
-                if self._stop_everywhere(stop):
+                if self._stop_everywhere(stop, check_peers=self.step % t.log_every == 0):
                     raise KeyboardInterrupt
                 try:
                     batch = next(loader)
@@ -432,52 +521,92 @@ class Trainer:
                     raise
                 if set_progress is not None:  # a function of the step: right after --resume too
                     set_progress(self.step, t.iters)
-                terms, finite = self._train_step(batch)
+                first = time.perf_counter() if self.compiled and compile_seconds is None else None
+                terms, bad = self._train_step(batch)
+                if first is not None:  # the first compiled step compiles (or loads from the cache)
+                    compile_seconds = time.perf_counter() - first
+                    self.log.event("compile", self.step + 1, seconds=compile_seconds)
+                    self.log.console(f"  compiled the training step in {compile_seconds:.0f} s")
+                    window_start = time.perf_counter()
                 self.step += 1  # an iteration is consumed even when its update is skipped
                 self._updating = False
-                if not finite:
-                    self.bad_steps += 1
-                    self.log.event("skip", self.step, reason="non-finite loss or gradient",
-                                   consecutive=self.bad_steps)
-                    self.log.console(f"  step {self.step}: non-finite loss or gradient, update skipped "
-                                     f"({self.bad_steps}/{t.max_bad_steps})")
-                    if self.bad_steps >= t.max_bad_steps:
-                        raise TrainingStopped(
-                            f"stopped after {self.bad_steps} consecutive non-finite steps at step "
-                            f"{self.step}; the last good checkpoint is kept in {self.run_dir}")
-                else:
-                    self.bad_steps = 0
-                    window_steps += 1
-                    for k, v in terms.items():
-                        sums[k] = sums.get(k, 0) + v.float()
-                if window_steps and (self.step % t.log_every == 0 or self.step == t.iters):
-                    rate = window_steps / (time.perf_counter() - window_start)
-                    means = {k: (v / window_steps).item() for k, v in sums.items()}
+                account.add(self.step, terms, bad)
+                log_now = self.step % t.log_every == 0 or self.step == t.iters
+                validate = bool(self.val_sets) and (self.step % t.val_every == 0 or self.step == t.iters)
+                checkpoint = self.step % t.ckpt_every == 0 or self.step == t.iters
+                if not (log_now or validate or checkpoint):  # no host read between these steps
+                    self.log.progress(self.step)
+                    continue
+                means = self._read(account, sums=log_now)
+                if log_now and account.good:
+                    rate = account.good / (time.perf_counter() - window_start)
                     lr = self.scheduler.get_last_lr()[0]
                     self.log.event("train", self.step, lr=lr, it_per_s=rate, **means)
                     self.log.train_line(self.step, means, lr, rate)
-                    sums, window_start, window_steps = {}, time.perf_counter(), 0
-                else:
-                    self.log.progress(self.step)
-                if self.val_sets and (self.step % t.val_every == 0 or self.step == t.iters):
+                if log_now:
+                    account.start_window()
+                    window_start = time.perf_counter()
+                if validate:
                     self._record_validation()
                     self.network.train()
-                if self.step % t.ckpt_every == 0 or self.step == t.iters:
+                if checkpoint:
                     self.save_checkpoint()
         except KeyboardInterrupt:
             what = stop.requested or "interrupted"
             if self._updating:  # forced in the middle of an update: its state is not saved
                 raise TrainingStopped(
-                    f"{what} in the middle of step {self.step + 1}; its update is lost and the "
-                    f"last checkpoint in {self.run_dir} is kept (continue with --resume)") from None
+                    f"{what} in the middle of step {self.step + 1}; its update is lost and "
+                    f"{self._kept()}" + ("" if self._last_saved_step() is None
+                                         else f" ({self.words.resume})")) from None
+            self._read(account, sums=False, stop_on_bad=False)  # the skipped steps, into the log
             if self._saved_step != self.step:
                 self.save_checkpoint()
             raise TrainingStopped(f"{what} at step {self.step}; checkpoint saved in {self.run_dir} "
-                                  "(continue with --resume)") from None
+                                  f"({self.words.resume})") from None
         finally:
             stop.uninstall(previous)
             self.log.close()
+            self.release()
         return {"step": self.step, "best": self.best}
+
+
+class _StepAccount:
+    """What the steps since the last host read did, kept on the device: whether each was
+    skipped, and the sums of the logged terms over the steps that were not. ``read`` returns it
+    in one host sync, at logging, validation and checkpoint steps only."""
+
+    def __init__(self, device: torch.device, window: int) -> None:
+        self.skipped = torch.zeros(window, dtype=torch.bool, device=device)
+        self.first: int | None = None  # the step number of the first unread step
+        self.unread = 0
+        self.sums: dict[str, torch.Tensor] = {}
+        self.good = 0  # steps not skipped in the logging window (known after a read)
+
+    def add(self, step: int, terms: dict[str, torch.Tensor], bad: torch.Tensor) -> None:
+        if self.unread == 0:
+            self.first = step
+        self.skipped[self.unread] = bad
+        self.unread += 1
+        for k, v in terms.items():  # a skipped step's NaN must not reach the sums
+            v = torch.where(bad, 0.0, v.detach().float())
+            self.sums[k] = v if k not in self.sums else self.sums[k] + v
+
+    def read(self, sums: bool) -> tuple[list[tuple[int, bool]], dict[str, float]]:
+        """``[(step, skipped), …]`` of the unread steps and, when ``sums``, the means of the
+        logged terms over the logging window's good steps."""
+        parts = [self.skipped[:self.unread].float()]
+        names = list(self.sums) if sums else []
+        parts += [self.sums[k].view(1) for k in names]
+        values = torch.cat(parts).tolist() if self.unread or names else []
+        flags = [(self.first + i, bool(values[i])) for i in range(self.unread)]
+        self.good += sum(1 for _, skipped in flags if not skipped)
+        self.unread = 0
+        totals = values[len(flags):]
+        means = {k: v / self.good for k, v in zip(names, totals)} if self.good else {}
+        return flags, means
+
+    def start_window(self) -> None:
+        self.sums, self.good = {}, 0
 
 
 class _StopRequest:

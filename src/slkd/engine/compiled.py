@@ -1,0 +1,62 @@
+"""Compiling a training step's forward (and, through autograd, its backward) with
+``torch.compile``: :func:`compile_step`, and :func:`wants_compile`, the one rule that decides
+when ``train.compile: auto`` compiles.
+
+What is compiled is the module the trainer calls — for a distiller the whole objective: the
+student, the frozen teachers' forwards and every distillation term, one graph with static shapes
+(training crops have one size). On CUDA the graph is also captured as CUDA graphs
+(``mode="reduce-overhead"``), so a step is a few graph launches instead of thousands of kernel
+launches from Python. Compilation happens at the first step; its artefacts are cached on disk
+(Inductor's FX-graph and AOTAutograd caches, under :func:`cache_dir`), so a later run of the
+same networks and shapes starts warm. Recompilation is bounded (:data:`RECOMPILE_LIMIT`): a
+shape that keeps changing falls back to eager code instead of compiling again and again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["COMPILE_MIN_ITERS", "RECOMPILE_LIMIT", "cache_dir", "compile_step", "wants_compile"]
+
+#: ``train.compile: auto`` compiles a CPU run of at least this many iterations: below it the
+#: compilation (minutes cold) costs more than the faster steps save (BENCHMARKS.md §8)
+COMPILE_MIN_ITERS = 1000
+#: compiled variants of one step before the compiler gives up and runs it eagerly
+RECOMPILE_LIMIT = 4
+
+
+def cache_dir() -> Path:
+    """Where compiled artefacts are kept between runs: ``$TORCHINDUCTOR_CACHE_DIR`` if the user
+    set it, else ``$XDG_CACHE_HOME/slkd/inductor`` (``~/.cache/slkd/inductor``) — not
+    Inductor's default under the temporary folder, which a reboot may empty."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    given = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    # importing Inductor writes its default into the variable: only another value is the user's
+    if given and os.path.abspath(given) != os.path.abspath(default_cache_dir()):
+        return Path(given)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "slkd" / "inductor"
+
+
+def wants_compile(setting: bool | str, device: torch.device, iters: int) -> bool:
+    """``train.compile``: True, False, or "auto" — on for CPU runs of at least
+    :data:`COMPILE_MIN_ITERS` iterations, where it measured faster; off on CUDA until the GPU
+    check has measured it there (BENCHMARKS.md §10)."""
+    if isinstance(setting, bool):
+        return setting
+    return device.type == "cpu" and iters >= COMPILE_MIN_ITERS
+
+
+def compile_step(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` compiled for training on ``device`` (the first call compiles)."""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir())
+    import torch._dynamo
+
+    torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    return torch.compile(module, dynamic=False, mode=mode)
