@@ -311,9 +311,9 @@ def stage_nccl(work: Path, dry: bool) -> dict:
                "distill": {"method": "slkd"},
                "data": {"root": str(data), "batch_size": 4,
                         "train": {"type": "degraded", "roots": ["BSDS500"], "recursive": True,
-                                  "patch_size": 32, "degradation": noise},
+                                  "patch_size": 32, "degradation": noise, "holdout": {"count": 2, "take": "rest"}},
                         "val": [{"name": "val", "type": "degraded", "roots": ["BSDS500"], "recursive": True,
-                                 "limit": 2, "degradation": noise}]},
+                                 "holdout": {"count": 2, "take": "held"}, "degradation": noise}]},
                "train": {"iters": 4, "log_every": 1, "val_every": 4, "ckpt_every": 2}}
         configs[name] = root / f"{name}.yaml"
         configs[name].write_text(yaml.safe_dump(cfg))
@@ -442,13 +442,30 @@ def train_step_times(pair, batch: int, patch: int, runs: int, device: torch.devi
 # ------------------------------------------------------------------------------------ plan
 
 
+#: marks a --work folder as this script's: only such a folder is emptied on the next check
+WORK_MARK = ".gpu_check_work"
+
+
+def fresh_work(work: Path) -> None:
+    """Empty ``--work`` for a new check, or make it. It is deleted with everything in it, so only
+    a folder this script made (:data:`WORK_MARK`) or an empty one is: ``--work ~`` deleted the home
+    folder. Anything else is refused in one line before anything is touched."""
+    if work.exists() and not work.is_dir():
+        raise SystemExit(f"error: --work {work} is a file; give a folder")
+    if work.is_dir() and any(work.iterdir()):
+        if not (work / WORK_MARK).is_file():
+            raise SystemExit(f"error: --work {work} holds files gpu_check did not write (it would "
+                             "delete them); give a new or empty folder (nothing was deleted)")
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / WORK_MARK).write_text("made by python -m benchmarks.gpu_check; emptied by its next run\n")
+
+
 def run_all(args) -> dict:
     start = _now()
     dry = args.dry_run
     out, work = Path(args.out), Path(args.work)
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    fresh_work(work)
     out.mkdir(parents=True, exist_ok=True)
     budget = args.budget or (150 if dry else 480)
     if dry:  # stages run side by side on few cores: one thread each

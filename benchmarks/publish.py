@@ -22,8 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from slkd.engine.report import read_events
+from slkd.engine.report import logged_seconds, read_events
 from slkd.errors import SlkdError
+from slkd.fileio import atomic_write_bytes
 from slkd.models import load_pretrained
 from slkd.models.checkpoint import save_weights
 from slkd.models.export import sha256_file
@@ -91,18 +92,17 @@ def provenance(run: Path, which: str = "best") -> tuple[dict, Path]:
 
 
 def _train_seconds(events: list[dict]) -> float:
-    """Training wall-clock summed over the run's sessions (start/resume → its last event)."""
-    total, start, last = 0.0, None, None
-    for e in events:
-        if e.get("event") == "start":
-            if start is not None and last is not None:
-                total += last - start
-            start = e["time"]
-        if "time" in e:
-            last = e["time"]
-    if start is not None and last is not None:
-        total += last - start
-    return round(total, 1)
+    """Training wall-clock summed over the run's sessions (:func:`slkd.engine.report.logged_seconds`)."""
+    return round(logged_seconds(events), 1)
+
+
+def destinations(dest: Path) -> tuple[Path, Path]:
+    """``dest.safetensors`` and ``dest.json``: the suffixes are added to the whole name
+    (``teacher.v2`` → ``teacher.v2.safetensors``; ``with_suffix`` replaced ``.v2``), and a
+    ``dest`` given with one of them already is taken without it."""
+    if dest.suffix in (".safetensors", ".json"):
+        dest = dest.with_suffix("")
+    return dest.with_name(dest.name + ".safetensors"), dest.with_name(dest.name + ".json")
 
 
 def publish(run: Path, dest: Path, which: str = "best", overwrite: bool = False,
@@ -110,7 +110,7 @@ def publish(run: Path, dest: Path, which: str = "best", overwrite: bool = False,
     """Write ``dest.safetensors`` and ``dest.json`` from ``run``; returns the JSON's path. A
     destination inside ``weights_root`` may not take that folder over ``limit`` bytes."""
     record, source = provenance(run, which)
-    tensors, meta = dest.with_suffix(".safetensors"), dest.with_suffix(".json")
+    tensors, meta = destinations(dest)
     for path in (tensors, meta):
         if path.exists() and not overwrite:
             raise PublishError(f"{path} exists (pass --overwrite to replace it)")
@@ -133,7 +133,7 @@ def publish(run: Path, dest: Path, which: str = "best", overwrite: bool = False,
         "params": sum(p.numel() for p in model.parameters()),
         "published_commit": _git_commit(), "published_from": str(run),
     })
-    meta.write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_bytes(meta, (json.dumps(record, indent=2) + "\n").encode())
     print(f"wrote {tensors} ({size / 2**20:.1f} MiB) and {meta}: {record['model']}, "
           f"{record['validation']['dataset']} PSNR {record['validation']['psnr']} at step {record['validation']['step']}")
     return meta

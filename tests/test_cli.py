@@ -115,6 +115,7 @@ def test_profile_compare_json(cli):
     assert c["params_reduction"] >= 0.8
     assert c["macs_reduction"] >= 0.8
     assert c["speedup"] > 0
+    assert c["speedup_iqr"][0] <= c["speedup"] <= c["speedup_iqr"][1]  # the median of per-round ratios
     a, b = report["models"]["restormer-tiny"], report["models"]["res-sl-tiny"]
     assert c["params_reduction"] == pytest.approx(1 - b["params"] / a["params"])
     assert a["params"] == count_parameters(build_model("restormer-tiny"))
@@ -131,6 +132,40 @@ def test_profile_size_not_multiple_of_8(cli):
     assert r.code == 2
     assert "multiples of 8" in r.err and "Traceback" not in r.err
     assert r.out == ""
+
+
+def test_profile_refuses_a_size_that_cannot_fit_before_allocating(cli, monkeypatch):
+    """--size 16 100000000 died in an allocation traceback: the memory of the timed forward pass
+    is estimated first (traced on the meta device); counting alone still works."""
+    import slkd.engine.memory as memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda device="cpu": 8 * 2**30)
+    r = cli("profile", "--model", "res-sl-tiny", "--size", 16, 100000000, "--runs", 1, "--warmup", 0)
+    lines = r.err.strip().splitlines()
+    assert r.code == 2 and len(lines) == 1 and "Traceback" not in r.err
+    assert "timing res-sl-tiny at 16×100000000 needs about" in lines[0] and "8.0 GiB is available" in lines[0]
+    r = cli("profile", "--model", "res-sl-tiny", "--size", 16, 100000000, "--no-latency", "--json")
+    assert r.code == 0 and json.loads(r.out)["models"]["res-sl-tiny"]["macs"] > 0
+
+
+@pytest.mark.parametrize("failure", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                 "you tried to allocate 5000000000 bytes. Error code 12 (Cannot allocate memory)"),
+    MemoryError(),
+])
+def test_an_allocation_no_estimate_foresaw_is_one_line(cli, monkeypatch, failure):
+    import slkd.cli.profile as profile_cli
+
+    def allocate(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(profile_cli, "profile", allocate)
+    r = cli("profile", "--model", "res-sl-tiny")
+    lines = r.err.strip().splitlines()
+    assert r.code == 2 and len(lines) == 1, r.err
+    assert lines[0].startswith("slkd profile: error: out of memory")
+    if isinstance(failure, RuntimeError):
+        assert "(tried to allocate 4.7 GiB)" in lines[0]
 
 
 def test_profile_unknown_model_lists_known(cli):
@@ -515,6 +550,8 @@ PROFILE = ("profile", "--model", "res-sl-tiny")
     (PROFILE + ("--runs", "0"), "--runs", ">= 1"),
     (PROFILE + ("--warmup", "-1"), "--warmup", ">= 0"),
     (PROFILE + ("--threads", "0"), "--threads", ">= 1"),
+    (PROFILE + ("--threads", "100000"), "--threads", "<= "),  # 100000 OpenMP threads segfaulted
+    (PROFILE + ("--runs", "100000000"), "--runs", "<= 10000"),
     (PROFILE + ("--size", "0", "32"), "--size", ">= 8"),
     (("export", "--model", "res-sl-tiny", "--onnx", "o.onnx", "--opset", "99"), "--opset", "<= 20"),
 ])
@@ -718,3 +755,64 @@ def test_a_cuda_index_the_machine_lacks_is_named(monkeypatch):
         resolve_device("cuda:2")
     with pytest.raises(SlkdError, match="unknown device 'mps'"):
         resolve_device("mps")
+
+
+def test_tiling_options_without_tile_are_an_error(cli, derain_folder, tmp_path, tiny_weights):
+    """`eval --overlap 8` without --tile was ignored silently (so was --blend), in eval and restore."""
+    for option in (("--overlap", "8"), ("--blend", "gaussian")):
+        r = cli("eval", "--model", "input", "--data", derain_folder, "--task", "derain", *option, *CPU)
+        assert r.code == 2 and r.err.strip() == (f"slkd eval: error: {option[0]} applies to tiles only: give "
+                                                 "--tile N too (without it every image is processed whole)")
+        r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *option, *CPU,
+                derain_folder / "input", tmp_path / "out")
+        assert r.code == 2 and option[0] in r.err and "--tile" in r.err and not (tmp_path / "out").exists()
+    r = cli("eval", "--model", "input", "--data", derain_folder, "--task", "derain", "--tile", "16",
+            "--overlap", "8", "--blend", "gaussian", "--json", *CPU)
+    assert r.code == 0, r.err
+
+
+def test_an_output_under_a_file_is_refused_before_anything_runs(cli, derain_folder, tmp_path, tiny_weights):
+    """`--out file.pth/sub` failed only at the first write, after the work had started."""
+    blocking = tmp_path / "file.pth"
+    blocking.write_bytes(b"weights")
+    r = cli("eval", "--model", "input", "--data", derain_folder, "--task", "derain",
+            "--save", blocking / "sub", *CPU)
+    assert r.code == 2 and r.err.strip() == (f"slkd eval: error: --save {blocking}/sub is under {blocking}, "
+                                             "which is a file; give a folder")
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU, derain_folder / "input",
+            blocking / "sub")
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and f"under {blocking}, which is a file" in r.err
+    assert blocking.read_bytes() == b"weights"
+
+
+def test_restore_names_a_symlink_loop_as_such(cli, tmp_path, tiny_weights):
+    """A loop of links was reported as "a dangling link"."""
+    inp = tmp_path / "in"
+    write_image(inp / "a.png", _rand(3, 16, 16, seed=82))
+    (inp / "loop.png").symlink_to(inp / "back.png")
+    (inp / "back.png").symlink_to(inp / "loop.png")
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU, inp, tmp_path / "out")
+    assert r.code == 1 and "skipped loop.png:" in r.err and "symlink loop" in r.err
+    assert "dangling" not in r.err
+
+
+def test_a_corrupt_png_is_one_line_without_the_decoders_own(capfd, tmp_path, tiny_weights):
+    """libpng printed "libpng error: IDAT: incorrect data check" (and OpenCV a warning) straight
+    to stderr, before the one line naming the file."""
+    import zlib
+
+    from slkd.cli.main import main
+
+    write_image(tmp_path / "ok.png", _rand(3, 16, 16, seed=83))
+    data = bytearray((tmp_path / "ok.png").read_bytes())
+    start = data.index(b"IDAT") + 4
+    data[start + 2:start + 12] = b"x" * 10  # inside the compressed pixels, the chunk's CRC fixed
+    length = int.from_bytes(data[start - 8:start - 4], "big")
+    data[start + length:start + length + 4] = zlib.crc32(bytes(data[start - 4:start + length])).to_bytes(4, "big")
+    (tmp_path / "bad.png").write_bytes(bytes(data))
+    capfd.readouterr()
+    code = main(["restore", "--model", "res-sl-tiny", "--weights", str(tiny_weights), *CPU,
+                 str(tmp_path / "bad.png"), str(tmp_path / "out.png")])
+    err = capfd.readouterr().err  # what reached the process's stderr, the decoders' lines included
+    assert code == 1 and "bad.png" in err
+    assert "libpng" not in err and "WARN" not in err, err

@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from slkd.cli.main import main
 from slkd.data.folders import scan_eval_sets
 from slkd.data.image_io import write_image
 from slkd.engine.compress import PLANS, SETTINGS_FILE, Job, prepare
+from slkd.engine.config import to_dict
 from slkd.engine.trainer import Trainer
 from slkd.errors import SlkdError
 from slkd.models import build_model, count_macs, count_parameters, default_student, get_preset, list_models
@@ -251,6 +253,7 @@ def bad(data, tmp_path) -> Path:
     ({"teacher": "restormer-tiny:"}, "no weights after the colon"),
     ({"teacher": "uformer-s:{data}/teacher.pth"}, "no student preset is sized against 'uformer-s'"),
     ({"student": "res-sl-tinyy"}, "unknown model 'res-sl-tinyy'"),
+    ({"student": "restormer"}, "--student restormer is not smaller than the teacher restormer-tiny"),
     ({"train": "{data}/clean/train"}, "holds clean images only, no degraded/clean pairs"),
     ({"val": "{data}/clean/val"}, "holds clean images only; --task derain needs degraded/clean pairs"),
     ({"sigma": "15"}, "--sigma is for clean images"),
@@ -366,3 +369,365 @@ def test_a_folder_of_sets_is_read_set_by_set(data, tmp_path):
     _write(tmp_path / "sots" / "hazy" / "1400_1.png", _image(np.random.default_rng(1), 16, 16))
     folder = scan_eval_sets(tmp_path / "sots")["sots"]  # RESIDE's own SOTS: hazy/ + gt/
     assert folder.layout == "paired:hazy/gt" and folder.items[0].clean.name == "1400.png"
+
+
+# ---------------------------------------------------------------------------------- whose folder
+#: the fastest job: FitNet trains the student alone (no Teacher B), two iterations
+FAST = ["--quick", "--iters", "2", "--patch", "16", "--batch", "2", "--method", "fitnet"]
+
+
+def _fast(data: Path, out: Path, *extra: str) -> list[str]:
+    return [*_argv(data, out)[:-len(TINY)], *FAST, *extra]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (hidden ones too) with its content."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_folder_without_a_job_record_is_refused_whatever_its_files_are_called(data, tmp_path, cli):
+    """A user's folder holding report.md, summary.json and configs/student_fakd.yaml was
+    overwritten without a word (the names are those compress writes), and `--out ~` started
+    writing into the home folder: a folder that holds anything and no job record is not ours."""
+    mine = tmp_path / "mine"
+    for name, text in (("report.md", "my report"), ("summary.json", "{}"), ("configs/student_fakd.yaml", "a: 1")):
+        (mine / name).parent.mkdir(parents=True, exist_ok=True)
+        (mine / name).write_text(text)
+    home = tmp_path / "home"
+    (home / "Documents").mkdir(parents=True)
+    (home / ".bashrc").write_text("export PATH")
+    for folder in (mine, home):
+        before = _files(folder)
+        result = cli(*_fast(data, folder))
+        lines = result.err.strip().splitlines()
+        assert result.code == 2 and len(lines) == 1, result.err
+        assert lines[0].startswith(f"slkd compress: error: --out {folder} holds files slkd did not write there")
+        assert "no record of an slkd job (compress.json)" in lines[0]
+        assert _files(folder) == before  # nothing written, not even a lock file
+    # an empty folder and a new one are fine (prepare writes nothing)
+    (tmp_path / "empty").mkdir()
+    for out in (tmp_path / "empty", tmp_path / "new"):
+        job = Job(teacher="restormer-tiny", weights=data / "teacher.pth", task="derain", train=data / "train",
+                  val=data / "val", out=out, method="fitnet", plan=PLANS["quick"].with_student_iters(2))
+        assert prepare(job, log=None).out == out
+    assert not (tmp_path / "new").exists() and not any((tmp_path / "empty").iterdir())
+
+
+def test_an_out_folder_under_a_file_is_refused_up_front(data, tmp_path, cli):
+    weights = tmp_path / "file.pth"
+    weights.write_bytes(b"weights")
+    _one_line_refusal(cli, _fast(data, weights / "sub"), f"--out {weights}/sub is under {weights}, which is a file",
+                      weights / "sub")
+
+
+def test_a_second_writer_of_a_job_folder_or_of_a_stage_folder_is_refused(data, tmp_path, cli, holder):
+    """Two identical compress commands into one --out raced: the second resumed from the
+    first's checkpoint while the first kept training. The job folder is locked for the whole
+    job and each stage's run folder for its stage; the refusal names the folder and the PID and
+    suggests no option compress lacks."""
+    out = tmp_path / "out"
+    other = holder(out)
+    result = cli(*_fast(data, out))
+    line = result.err.strip().splitlines()[-1]
+    assert result.code == 2 and "Traceback" not in result.err
+    assert line.startswith(f"slkd compress: error: {out} is being written by another process (PID {other.pid}")
+    assert "--resume" not in line and "output_dir" not in line
+    assert not (out / SETTINGS_FILE).exists()  # the job record is written after the lock only
+    other.kill()
+    (out / SETTINGS_FILE).write_text(json.dumps({"settings": None}))  # a job's folder, claimed
+    stage = holder(out / "student_fitnet")  # e.g. `slkd distill --config out/configs/…` running
+    result = cli(*_fast(data, out))
+    line = result.err.strip().splitlines()[-1]
+    assert result.code == 2 and f"{out / 'student_fitnet'} is being written by another process (PID {stage.pid}" in line
+    assert json.loads((out / SETTINGS_FILE).read_text())["settings"]["method"] == "fitnet"
+    assert not (out / "student_fitnet" / "config.yaml").exists()
+    stage.kill()
+
+
+def test_the_same_teacher_by_a_relative_or_an_absolute_path_is_one_job(data, tmp_path, monkeypatch):
+    """A rerun naming the teacher by another path was refused as "changed settings", and the
+    stored stage configs held cwd-relative teacher paths (usable only from the folder they were
+    made in): the job record and the stage configs hold absolute paths."""
+    out = tmp_path / "out"
+    monkeypatch.chdir(data)
+    relative = Job(teacher="restormer-tiny", weights="teacher.pth", task="derain", train="train", val="val",
+                   out=out, method="fitnet", plan=PLANS["quick"].with_student_iters(2))
+    absolute = Job(**{**relative.__dict__, "weights": data / "teacher.pth", "train": data / "train",
+                      "val": data / "val"})
+    a, b = prepare(relative, log=None), prepare(absolute, log=None)
+    assert a.settings == b.settings and [s.config for s in a.stages] == [s.config for s in b.stages]
+    for stage in a.stages:
+        assert stage.cfg.teachers.a.weights == str(data / "teacher.pth")
+        assert stage.cfg.model.init_from_teacher.weights == str(data / "teacher.pth")
+    # a folder the absolute one wrote is continued by the relative one, stage config included
+    out.mkdir()
+    (out / SETTINGS_FILE).write_text(json.dumps({"settings": b.settings}))
+    (out / "student_fitnet").mkdir()
+    (out / "student_fitnet" / "config.yaml").write_text(yaml.safe_dump(to_dict(b.stages[0].cfg)))
+    assert prepare(relative, log=None).settings == b.settings
+
+
+def test_ctrl_c_during_compress_says_to_rerun_the_command(data, tmp_path, cli, monkeypatch):
+    """It said "continue with --resume", an option compress does not have."""
+    original = Trainer._train_step
+
+    def stop(self, batch):
+        if self.step == 1:
+            raise KeyboardInterrupt  # as Ctrl-C: the trainer saves step 1 and stops
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "_train_step", stop)
+    result = cli(*_fast(data, tmp_path / "out"))
+    line = result.err.strip().splitlines()[-1]
+    assert result.code == 2 and "interrupted at step 1; checkpoint saved" in line
+    assert "rerun the same command to continue it" in line and "--resume" not in result.err
+
+
+def test_a_full_disk_during_compress_names_the_file(data, tmp_path, cli, monkeypatch):
+    """The stage's seconds were written in a `finally` block: on a full disk that write failed
+    too and its bare "No space left on device" replaced the trainer's message naming the file."""
+    import slkd.engine.compress.stages as stages
+
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and "optimizer" in obj:
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    def full(path, data):  # the disk filled during the stage: the seconds' write fails too
+        if Path(path).name == "stage_seconds.json":
+            raise OSError(28, "No space left on device")
+        return real_write(path, data)
+
+    real_write = stages.atomic_write_bytes
+
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(stages, "atomic_write_bytes", full)
+    result = cli(*_fast(data, tmp_path / "out"))
+    line = result.err.strip().splitlines()[-1]
+    assert result.code == 2 and "Traceback" not in result.err
+    assert "checkpoint.pt" in line and "No space left on device" in line and "no checkpoint was written" in line
+
+
+@pytest.mark.slow
+def test_the_seconds_of_a_killed_stage_are_counted(data, tmp_path, cli):
+    """A stage killed with kill -9 (no clean-up runs) lost its training seconds: they were
+    added up in a `finally` block. They are read from the stage's log now."""
+    out = tmp_path / "out"
+    driver = (
+        "import os, signal, sys, time\n"
+        "from slkd.cli.main import main\n"
+        "from slkd.engine.trainer import Trainer\n"
+        "original = Trainer._train_step\n"
+        "def step(self, batch):\n"
+        "    if self.step == 0:\n"
+        "        time.sleep(3)  # a slow first step, saved by the checkpoint of step 1\n"
+        "    if self.step == 1:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return original(self, batch)\n"
+        "Trainer._train_step = step\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    proc = subprocess.run([sys.executable, "-c", driver, *_fast(data, out)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    result = cli(*_fast(data, out))  # the rerun resumes at step 1
+    assert result.code == 0, result.err
+    assert "resuming at step 1" in result.err
+    seconds = json.loads((out / "stage_seconds.json").read_text())["student_fitnet"]
+    assert seconds >= 3  # the killed process's step is counted
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["models"]["student_fitnet"]["train_seconds"] == seconds
+
+
+# ---------------------------------------------------------------------------------- the speed-up
+class _Clock:
+    """A fake clock (seconds): it moves only when a fake network runs."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Timed(torch.nn.Module):
+    """A network whose forward pass takes ``cost`` seconds of the fake clock times the load of
+    the machine at that call (``load``: the next factor of a shared sequence)."""
+
+    def __init__(self, clock: _Clock, cost: float, load) -> None:
+        super().__init__()
+        self.clock, self.cost, self.load = clock, cost, load
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        self.clock.now += self.cost * next(self.load)
+        return x
+
+
+def _timings(costs: dict[str, float], loads, rounds: int = 15) -> dict:
+    from slkd.models.complexity import compare_latency
+
+    clock = _Clock()
+    load = iter(loads)
+    models = {name: _Timed(clock, cost, load) for name, cost in costs.items()}
+    return compare_latency(models, (1, 3, 8, 8), runs=rounds, warmup=1, clock=clock)
+
+
+def test_the_speed_up_is_stated_with_its_spread_when_the_timing_holds():
+    """Interleaved rounds: a slow phase of the machine (every call of rounds 6-11 five times
+    slower) hits teacher and students alike, and the per-round ratio cancels it."""
+    from slkd.engine.compress.report import latency_comparison, latency_sentence
+
+    costs = {"student": 0.02, "teacher_a": 0.1, "twin": 0.02}
+    loads = [5.0 if 6 * 3 <= i < 12 * 3 else 1.0 for i in range(16 * 3)]  # warm-up round first
+    latency = latency_comparison(_timings(costs, loads), "teacher_a", "student", "twin")
+    assert latency["reliable"] and latency["problem"] is None
+    assert latency["speedup"] == pytest.approx(5.0) and latency["speedup_iqr"] == pytest.approx([5.0, 5.0])
+    assert latency["rounds"] == 15 and latency["twin_ratio"] == pytest.approx(1.0)
+    text = latency_sentence(latency, "restormer-tiny", "res-sl-tiny")
+    assert "5.00× faster" in text and "interquartile range 5.00–5.00×" in text and "unreliable" not in text
+
+
+@pytest.mark.parametrize("case", ["noisy rounds", "twins apart", "too few rounds"])
+def test_a_speed_up_too_noisy_to_trust_is_not_claimed(case):
+    """On a loaded machine the same two models gave speed-ups far apart on two runs, and a
+    student "faster" by less than 1× while its identical-architecture twin timed far from it:
+    such timings are called unreliable and no speed-up is claimed."""
+    from slkd.engine.compress.report import latency_comparison, latency_sentence
+
+    costs = {"student": 0.02, "teacher_a": 0.1, "twin": 0.02}
+    rounds = 15
+    if case == "noisy rounds":  # every call at its own random load
+        loads = np.random.default_rng(0).uniform(1, 6, size=100).tolist()
+    elif case == "twins apart":  # a steady machine, but the twin measures 2.3× the student
+        costs["twin"] = 0.046
+        loads = [1.0] * 100
+    else:
+        loads, rounds = [1.0] * 100, 3
+    latency = latency_comparison(_timings(costs, loads, rounds), "teacher_a", "student", "twin")
+    assert not latency["reliable"]
+    assert {"noisy rounds": "varied from", "twins apart": "2.30× apart",
+            "too few rounds": "too few"}[case] in latency["problem"]
+    text = latency_sentence(latency, "restormer-tiny", "res-sl-tiny")
+    assert text.startswith("The CPU timing is unreliable here, so no speed-up is claimed")
+    assert "slkd profile --compare restormer-tiny res-sl-tiny --runs 30" in text
+
+
+def test_the_suggested_restore_command_quotes_paths_with_spaces():
+    import shlex
+
+    from slkd.engine.compress.report import restore_command
+
+    line = restore_command("res-sl-tiny", "/data/my runs/student.safetensors")
+    assert shlex.split(line)[:6] == ["slkd", "restore", "--model", "res-sl-tiny", "--weights",
+                                     "/data/my runs/student.safetensors"]
+
+
+# ------------------------------------------------------------- data faults found before step 1
+@pytest.fixture
+def faults(data, tmp_path) -> Path:
+    """Data that used to pass the checks: ambiguous names, a folder of sets with a stray image,
+    copies of the training pairs, a pair whose input is its target, a grey input."""
+    shutil.copytree(data / "train", tmp_path / "twotargets")
+    _write(tmp_path / "twotargets" / "target" / "1.jpg", _image(np.random.default_rng(9), 32, 40))
+    _rain_pairs(tmp_path / "case", 2, seed=10)
+    shutil.copy(tmp_path / "case" / "input" / "1.png", tmp_path / "case" / "input" / "1.PNG")
+    shutil.copytree(data / "val", tmp_path / "vsets")
+    _write(tmp_path / "vsets" / "preview.png", _image(np.random.default_rng(11), 32, 40))
+    shutil.copytree(data / "train", tmp_path / "copy")
+    _rain_pairs(tmp_path / "identical", 3, seed=12)
+    shutil.copy(tmp_path / "identical" / "target" / "2.png", tmp_path / "identical" / "input" / "2.png")
+    _rain_pairs(tmp_path / "grey", 2, seed=13)
+    grey = torch.from_numpy(_image(np.random.default_rng(14), 32, 40)[..., 0]).float()[None]
+    write_image(tmp_path / "grey" / "input" / "0.png", grey)
+    return tmp_path
+
+
+@pytest.mark.parametrize("change, fragment", [
+    # pairing by name (one function for eval, compress, train and distill)
+    ({"train": "{f}/twotargets"}, "used by more than one clean image (1.jpg and 1.png)"),
+    ({"val": "{f}/case"}, "used by more than one degraded image (1.PNG and 1.png)"),
+    # a folder of sets with one stray image is neither one set nor a folder of sets
+    ({"val": "{f}/vsets"}, "holds 1 image(s) of its own (preview.png) and sub-folders of images (SetA, SetB)"),
+    # validation images that are training images: the same files, copies, or a sub-folder of a
+    # clean training folder read recursively
+    ({"val": "{data}/train"}, "validation set train: all 4 image(s) are also training images"),
+    ({"val": "{f}/copy"}, "validation set copy: all 4 image(s) are also training images"),
+    ({"task": "denoise", "train": "{data}/clean", "val": "{data}/clean/val"},
+     "validation set val: all 2 image(s) are also training images"),
+    # found only after every stage had trained ("non-finite PSNR … a diverged training?")
+    ({"val": "{f}/identical"}, "1 image(s) have an input identical to their target as scored (the "
+                               "degraded image equals its target): 2"),
+    ({"task": "denoise", "sigma": "0", "train": "{data}/clean/train", "val": "{data}/clean/val"},
+     "--sigma 0 adds no noise"),
+    # a grey input paired with an RGB target failed after training
+    ({"val": "{f}/grey"}, "0.png is grey (1 channel) but its target 0.png is RGB (3 channels)"),
+    ({"train": "{f}/grey"}, "differ in colour type: 0.png is grey (1 channel) but its clean image 0.png is RGB"),
+])
+def test_data_faults_are_one_line_before_training(data, faults, cli, change, fragment):
+    options = {"task": "derain", "train": str(data / "train"), "val": str(data / "val"), "patch": "16"}
+    options.update({k: v.format(f=faults, data=data) for k, v in change.items()})
+    out = faults / "out"
+    argv = ["compress", "--teacher", f"restormer-tiny:{data / 'teacher.pth'}", "--out", str(out),
+            "--quick", "--iters", "2"]
+    for key, value in options.items():
+        argv += [f"--{key}", value]
+    _one_line_refusal(cli, argv, fragment.format(f=faults, data=data), out)
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_training(data, tmp_path, cli, monkeypatch):
+    """--batch 100000 died in an allocation traceback at the first step; the memory of one
+    forward pass of the student or teacher on the batch (a lower bound) is checked first."""
+    import slkd.engine.memory as memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda device="cpu": 4 * 2**30)
+    out = tmp_path / "out"
+    line = _one_line_refusal(cli, _argv(data, out, "--batch", "100000"), "--batch 100000 of 16×16 patches "
+                             "does not fit", out)
+    assert "only 4.0 GiB is available" in line and "smaller --batch" in line
+    prepare(Job(teacher="restormer-tiny", weights=data / "teacher.pth", task="derain", train=data / "train",
+                val=data / "val", out=out, method="fitnet", plan=PLANS["quick"].with_student_iters(2)),
+            log=None)  # the quick plan's batch fits
+
+
+def test_pairing_warnings_and_overlap_are_named_before_training(data, tmp_path):
+    """What the data folders hold that is not used, and validation images that are also
+    training images, are notes printed before the first stage; the count is what is scored."""
+    shutil.copytree(data / "val", tmp_path / "val")
+    (tmp_path / "val" / "SetA" / "input" / "9.jfif").write_bytes(b"not read")
+    shutil.copy(data / "train" / "target" / "3.png", tmp_path / "val" / "SetA" / "target" / "3.png")
+    shutil.copy(data / "train" / "input" / "3.png", tmp_path / "val" / "SetA" / "input" / "3.png")
+    shutil.copy(data / "train" / "target" / "0.png", tmp_path / "val" / "SetB" / "target" / "7.png")
+    job = Job(teacher="restormer-tiny", weights=data / "teacher.pth", task="derain", train=data / "train",
+              val=tmp_path / "val", out=tmp_path / "out", method="fitnet",
+              plan=PLANS["quick"].with_student_iters(2))
+    prep = prepare(job, log=None)
+    notes = "\n".join(prep.notes)
+    assert "9.jfif" in notes and "are not read" in notes
+    assert "1 of the 3 clean image(s)" in notes and "7.png" in notes and "left out" in notes
+    assert "1 of the 3 image(s) of validation set SetA are also training images (3)" in notes
+    assert {n: len(s) for n, s in prep.eval_sets.items()} == {"SetA": 3, "SetB": 2}
+    assert prep.val_overlap == {"SetA": {"count": 1, "of": 3, "names": ["3"]}}
+
+
+@pytest.mark.slow
+def test_scores_of_training_images_are_never_called_validation_without_saying_so(data, tmp_path, cli):
+    """A partial overlap is a warning, and the summary and the report say which scores are
+    not of held-out images."""
+    val = tmp_path / "val"
+    _rain_pairs(val, 2, seed=20)
+    for side in ("input", "target"):  # a copy of a training pair under another name
+        shutil.copy(data / "train" / side / "2.png", val / side / "copied.png")
+    out = tmp_path / "out"
+    result = cli("compress", "--teacher", f"restormer-tiny:{data / 'teacher.pth'}", "--task", "derain",
+                 "--train", data / "train", "--val", val, "--out", out, "--quick", "--iters", "2",
+                 "--patch", "16", "--batch", "2", "--method", "fitnet")
+    assert result.code == 0, result.err
+    assert "warning: 1 of the 3 image(s) of validation set val are also training images (copied)" in result.err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["val_not_held_out"] == {"val": {"count": 1, "of": 3, "names": ["copied"]}}
+    assert "1 of them also training images, so not held out" in summary["comparison"]["sentence"]
+    report = (out / "report.md").read_text()
+    assert "**not all held out**" in report
+    assert "### val (3 image(s); 1 of them also training images: copied" in report

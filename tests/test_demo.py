@@ -235,3 +235,27 @@ def test_demo_checks_held_out_images_before_training(tmp_path, capsys):
     _noise_folder(held / "b", 1)
     line = _demo_error(capsys, "--data", str(data), "--held-out", str(held), "--out", str(out))
     assert "img00" in line and not (out / "teacher_a").exists()
+
+
+def test_demo_refuses_a_folder_holding_only_a_data_folder_of_the_users(tmp_path, capsys):
+    """`data/` is a name the demo writes (its copy of the bundled images): a user's folder that
+    held only data/train/coffee.png was accepted, the user's image overwritten, and the user's
+    other images trained and validated on with the demo's. One rule for every job of the
+    pipeline: a folder holding anything and no job record is not ours."""
+    out = tmp_path / "mine"
+    (out / "data" / "train").mkdir(parents=True)
+    (out / "data" / "train" / "coffee.png").write_bytes(b"my own coffee")
+    (out / "data" / "train" / "holiday.png").write_bytes(b"my holiday")
+    line = _demo_error(capsys, "--out", str(out))
+    assert "holds files slkd did not write there (data)" in line and "no record of an slkd job" in line
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["data", "data/train", "data/train/coffee.png",
+                                                                       "data/train/holiday.png"]
+    assert (out / "data" / "train" / "coffee.png").read_bytes() == b"my own coffee"
+
+
+def test_demo_refuses_a_folder_another_process_writes(tmp_path, capsys, holder):
+    out = tmp_path / "demo"
+    other = holder(out)
+    line = _demo_error(capsys, "--out", str(out))
+    assert f"{out} is being written by another process (PID {other.pid}" in line
+    assert not (out / "data").exists() and not (out / "compress.json").exists()

@@ -50,3 +50,26 @@ def test_dry_run_runs_every_stage(tmp_path):
     begin, end = markers(SECTION)
     assert doc.read_text().count(begin) == 1 and doc.read_text().count(end) == 1
     assert doc.read_text().startswith("# B\n\n## 10. GPU check")
+
+
+def test_the_work_folder_is_emptied_only_when_it_is_the_checks_own(tmp_path):
+    """`--work` is deleted with everything in it before a check: `--work ~` deleted the home
+    folder. Only a folder the check made (its mark) or an empty one is emptied."""
+    import pytest
+
+    from benchmarks.gpu_check import WORK_MARK, fresh_work
+
+    home = tmp_path / "home"
+    (home / "thesis").mkdir(parents=True)
+    (home / "thesis" / "draft.tex").write_text("precious")
+    with pytest.raises(SystemExit, match="holds files gpu_check did not write"):
+        fresh_work(home)
+    assert (home / "thesis" / "draft.tex").read_text() == "precious"
+    work = tmp_path / "work"
+    fresh_work(work)  # new: made, and marked
+    (work / "runs").mkdir()
+    fresh_work(work)  # its own: emptied
+    assert sorted(p.name for p in work.iterdir()) == [WORK_MARK]
+    (tmp_path / "empty").mkdir()
+    fresh_work(tmp_path / "empty")
+    assert (tmp_path / "empty" / WORK_MARK).is_file()

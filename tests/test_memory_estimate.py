@@ -163,3 +163,39 @@ def test_when_even_small_tiles_do_not_fit_the_message_says_so(cli, tmp_path, tin
     assert r.code == 1
     assert "in 64×64 tiles needs about" in r.err and "1 MiB is available" in r.err
     assert "tiling cannot make it smaller" in r.err or "even --tile" in r.err
+
+
+def test_forward_memory_is_traced_without_allocating_and_grows_with_the_batch(tiny):
+    """The bound of a training batch (compress --batch, data.batch_size): traced on the meta
+    device, so a batch of 100000 is estimated without allocating it."""
+    from slkd.engine.memory import forward_memory
+
+    one = forward_memory(tiny, 16, 16, batch=1)
+    many = forward_memory(tiny, 16, 16, batch=100000)
+    fixed = FIXED_OVERHEAD["cpu"]
+    assert (many - fixed) == pytest.approx(100000 * (one - fixed), rel=0.05)
+    assert estimate_memory(tiny, 16, 16).forward * ACTIVATION_OVERHEAD["cpu"] + fixed == pytest.approx(one, abs=1)
+
+
+def test_train_refuses_a_batch_that_cannot_fit_before_step_1(tmp_path, cli, monkeypatch):
+    """data.batch_size 100000 died in an allocation traceback at the first step (as compress
+    --batch 100000 did); the same check (check_batch_fits) now refuses it before step 1."""
+    import yaml
+
+    import slkd.engine.memory as memory
+
+    for i in range(2):
+        write_image(tmp_path / "data" / f"img{i}.png", torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(i)))
+    config = {"name": "big", "output_dir": str(tmp_path / "runs"), "model": {"name": "res-sl-tiny"},
+              "data": {"root": str(tmp_path), "batch_size": 100000,
+                       "train": {"type": "degraded", "roots": ["data"], "patch_size": 16,
+                                 "degradation": {"name": "gaussian_noise", "params": {"sigma": 25}}}},
+              "train": {"iters": 2}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setattr(memory, "available_memory", lambda device="cpu": 4 * 2**30)
+    result = cli("train", "--config", tmp_path / "c.yaml", *CPU)
+    lines = result.err.strip().splitlines()
+    assert result.code == 2 and len(lines) == 1, result.err
+    assert "data.batch_size 100000 of 16×16 patches does not fit" in lines[0]
+    assert "only 4.0 GiB is available" in lines[0]
+    assert not (tmp_path / "runs").exists()  # nothing written

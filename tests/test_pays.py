@@ -319,3 +319,15 @@ def test_shipped_derain_student_configs_are_the_study_runs(name, variant_name):
     assert shipped["seed"] == run["seed"]
     # the study runs scratch through `slkd distill` (method scratch: the pixel loss alone)
     assert shipped.get("distill", {}).get("method", shipped["role"]) == run["distill"]["method"]
+
+
+def test_publish_keeps_every_dot_of_the_destination_name(tmp_path):
+    """`benchmarks.publish … pub/teacher.v2` wrote pub/teacher.safetensors: the suffix replaced ".v2"."""
+    run = tmp_path / "run"
+    _finished_run(run)
+    meta = publish(run, tmp_path / "pub" / "teacher.v2")
+    assert meta == tmp_path / "pub" / "teacher.v2.json"
+    assert sorted(p.name for p in (tmp_path / "pub").iterdir()) == ["teacher.v2.json", "teacher.v2.safetensors"]
+    # a destination given with its suffix is the same destination
+    with pytest.raises(PublishError, match="teacher.v2.safetensors exists"):
+        publish(run, tmp_path / "pub" / "teacher.v2.safetensors")

@@ -54,7 +54,7 @@ from benchmarks.study.configs import schedule
 from benchmarks.study.scheduler import Job, eval_argv, json_default, run_jobs, run_study
 from benchmarks.study.settings import ROOT, STUDENT, TEACHER, StudyError
 from benchmarks.study.statistics import paired, spread
-from slkd.cli.common import device_option, number, resolve_device
+from slkd.cli.common import device_option, max_threads, number, resolve_device
 from slkd.engine.report import read_events
 from slkd.errors import SlkdError
 
@@ -595,17 +595,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", choices=tuple(TASKS), default="denoise")
     p.add_argument("--roles", nargs="+", default=["a", "b"], help="teachers: which teachers to train and "
                    "publish (a, b; derain also b_scratch, Teacher B from random weights)")
-    p.add_argument("--ladder", type=int, nargs="+", default=[1000, 2000, 4000, 8000, 16000, 32000],
+    p.add_argument("--ladder", type=number(int, minimum=1), nargs="+", default=[1000, 2000, 4000, 8000, 16000, 32000],
                    help="plateau: scratch budgets tried (iterations)")
     p.add_argument("--full-ladder", action="store_true", help="plateau: run every rung (default: stop "
                    "after the wave that finds the budget)")
-    p.add_argument("--iters", type=int, help="screen/final: student iterations (final also runs twice this)")
+    p.add_argument("--iters", type=number(int, minimum=1), help="screen/final: student iterations (final also runs twice this)")
     p.add_argument("--variants", nargs="+", help="screen: variants (default: the task's screening list, "
                    "SCREEN or SCREEN_DERAIN)")
     p.add_argument("--slkd", default="slkd", help="final: the SLKD variant")
     p.add_argument("--baselines", nargs="+", default=["output_kd", "fitnet", "at", "fakd"],
                    help="final: the baselines (their best on validation is the headline's)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="final: seeds")
+    p.add_argument("--seeds", type=number(int, minimum=0, maximum=2**63 - 1), nargs="+", default=[0, 1, 2],
+                   help="final: seeds")
     p.add_argument("--teachers", type=Path, help="folder with teacher_a/teacher_b (.safetensors or run folders); "
                    "default benchmarks/weights/<task>")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "pays")
@@ -626,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
                    "results file from the runs finished so far (while the stage runs in another process, or after "
                    "it was stopped)")
     p.add_argument("--jobs", type=number(int, minimum=1), default=1)
-    p.add_argument("--threads", type=number(int, minimum=1), default=1)
+    p.add_argument("--threads", type=number(int, minimum=1, maximum=max_threads()), default=1)
     p.add_argument("--device", default="cpu", type=device_option(), help="where every run trains and evaluates: cpu (default), "
                    "cuda or cuda:N (the --jobs runs share it); compare runs of one device only")
     args = p.parse_args(argv)

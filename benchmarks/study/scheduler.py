@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.study.settings import ROOT, StudyError
-from slkd.engine.report import read_events
+from slkd.engine.report import logged_seconds, read_events
 
 
 @dataclass
@@ -37,22 +37,6 @@ class Job:
     def log(self) -> Path:
         base = self.run_dir.parent if self.run_dir else self.eval_out.parent.parent
         return base / "logs" / (self.name.replace("/", "__") + ".log")
-
-
-def logged_seconds(events: list[dict]) -> float:
-    """A run's wall-clock from its log, summed over the processes that ran it (one per start
-    event): each from its start to its last checkpoint. Work after a process's last checkpoint
-    was lost and done again by the resume, so it is counted once, in the process that kept it;
-    time between processes (a run resumed the next day) is not counted."""
-    total, start, last = 0.0, None, None
-    for e in events + [{"event": "start"}]:
-        if e.get("event") == "start":
-            if start is not None and last is not None:
-                total += last - start
-            start, last = e.get("time"), None
-        elif e.get("event") == "checkpoint":
-            last = e["time"]
-    return total
 
 
 def train_finished(run_dir: Path, iters: int) -> float | None:

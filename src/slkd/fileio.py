@@ -11,6 +11,7 @@ those of a folder that no other process is writing to (``slkd train --resume`` d
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from contextlib import contextmanager
@@ -36,6 +37,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
+    except OSError as exc:
+        if exc.filename is not None and Path(exc.filename) != tmp:
+            raise
+        # a full disk fails a write() that names no file, or names the hidden temporary: name
+        # the file that was being written
+        raise OSError(exc.errno, exc.strerror or str(exc), str(dest)) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -78,6 +85,33 @@ def remove_stale_temps(folder: str | os.PathLike, names: list[str] | tuple[str, 
                 continue
             removed.append(entry)
     return removed
+
+
+def broken_link(path: str | os.PathLike) -> str | None:
+    """Why ``path``, a symbolic link, leads to no file, in words — its target does not exist (a
+    dangling link), or links lead back to themselves (a symlink loop) — or None when ``path`` is
+    not a broken link."""
+    path = Path(path)
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+        return None
+    except OSError as exc:
+        target = os.readlink(path)
+        if exc.errno == errno.ELOOP:
+            return f"it is a link to {target} in a loop of links that never reaches a file (a symlink loop)"
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return f"it is a link to {target}, which does not exist (a dangling link)"
+        return f"it is a link to {target}, which cannot be reached ({exc.strerror or exc})"
+
+
+def file_in_the_way(path: str | os.PathLike) -> Path | None:
+    """The nearest existing parent of ``path`` if it is a file (nothing can be written under
+    ``path`` then: ``--out weights.pth/sub``), else None. Commands check this before their first
+    write, instead of failing at it."""
+    existing = next((p for p in Path(path).parents if p.exists()), None)
+    return existing if existing is not None and not existing.is_dir() else None
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from torch import nn
 
 from slkd.engine.config import ConfigError, load_config
 from slkd.engine.runner import log_stderr, run_config
+from slkd.engine.trainer import RunWords
 from slkd.errors import SlkdError
 from slkd.models import list_models, load_pretrained
 
@@ -24,6 +26,19 @@ INPUT_MODEL = "input"
 
 #: human-readable progress and remarks go to stderr so that --json stdout stays clean
 note = log_stderr
+
+#: how `slkd train` and `slkd distill` continue a stopped run and start another
+RUN_WORDS = RunWords(resume="pass --resume to continue it", new_run="choose another name/output_dir")
+
+
+def max_threads() -> int:
+    """The CPUs this process may run on (its affinity; else ``os.cpu_count()``): the most a
+    ``--threads`` option accepts (torch starts that many OpenMP threads; far more than the CPUs
+    crashed the process)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def number(kind: type = float, *, minimum: float | None = None, maximum: float | None = None,
@@ -103,8 +118,22 @@ def add_model_arguments(parser, *, weights_required: bool) -> None:
                         help="weights file (.pth/.pt with params/params_ema/state_dict, or .safetensors)")
 
 
+#: --overlap and --blend when --tile is given without them
+DEFAULT_OVERLAP, DEFAULT_BLEND = 32, "average"
+
+
 def check_tiling(args) -> None:
-    """Refuse a bad --tile/--overlap up front, as a user error instead of a traceback."""
+    """Refuse a bad --tile/--overlap up front, as a user error instead of a traceback, and
+    --overlap or --blend without --tile (they act on tiles only, and were ignored without a
+    word); fill in their defaults."""
+    given = [f"--{name}" for name in ("overlap", "blend") if getattr(args, name) is not None]
+    if args.tile is None and given:
+        raise SlkdError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to tiles "
+                        "only: give --tile N too (without it every image is processed whole)")
+    if args.overlap is None:
+        args.overlap = DEFAULT_OVERLAP
+    if args.blend is None:
+        args.blend = DEFAULT_BLEND
     if args.tile is None:
         return
     if args.tile <= 0 or args.tile % 8:
@@ -118,10 +147,11 @@ def check_tiling(args) -> None:
 def add_tiling_arguments(parser) -> None:
     parser.add_argument("--tile", type=number(int, minimum=8), default=None, metavar="N",
                         help="process in N×N tiles (multiple of 8) to bound memory on large images")
-    parser.add_argument("--overlap", type=number(int, minimum=0), default=32, metavar="M",
-                        help="overlap between tiles in pixels (default 32)")
-    parser.add_argument("--blend", choices=("average", "gaussian"), default="average",
-                        help="how overlapping tiles are merged (default: average, as Restormer)")
+    parser.add_argument("--overlap", type=number(int, minimum=0), default=None, metavar="M",
+                        help=f"overlap between tiles in pixels, with --tile (default {DEFAULT_OVERLAP})")
+    parser.add_argument("--blend", choices=("average", "gaussian"), default=None,
+                        help=f"how overlapping tiles are merged, with --tile (default: {DEFAULT_BLEND}, "
+                        "as Restormer)")
     parser.add_argument("--device", type=device_option(), default="auto",
                         help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--channels-last", action="store_true",
@@ -150,7 +180,7 @@ def train_run(args, *, roles: tuple[str, ...], command: str, make_task) -> dict 
         raise ConfigError(f"role: {args.config} is a {cfg.role!r} config; use `{other}` for it, "
                           f"not `slkd {command}`")
     return run_config(cfg, make_task=make_task, resume=args.resume, device=args.device,
-                      argv=sys.argv, log=note)
+                      argv=sys.argv, log=note, words=RUN_WORDS)
 
 
 def run_training(args, *, roles: tuple[str, ...], command: str, make_task) -> int:

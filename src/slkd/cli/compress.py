@@ -24,7 +24,8 @@ added (seeded, as `slkd eval` adds it, for validation).
 
 Every problem with the inputs is reported in one line before any training. Rerunning the same
 command after a stop continues it (finished stages are skipped, an interrupted one resumes); an
---out folder holding another run's settings is refused. --quick runs a few-minute version to
+--out folder holding another run's settings is refused, and so is one that holds anything but
+no job record (compress.json, written first) or that another slkd process is writing. --quick runs a few-minute version to
 check the whole pipeline first. Runs under torchrun unchanged (stages train on every rank;
 evaluation and the report on rank 0).
 """
@@ -170,6 +171,7 @@ def run(args) -> int:
     if "teacher_b" in summary["models"]:
         print("¹ Teacher B reconstructs the clean image (its training task), not the degraded one")
     print(summary["comparison"]["sentence"])
+    print(summary["comparison"]["latency_sentence"])
     files = summary["files"]
     out = job.out
     print(f"student: {files['student_weights']}" + (f"  onnx: {files['onnx']}" if files["onnx"] else "")

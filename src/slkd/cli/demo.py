@@ -33,7 +33,7 @@ from pathlib import Path
 from slkd.cli.common import device_option, note, number, resolve_device
 from slkd.data.image_io import IMAGE_EXTENSIONS
 from slkd.distill import DEFAULT_METHOD, registered_methods
-from slkd.engine.compress import INITS, Job, StagePlan, check_out, run_job
+from slkd.engine.compress import INITS, Job, StagePlan, check_out, claim_out, run_job
 from slkd.engine.compress import Plan as PipelinePlan
 from slkd.errors import SlkdError
 from slkd.fileio import atomic_write_bytes
@@ -74,8 +74,8 @@ class Plan:
 
 
 PLANS = {
-    "default": Plan(teacher_a=600, teacher_b=200, student=400, patch=48, batch=8, latency_runs=7),
-    "quick": Plan(teacher_a=120, teacher_b=40, student=100, patch=32, batch=8, latency_runs=3),
+    "default": Plan(teacher_a=600, teacher_b=200, student=400, patch=48, batch=8, latency_runs=15),
+    "quick": Plan(teacher_a=120, teacher_b=40, student=100, patch=32, batch=8, latency_runs=7),
 }
 
 
@@ -159,10 +159,24 @@ def run(args) -> int:
     if args.held_out and not args.data:
         raise SlkdError("--held-out needs --data")
     resolve_device(args.device)
-    # before the bundled images are copied into it: --out must be new, empty or a demo's
-    check_out(out, [Path(p) for p in (args.data, args.held_out) if p], extra_entries={"data"})
-    if args.data:
-        train_root, exclude, held_out = _user_data(Path(args.data), Path(args.held_out) if args.held_out else None)
+    # the demo is a job of the compression pipeline, and its folder follows the pipeline's rule:
+    # new, empty or a job's (checked before anything is written, the bundled images included)
+    reads = [Path(p) for p in (args.data, args.held_out) if p]
+    check_out(out, reads, extra_entries={"data"})
+    user = _user_data(Path(args.data), Path(args.held_out) if args.held_out else None) if args.data else None
+    # from here the folder is this job's: locked (one writer), its job record written first
+    lock = claim_out(out, reads, {"data"}, device=args.device)
+    try:
+        return _run(args, out, user)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(args, out: Path, user: tuple[Path, list[str] | None, list[Path]] | None) -> int:
+    """The demo in its claimed folder (``user``: what :func:`_user_data` found in ``--data``)."""
+    if user is not None:
+        train_root, exclude, held_out = user
         held_out = held_out[: args.eval_images or 10]
     else:
         train_root, exclude, held_out = _bundled(out)
@@ -190,5 +204,6 @@ def run(args) -> int:
         print(f"{LABELS.get(name, f'student ({args.method})'):<20}{m['params'] / 1e6:>9.3f}M{m['macs_256'] / 1e9:>11.2f}"
               f"{_fmt(m['latency_ms_256'], '.1f'):>9}{m['psnr']:>8.2f}{m['ssim']:>8.4f}")
     print(summary["comparison"]["sentence"])
+    print(summary["comparison"]["latency_sentence"])
     print(f"report: {out / 'report.md'}  summary: {out / 'summary.json'}  ({summary['seconds'] / 60:.1f} min)")
     return 0

@@ -20,6 +20,7 @@ from slkd.data.folders import EvalSamples, scan_eval_folder
 from slkd.data.image_io import write_image
 from slkd.engine.evaluation import NO_REFERENCE, Convention, evaluate as evaluate_model
 from slkd.errors import DatasetError, SlkdError
+from slkd.fileio import file_in_the_way
 from slkd.metrics import BENCHMARK_TASKS
 
 
@@ -142,6 +143,9 @@ def _check_save(args, folder, items) -> None:
     save = Path(args.save)
     if save.exists() and not save.is_dir():
         raise SlkdError(f"--save {save} is a file; give a folder")
+    blocking = file_in_the_way(save)
+    if blocking is not None:
+        raise SlkdError(f"--save {save} is under {blocking}, which is a file; give a folder")
     target = save.resolve()
     protected = {folder.root.resolve()}
     protected.update(p.resolve().parent for item in items for p in (item.degraded, item.clean) if p is not None)
@@ -166,6 +170,8 @@ def _check_save(args, folder, items) -> None:
 
 def evaluate(args) -> dict:
     folder = scan_eval_folder(args.data)
+    for warning in folder.warnings:  # what the folder holds that is not scored, by name
+        note(f"warning: {warning}")
     # without ground truth (a plain folder for --task real, or input/ alone) only
     # no-reference metrics make sense
     no_reference = folder.layout == "degraded-only" or (args.task == "real" and not folder.paired)

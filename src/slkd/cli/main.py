@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from slkd import __version__
 from slkd.cli import compress, demo, distill, evaluate, export, profile, restore, train
 from slkd.engine.allocator import tune_allocator
+from slkd.engine.memory import format_bytes
 from slkd.errors import SlkdError
 from slkd.models import get_preset, list_models
 
@@ -19,6 +21,26 @@ def _models(_args) -> int:
         student = f" (default student: {preset.student})" if preset.student else ""
         print(f"{name:<24}{preset.description}{teacher}{student}")
     return 0
+
+
+_TRIED = re.compile(r"tried to allocate (\d+ bytes|[\d.]+ ?[KMGT]i?B)", re.IGNORECASE)
+
+
+def allocation_failure(exc: BaseException) -> str | None:
+    """`` (tried to allocate N)`` when ``exc`` is a failed allocation (``MemoryError``, torch's
+    "DefaultCPUAllocator: can't allocate memory", "CUDA out of memory"), "" when the size is not
+    known, None for any other error."""
+    text = str(exc)
+    if not isinstance(exc, MemoryError) and not any(
+            s in text for s in ("can't allocate memory", "out of memory", "Cannot allocate memory")):
+        return None
+    found = _TRIED.search(text)
+    if found is None:
+        return ""
+    size = found.group(1)
+    if size.endswith("bytes"):
+        size = format_bytes(int(size.split()[0]))
+    return f" (tried to allocate {size})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a full disk or a read-only folder that no command put into words
         where = f": {exc.filename}" if exc.filename else ""
         print(f"slkd {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as exc:  # an allocation no estimate foresaw
+        tried = allocation_failure(exc)
+        if tried is None:
+            raise
+        print(f"slkd {args.command}: error: out of memory{tried}; use smaller images, batches or "
+              "sizes (or --tile where the command has it)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"slkd {args.command}: interrupted", file=sys.stderr)

@@ -6,10 +6,14 @@ import json
 
 import torch
 
-from slkd.cli.common import device_option, note, number, resolve_device
+from slkd.cli.common import device_option, max_threads, note, number, resolve_device
+from slkd.engine.memory import format_bytes, forward_memory, memory_shortfall
 from slkd.errors import SlkdError
 from slkd.models import build_model, list_models
-from slkd.models.complexity import compare_latency, count_macs, count_parameters, format_count
+from slkd.models.complexity import compare_latency, count_macs, count_parameters, format_count, latency_ratio
+
+#: the most timed (or warm-up) passes --runs/--warmup accept
+MAX_RUNS = 10_000
 
 COUNTED = ("MACs = multiply-accumulates of one forward pass at batch 1: convolutions and matrix "
            "products, including the attention matmuls (q·kᵀ and attn·v); element-wise ops, "
@@ -29,12 +33,12 @@ def add_parser(subparsers) -> None:
     target.add_argument("--compare", nargs=2, metavar=("A", "B"), help="two presets, e.g. restormer res-sl")
     p.add_argument("--size", nargs=2, type=number(int, minimum=8), default=(256, 256), metavar=("H", "W"),
                    help="input height and width (multiples of 8; default 256 256)")
-    p.add_argument("--runs", type=number(int, minimum=1), default=10,
-                   help="timed forward passes (default 10)")
-    p.add_argument("--warmup", type=number(int, minimum=0), default=2,
+    p.add_argument("--runs", type=number(int, minimum=1, maximum=MAX_RUNS), default=10,
+                   help=f"timed forward passes (default 10, at most {MAX_RUNS})")
+    p.add_argument("--warmup", type=number(int, minimum=0, maximum=MAX_RUNS), default=2,
                    help="untimed passes first (default 2)")
-    p.add_argument("--threads", type=number(int, minimum=1), default=None,
-                   help="CPU threads (default: torch's)")
+    p.add_argument("--threads", type=number(int, minimum=1, maximum=max_threads()), default=None,
+                   help=f"CPU threads (default: torch's; at most the {max_threads()} CPUs this process may use)")
     p.add_argument("--device", type=device_option(), default="cpu",
                    help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--no-latency", action="store_true", help="count parameters and MACs only")
@@ -47,11 +51,20 @@ def profile(names: list[str], size: tuple[int, int], *, runs: int, warmup: int,
     h, w = size
     if h <= 0 or w <= 0 or h % 8 or w % 8:
         raise SlkdError(f"--size must be positive multiples of 8 (the models down-sample 3 times), got {h} {w}")
-    if runs < 1 or warmup < 0:
-        raise SlkdError("--runs must be >= 1 and --warmup >= 0")
-    if threads is not None and threads < 1:
-        raise SlkdError(f"--threads must be >= 1, got {threads}")
+    if not 1 <= runs <= MAX_RUNS or not 0 <= warmup <= MAX_RUNS:
+        raise SlkdError(f"--runs must be 1 to {MAX_RUNS} and --warmup 0 to {MAX_RUNS}")
+    if threads is not None and not 1 <= threads <= max_threads():
+        # torch starts that many OpenMP threads: far more than the CPUs crashed the process
+        raise SlkdError(f"--threads must be 1 to {max_threads()} (the CPUs this process may use), got {threads}")
     models = {name: build_model(name).eval() for name in dict.fromkeys(names)}
+    if latency:  # the timed passes run the models on a real input: refuse what cannot fit
+        for name, model in models.items():
+            needed = forward_memory(model, h, w, device=device)
+            free = memory_shortfall(needed, device)
+            if free is not None:
+                raise SlkdError(f"timing {name} at {h}×{w} needs about {format_bytes(needed)} on {device} "
+                                f"but only {format_bytes(free)} is available; use a smaller --size, or "
+                                "--no-latency to count parameters and MACs only")
     report: dict = {"input_size": [h, w], "counted": COUNTED, "device": str(device), "models": {}}
     for name, model in models.items():
         with torch.device("meta"):  # counting needs shapes only: no memory, no compute
@@ -80,8 +93,9 @@ def profile(names: list[str], size: tuple[int, int], *, runs: int, warmup: int,
             "params_reduction": 1 - b["params"] / a["params"],
             "macs_reduction": 1 - b["macs"] / a["macs"],
         }
-        if latency:
-            ratios["speedup"] = a["latency_ms_median"] / b["latency_ms_median"]
+        if latency:  # round by round: the median ratio and its spread (interquartile range)
+            speed = latency_ratio(timings[names[0]], timings[names[1]])
+            ratios.update(speedup=speed.median, speedup_iqr=[speed.q1, speed.q3])
         report["comparison"] = {"reference": names[0], "candidate": names[1], **ratios}
     return report
 
@@ -105,7 +119,9 @@ def _print_table(report: dict) -> None:
         line = (f"{c['candidate']} vs {c['reference']}: {100 * c['params_reduction']:.1f}% fewer params, "
                 f"{100 * c['macs_reduction']:.1f}% fewer MACs")
         if "speedup" in c:
-            line += f", {c['speedup']:.2f}× faster (measured side by side)"
+            s, (q1, q3) = c["speedup"], c["speedup_iqr"]
+            line += (f", {s:.2f}× faster" if s >= 1 else f", {1 / s:.2f}× slower") + (
+                f" (median of the per-round ratios, interleaved; interquartile range {q1:.2f}–{q3:.2f}×)")
         print(line)
     print(f"({report['counted']})")
 

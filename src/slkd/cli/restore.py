@@ -16,8 +16,9 @@ from slkd.cli.common import (
 )
 from slkd.data.image_io import IMAGE_EXTENSIONS, list_images, read_image, write_image
 from slkd.engine.inference import restore
-from slkd.engine.memory import available_memory, estimate_memory
+from slkd.engine.memory import available_memory, estimate_memory, format_bytes as _gib
 from slkd.errors import SlkdError
+from slkd.fileio import file_in_the_way
 
 #: tile sizes suggested when an image is too large for the memory, preferred first (the largest
 #: one smaller than the image whose estimate fits)
@@ -56,6 +57,9 @@ def _plan(inp: Path, out: Path, overwrite: bool = False) -> list[tuple[Path, Pat
     ``overwrite``, plans that would replace any existing file (nothing is written then)."""
     if not inp.exists():
         raise SlkdError(f"input not found: {inp}")
+    blocking = file_in_the_way(out)
+    if blocking is not None:  # found up front, not at the first image's write
+        raise SlkdError(f"OUTPUT {out} is under {blocking}, which is a file; nothing can be written there")
     if inp.is_dir():
         if out.exists() and not out.is_dir():
             raise SlkdError(f"input {inp} is a folder, so OUTPUT must be a folder, but {out} is a file")
@@ -84,10 +88,6 @@ def _plan(inp: Path, out: Path, overwrite: bool = False) -> list[tuple[Path, Pat
         raise SlkdError(f"{len(existing)} of the {len(plan)} output file(s) exist in {out} ({shown}); "
                         "pass --overwrite to replace them (nothing was written)")
     return plan
-
-
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def _memory_problem(model, image, args, device) -> str | None:

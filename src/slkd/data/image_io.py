@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
+import sys
+import tempfile
+import threading
 import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +30,7 @@ import cv2
 import numpy as np
 import torch
 
-from slkd.fileio import atomic_write_bytes
+from slkd.fileio import atomic_write_bytes, broken_link
 from slkd.errors import DatasetError, ImageReadError, SlkdError
 
 __all__ = [
@@ -33,6 +38,7 @@ __all__ = [
     "LoadedImage",
     "list_images",
     "read_image",
+    "unread_files",
     "write_image",
 ]
 
@@ -68,13 +74,53 @@ class LoadedImage:
 # --------------------------------------------------------------------------------------------
 
 
+#: lines the decoders print by themselves on a corrupt file (libpng, OpenCV's log)
+_DECODER_CHATTER = re.compile(rb"^(libpng (error|warning)|\[ ?(WARN|ERROR|INFO):)")
+_quiet_guard = threading.Lock()
+_quiet = {"depth": 0, "saved": None, "capture": None}
+
+
+@contextmanager
+def _decoders_quiet():
+    """While a decoder runs, the process's stderr (file descriptor 2) goes to a temporary file:
+    libpng and OpenCV print their own complaints about a corrupt file there ("libpng error: IDAT:
+    incorrect data check"), a stray line before the one-line error that names the file. Those
+    lines are dropped; anything else printed meanwhile (by another thread) is passed on after.
+    Re-entrant across the threads that decode in parallel."""
+    with _quiet_guard:
+        if _quiet["depth"] == 0:
+            try:
+                sys.stderr.flush()
+                capture = tempfile.TemporaryFile()
+                saved = os.dup(2)
+                os.dup2(capture.fileno(), 2)
+            except (OSError, ValueError, AttributeError):  # no stderr to redirect
+                capture = saved = None
+            _quiet.update(saved=saved, capture=capture)
+        _quiet["depth"] += 1
+    try:
+        yield
+    finally:
+        with _quiet_guard:
+            _quiet["depth"] -= 1
+            if _quiet["depth"] == 0 and _quiet["saved"] is not None:
+                saved, capture = _quiet["saved"], _quiet["capture"]
+                os.dup2(saved, 2)
+                os.close(saved)
+                capture.seek(0)
+                kept = b"".join(line for line in capture.read().splitlines(keepends=True)
+                                if not _DECODER_CHATTER.match(line))
+                capture.close()
+                if kept:
+                    os.write(2, kept)
+                _quiet.update(saved=None, capture=None)
+
+
 def _read_bytes(path: Path) -> bytes:
     """Read the whole file, turning every OS-level problem into an ImageReadError."""
     if not path.exists():
-        if path.is_symlink():
-            raise ImageReadError(f"cannot read image {path}: it is a link to {os.readlink(path)}, "
-                                 "which does not exist (a dangling link)")
-        raise ImageReadError(f"cannot read image {path}: file does not exist")
+        link = broken_link(path)  # a dangling link, or a loop of links
+        raise ImageReadError(f"cannot read image {path}: {link or 'file does not exist'}")
     if path.is_dir():
         raise ImageReadError(f"cannot read image {path}: it is a directory, not a file")
     try:
@@ -167,7 +213,8 @@ def read_image(path: str | os.PathLike[str], *, warn_alpha: bool = True) -> Load
         )
 
     try:
-        arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        with _decoders_quiet():
+            arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
         raise ImageReadError(
             f"cannot read image {path}: the data cannot be decoded ({str(exc).strip()})"
@@ -393,4 +440,17 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
         if not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
         and (p.is_file() or (p.is_symlink() and not p.exists()))
     ]
+    return sorted(found, key=lambda p: p.name)
+
+
+def unread_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The files directly inside ``folder`` that :func:`list_images` leaves out because of their
+    extension (``.jfif``, ``.gif``, ``.txt`` …), sorted by name, so that a caller can name them
+    instead of losing them without a word. Hidden files and sub-folders are not counted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir()
+             if not p.name.startswith(".") and p.suffix.lower() not in IMAGE_EXTENSIONS
+             and (p.is_file() or p.is_symlink())]
     return sorted(found, key=lambda p: p.name)

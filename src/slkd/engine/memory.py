@@ -20,9 +20,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from slkd.engine.inference import first_parameter, model_in_channels
+from slkd.errors import SlkdError
 
 __all__ = ["ACTIVATION_OVERHEAD", "BUFFER_BYTES_PER_SAMPLE", "FIXED_OVERHEAD", "MemoryEstimate",
-           "available_memory", "estimate_memory"]
+           "available_memory", "check_batch_fits", "estimate_memory", "format_bytes", "forward_memory",
+           "memory_shortfall"]
 
 #: Measured memory of a forward pass relative to the peak of the tensors alive at once (what
 #: :func:`estimate_memory` traces exactly). On CPU the process also holds memory the allocator
@@ -221,6 +223,52 @@ def estimate_memory(
     buffers = BUFFER_BYTES_PER_SAMPLE * samples + (4 * height * width if tile is not None else 0)
     return MemoryEstimate(device=device.type, model_input=(ph, pw), forward=int(forward),
                           activations=int(math.ceil(activations)), buffers=int(buffers))
+
+
+def forward_memory(model: nn.Module, height: int, width: int, *, batch: int = 1,
+                   device: torch.device | str = "cpu") -> int:
+    """Memory one forward pass of ``model`` on ``batch`` images of ``height``×``width`` needs on
+    ``device``: the traced peak of its live tensors (:func:`estimate_memory`'s trace, made on the
+    meta device, so nothing is allocated whatever the batch or size) with the calibrated
+    overheads, without the image buffers of a restoration. For a training step it is a lower
+    bound: training also keeps the activations for the backward pass, the gradients and the
+    optimiser's state."""
+    device = torch.device(device)
+    est = estimate_memory(model, height, width, batch=batch, channels=model_in_channels(model) or 3,
+                          device="meta")
+    kind = device.type if device.type in ACTIVATION_OVERHEAD else "cuda"
+    return int(math.ceil(est.forward * ACTIVATION_OVERHEAD[kind] + FIXED_OVERHEAD[kind]))
+
+
+def check_batch_fits(models: dict[str, nn.Module], patch: int, batch: int, device: torch.device | str,
+                     *, batch_option: str = "--batch", patch_option: str = "--patch") -> None:
+    """Refuse, before step 1, a training batch that cannot fit on ``device``: one forward pass of
+    any of ``models`` (the network trained, the teachers run beside it) on ``batch`` patches of
+    ``patch``×``patch`` (:func:`forward_memory`) is a lower bound of what a step needs.
+    ``batch_option``/``patch_option`` name the settings in the message."""
+    device = torch.device(device)
+    needs = {name: forward_memory(model, patch, patch, batch=batch, device=device) for name, model in models.items()}
+    name, needed = max(needs.items(), key=lambda kv: kv[1])
+    free = memory_shortfall(needed, device)
+    if free is not None:
+        raise SlkdError(f"{batch_option} {batch} of {patch}×{patch} patches does not fit: one forward "
+                        f"pass of {name} alone needs about {format_bytes(needed)} on {device} (a "
+                        f"training step needs more) but only {format_bytes(free)} is available; use "
+                        f"a smaller {batch_option} or {patch_option}")
+
+
+def memory_shortfall(needed: int, device: torch.device | str = "cpu") -> int | None:
+    """The memory available on ``device`` when it is less than ``needed`` bytes, else None
+    (also when the available memory is unknown)."""
+    free = available_memory(device)
+    return free if free is not None and needed > free else None
+
+
+def format_bytes(n: float) -> str:
+    """``1.5 GiB`` / ``300 MiB``, as the memory messages write sizes."""
+    if n >= 2**40:
+        return f"{n / 2**40:.1f} TiB"
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def _cgroup_available() -> int | None:

@@ -21,6 +21,7 @@ from slkd.fileio import atomic_write
 __all__ = [
     "PIXEL_LOSS_KEYS",
     "image_grid",
+    "logged_seconds",
     "markdown_table",
     "plot_curves",
     "read_train_events",
@@ -44,6 +45,23 @@ def read_events(run_dir: str | Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return events
+
+
+def logged_seconds(events: list[dict]) -> float:
+    """A run's training seconds from its log, summed over the processes that ran it (one per
+    ``start`` event): each from its start to its last checkpoint, so a process killed without
+    warning (``kill -9``) still counts up to its last checkpoint. Work after a process's last
+    checkpoint was lost and done again by the resume, so it is counted once, in the process that
+    kept it; time between processes (a run resumed the next day) is not counted."""
+    total, start, last = 0.0, None, None
+    for e in events + [{"event": "start"}]:
+        if e.get("event") == "start":
+            if start is not None and last is not None:
+                total += last - start
+            start, last = e.get("time"), None
+        elif e.get("event") == "checkpoint":
+            last = e["time"]
+    return total
 
 
 def read_train_events(run_dir: str | Path) -> list[dict]:

@@ -53,6 +53,9 @@ milliseconds. :func:`compare_latency` times several models **interleaved** in on
 (round-robin: A, B, A, B, ...), so that slow phases of the machine (other processes, thermal or
 frequency changes, memory pressure) hit every model equally; ratios of its medians are
 trustworthy where numbers from separate runs, or from one model timed after the other, are not.
+:func:`latency_ratio` compares two models round by round (the ratio of their times in each
+round, whose median and interquartile range say how fast and how noisy): on a busy machine the
+spread shows it, and two models of one architecture timed side by side must come out level.
 Absolute latencies depend on the machine, the thread count and the torch build.
 """
 
@@ -71,12 +74,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = [
+    "LatencyRatio",
     "LatencyReport",
     "MacReport",
     "compare_latency",
     "count_macs",
     "count_parameters",
     "format_count",
+    "latency_ratio",
     "measure_latency",
 ]
 
@@ -385,9 +390,10 @@ def _check_counts(runs: int, warmup: int) -> None:
         raise ValueError(f"warmup must be >= 0, got {warmup}")
 
 
-def _timer(device: torch.device) -> Callable[[Callable[[], Any]], float]:
-    """A function that runs ``fn`` once and returns its wall-clock time in ms (synchronising
-    the GPU before and after on CUDA, so queued kernels are inside the measurement)."""
+def _timer(device: torch.device, clock: Callable[[], float] = time.perf_counter) -> Callable[[Callable[[], Any]], float]:
+    """A function that runs ``fn`` once and returns its wall-clock time in ms by ``clock``
+    (seconds; synchronising the GPU before and after on CUDA, so queued kernels are inside the
+    measurement)."""
     sync: Callable[[], None]
     if device.type == "cuda":
         def sync() -> None:
@@ -398,10 +404,10 @@ def _timer(device: torch.device) -> Callable[[Callable[[], Any]], float]:
 
     def time_once(fn: Callable[[], Any]) -> float:
         sync()
-        start = time.perf_counter()
+        start = clock()
         fn()
         sync()
-        return (time.perf_counter() - start) * 1000.0
+        return (clock() - start) * 1000.0
 
     return time_once
 
@@ -414,6 +420,7 @@ def compare_latency(
     threads: int | None = None,
     *,
     device: str | torch.device = "cpu",
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, LatencyReport]:
     """Time several models **interleaved** in one process and return a report per name.
 
@@ -424,6 +431,8 @@ def compare_latency(
     input (``input_size``, built on ``device``; each model must already be there), run under
     :func:`torch.inference_mode` in eval mode (each module's training flag is restored after),
     and, if ``threads`` is given, with that many intra-op threads (the setting is restored).
+    ``clock`` (seconds) is :func:`time.perf_counter`; tests give a fake one. Each report's
+    ``times_ms[i]`` is of round ``i``, so :func:`latency_ratio` can pair them.
     """
     if not models:
         raise ValueError("compare_latency needs at least one model")
@@ -431,7 +440,7 @@ def compare_latency(
     size = tuple(int(s) for s in input_size)
     names = list(models)
     inputs = {name: _make_input(models[name], size, device) for name in names}
-    timers = {name: _timer(inputs[name].device) for name in names}
+    timers = {name: _timer(inputs[name].device, clock) for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
     with contextlib.ExitStack() as stack:
         used_threads = stack.enter_context(_num_threads(threads))
@@ -454,6 +463,40 @@ def compare_latency(
         )
         for name in names
     }
+
+
+@dataclass(frozen=True)
+class LatencyRatio:
+    """How many times longer one model took than another, from the rounds of one
+    :func:`compare_latency` call: the median of the per-round ratios and its interquartile range
+    (``q1``–``q3``). A ratio taken round by round cancels the slow phases of the machine that hit
+    both models of a round; the spread shows what remains."""
+
+    median: float
+    q1: float
+    q3: float
+    rounds: int
+
+    @property
+    def spread(self) -> float:
+        """The interquartile range relative to the median (0: every round agreed)."""
+        return (self.q3 - self.q1) / self.median
+
+    def __str__(self) -> str:
+        return f"{self.median:.2f}× (interquartile range {self.q1:.2f}–{self.q3:.2f}×, {self.rounds} rounds)"
+
+
+def latency_ratio(slow: LatencyReport, fast: LatencyReport) -> LatencyRatio:
+    """``slow``'s time over ``fast``'s, round by round (both from one :func:`compare_latency`
+    call, so their ``times_ms`` are of the same rounds): > 1 when ``fast`` is faster."""
+    if len(slow.times_ms) != len(fast.times_ms) or not slow.times_ms:
+        raise ValueError("latency_ratio needs two reports of the same timed rounds")
+    ratios = sorted(a / b for a, b in zip(slow.times_ms, fast.times_ms))
+    if len(ratios) == 1:
+        q1 = q3 = ratios[0]
+    else:
+        q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return LatencyRatio(median=statistics.median(ratios), q1=q1, q3=q3, rounds=len(ratios))
 
 
 def measure_latency(

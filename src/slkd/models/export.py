@@ -59,7 +59,7 @@ from torch import nn
 
 from slkd import __version__
 from slkd.errors import SlkdError
-from slkd.fileio import atomic_write_bytes
+from slkd.fileio import atomic_write_bytes, file_in_the_way
 from slkd.models.complexity import _eval_mode, _make_input
 
 __all__ = [
@@ -177,10 +177,10 @@ def check_destination(path: str | os.PathLike, weights: str | os.PathLike | None
         )
     if path.is_dir():
         raise SlkdError(f"ONNX output {path} is a folder; give a file name such as model.onnx")
-    parent = path.parent
-    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise SlkdError(f"cannot write {path}: {existing} is a file, not a folder")
+    blocking = file_in_the_way(path)
+    if blocking is not None:
+        raise SlkdError(f"cannot write {path}: {blocking} is a file, not a folder")
+    existing = next((p for p in path.parents if p.exists()), None)
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         raise SlkdError(f"cannot write {path}: folder {existing} is not writable")
 

@@ -5,9 +5,13 @@ For a :class:`Job` — Teacher A (a preset and its weights, official checkpoints
 preset trained here first), a task, training data and validation data — :func:`run_job`
 
 1. checks everything a user can get wrong before any training (:func:`prepare`): unknown
-   models or methods, weights that do not fit, missing folders, unpaired names, pairs of two
-   sizes, unreadable images, an output folder holding other files or other settings — each one
-   :class:`~slkd.errors.SlkdError` line;
+   models or methods, weights that do not fit, missing folders, unpaired or ambiguous names,
+   pairs of two sizes or colour types, unreadable images, validation pairs whose input equals
+   their target, validation sets made of training images, a batch that cannot fit in memory,
+   an output folder that is not a job's (anything in it and no job record), holds other
+   settings or is being written by another process — each one
+   :class:`~slkd.errors.SlkdError` line; then it claims the folder (:func:`claim_out`: a lock
+   held to the end of the job, and the job record written first);
 2. trains the stages, each an ordinary run folder of the training engine
    (:func:`slkd.engine.runner.run_config`): Teacher A if no weights were given, Teacher B
    (clean → clean, from Teacher A, when the method runs one: its config's ``teacher_roles()``),
@@ -34,27 +38,36 @@ import time
 
 from slkd.engine.compress.plan import (INITS, INPUT_LABELS, PLANS, SETTINGS_FILE, Job, Log, Plan, Prepared,
                                        StagePlan, log_silent)
-from slkd.engine.compress.prepare import check_out, prepare
+from slkd.engine.compress.prepare import check_out, claim_out, job_reads, prepare
 from slkd.engine.compress.report import finish
 from slkd.engine.compress.stages import train_stages
 from slkd.engine.runner import log_stderr
 
 __all__ = ["INITS", "INPUT_LABELS", "Job", "PLANS", "Plan", "Prepared", "SETTINGS_FILE", "StagePlan", "check_out",
-           "prepare", "run_job"]
+           "claim_out", "prepare", "run_job"]
 
 
 def run_job(job: Job, *, device: str = "auto", log: Log = log_stderr) -> dict | None:
     """:func:`prepare`, train every stage, then evaluate, profile, export and report. Returns
     the summary on rank 0 (None on the other ranks of ``torchrun``)."""
     t0 = time.perf_counter()
-    prep = prepare(job, log)
+    prep = prepare(job, log, device=device)
     if int(os.environ.get("RANK", "0")) != 0:
         log = log_silent  # ranks of torchrun other than 0 train quietly
     for note in prep.notes:
         log(note)
     log(f"{job.teacher} → {prep.student} ({job.method}), {job.task}; training data: {prep.train_described}; "
-        "validation: " + ", ".join(f"{n} ({len(s)} image(s))" for n, s in prep.eval_sets.items()))
-    timing = train_stages(prep, device=device, log=log)
-    if int(os.environ.get("RANK", "0")) != 0:
-        return None
-    return finish(prep, timing, device=device, log=log, started=t0)
+        "validation: " + ", ".join(f"{n} ({len(s)} image(s)" + (f", {prep.val_overlap[n]['count']} of them "
+                                   "also training images" if n in prep.val_overlap else "") + ")"
+                                   for n, s in prep.eval_sets.items()))
+    # one process writes a job folder: locked from here to the report, the job record first
+    lock = claim_out(prep.out, job_reads(job), job.extra_entries, device=device, settings=prep.settings,
+                     stages=prep.stages)
+    try:
+        timing = train_stages(prep, device=device, log=log)
+        if int(os.environ.get("RANK", "0")) != 0:
+            return None
+        return finish(prep, timing, device=device, log=log, started=t0)
+    finally:
+        if lock is not None:
+            lock.release()

@@ -14,9 +14,11 @@ from slkd.engine.config import TrainRunConfig
 
 Log = Callable[[str], None]
 
-#: the file in the output folder that records a job's settings (compared on every rerun)
+#: the job record: the first file a job writes into its output folder, holding its settings
+#: (compared on every rerun); a folder that holds anything but no record is not a job's
 SETTINGS_FILE = "compress.json"
-#: training seconds of each stage, added up over reruns (a resumed stage's time is the sum)
+#: training seconds of each stage, summed over the processes that trained it, from the stage's
+#: log (:func:`slkd.engine.report.logged_seconds`: a process killed by ``kill -9`` counts too)
 TIMES_FILE = "stage_seconds.json"
 #: what the pipeline writes into the output folder besides the stages' run folders
 OUT_FILES = frozenset({SETTINGS_FILE, TIMES_FILE, "configs", "images", "report.md", "summary.json", "grid.png",
@@ -59,8 +61,9 @@ class Plan:
     weight_decay: float = 1e-4
     #: validation images per set while training (None: no validation while training)
     val_images: int | None = None
-    #: timed runs per model for the latency column
-    latency_runs: int = 5
+    #: timed rounds (every model once per round, interleaved) for the latency column and the
+    #: speed-up, whose spread over the rounds the report states
+    latency_runs: int = 15
 
     def with_student_iters(self, iters: int) -> "Plan":
         """This plan with ``iters`` student iterations and the teachers' scaled alike."""
@@ -78,10 +81,10 @@ class Plan:
 PLANS = {
     "default": Plan(student=StagePlan(20000, 2e-4), teacher_b=StagePlan(5000, 1e-4),
                     teacher_a=StagePlan(20000, 3e-4), patch=128, batch=8, val_images=16,
-                    latency_runs=5),
+                    latency_runs=15),
     "quick": Plan(student=StagePlan(100, 1e-3), teacher_b=StagePlan(40, 1e-4),
                   teacher_a=StagePlan(120, 2e-3), patch=32, batch=8, val_images=None,
-                  latency_runs=3),
+                  latency_runs=7),
 }
 
 
@@ -151,6 +154,9 @@ class Prepared:
     settings: dict
     sigma: float | None
     notes: list[str] = field(default_factory=list)
+    #: validation sets with training images among them: ``{set: {"count", "of", "names"}}``
+    #: (:func:`slkd.data.overlap.check_held_out`); their scores are reported as not held out
+    val_overlap: dict = field(default_factory=dict)
 
     @property
     def student_stage(self) -> str:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -13,19 +14,26 @@ from typing import Any, Callable, Sequence
 import torch
 
 from slkd.data.folders import PAIRED_LAYOUTS, EvalItem, EvalSamples, scan_eval_sets
-from slkd.data.selection import collect_images
+from slkd.data.overlap import check_held_out, held_out_warning
+from slkd.data.selection import collect_images, names_list
 from slkd.distill import distill_config, registered_methods
 from slkd.engine.builders import build_dataset
 from slkd.engine.compress.plan import INITS, OUT_FILES, SETTINGS_FILE, Job, Log, Prepared, Stage, StagePlan
 from slkd.engine.config import DatasetConfig, TrainRunConfig, from_dict, parse_yaml, to_dict
+from slkd.engine.distributed import init_distributed, shutdown
+from slkd.engine.evaluation import Convention
+from slkd.engine.memory import check_batch_fits
+from slkd.engine.runlock import LOCK_FILE, FolderLock, lock_on_rank0
 from slkd.engine.runstate import CONFIG, config_changes
 from slkd.engine.tasks import distiller_task, supervised_task
 from slkd.engine.runner import log_stderr
 from slkd.errors import SlkdError
-from slkd.metrics import BENCHMARK_TASKS, task_uses_y_channel
+from slkd.fileio import atomic_write_bytes, file_in_the_way
+from slkd.metrics import BENCHMARK_TASKS, create_metric, task_uses_y_channel
 from slkd.metrics.fullref import SSIM_WINDOW
 from slkd.models import (
     build_model,
+    count_macs,
     count_parameters,
     default_student,
     get_preset,
@@ -41,7 +49,7 @@ from slkd.models.slicing import slice_plan
 
 def _load_teacher(job: Job) -> tuple[torch.nn.Module, dict, Path | None]:
     """Teacher A as given (its weights must fit the named preset), the preset options an
-    official checkpoint of another variant needs, and the weights file."""
+    official checkpoint of another variant needs, and the weights file (absolute)."""
     if job.weights is None:
         return build_model(job.teacher), {}, None
     where = f"teacher {job.teacher}:{job.weights}"
@@ -53,7 +61,7 @@ def _load_teacher(job: Job) -> tuple[torch.nn.Module, dict, Path | None]:
         model = load_pretrained(job.teacher, path, options=options)
     except SlkdError as exc:
         raise SlkdError(f"{where}: {exc}") from None
-    return model, options, path
+    return model, options, path.resolve()
 
 
 def _paired_layout(train: Path) -> tuple[str, str] | None:
@@ -87,6 +95,11 @@ def _train_data(job: Job, train: Path, sigma: float) -> tuple[dict, str, bool]:
     return data, f"{train} (clean images, Gaussian noise σ={sigma:g})", True
 
 
+def job_reads(job: Job) -> list[Path]:
+    """The folders a job reads images from (its output folder may not be inside any)."""
+    return [Path(os.path.expanduser(str(job.train))), *_val_reads(job)]
+
+
 def _val_reads(job: Job) -> list[Path]:
     """The folders the validation data are read from."""
     if isinstance(job.val, (str, os.PathLike)):
@@ -94,10 +107,12 @@ def _val_reads(job: Job) -> list[Path]:
     return sorted({Path(os.path.expanduser(str(p))).parent for p in job.val})
 
 
-def _eval_sets(job: Job, sigma: float) -> tuple[dict[str, EvalSamples], bool]:
+def _eval_sets(job: Job, sigma: float, notes: list[str]) -> tuple[dict[str, EvalSamples], bool]:
     """The validation sets as evaluation samples, every image read now (unreadable files,
-    pairs of two sizes and images too small for SSIM are refused before training), and
-    whether any set is made of clean images (noise synthesised)."""
+    pairs of two sizes or of a grey and an RGB image, pairs whose input equals its target and
+    images too small for SSIM are refused before training), and whether any set is made of
+    clean images (noise synthesised). What the folders held that is not scored goes to
+    ``notes``."""
     if isinstance(job.val, (str, os.PathLike)):
         root = Path(os.path.expanduser(str(job.val)))
         if not root.is_dir():
@@ -107,6 +122,7 @@ def _eval_sets(job: Job, sigma: float) -> tuple[dict[str, EvalSamples], bool]:
         except SlkdError as exc:
             raise SlkdError(f"validation data {root}: {exc}") from None
         sets = {name: (f.items, f.layout, f.root) for name, f in folders.items()}
+        notes.extend(f"warning: validation set {name}: {w}" for name, f in folders.items() for w in f.warnings)
     else:
         files = [Path(os.path.expanduser(str(p))) for p in job.val]
         if not files:
@@ -117,6 +133,8 @@ def _eval_sets(job: Job, sigma: float) -> tuple[dict[str, EvalSamples], bool]:
         sets = {"held_out": (tuple(EvalItem(p.stem, None, p) for p in files), "clean-only", None)}
     samples: dict[str, EvalSamples] = {}
     synthetic = False
+    psnr = create_metric("psnr")
+    convention = Convention.for_task(job.task).as_dict()  # as the report scores
     for name, (items, layout, where) in sets.items():
         label = f"validation set {name}" + (f" ({where})" if where is not None else "")
         if layout == "degraded-only":
@@ -134,33 +152,52 @@ def _eval_sets(job: Job, sigma: float) -> tuple[dict[str, EvalSamples], bool]:
                                 f"the same name {item.name!r}; their outputs would overwrite each other")
             seen[item.name] = item.degraded or item.clean
         set_samples = EvalSamples(items, job.task, sigma=sigma, seed=0)
+        identical = []
         for i in range(len(set_samples)):
             try:
-                sample = set_samples[i]  # decodes both files and compares their sizes
+                sample = set_samples[i]  # decodes both files, compares their sizes and channels
             except SlkdError as exc:
                 raise SlkdError(f"{label}: {exc}") from None
             h, w = sample["gt"].shape[-2:]
             if min(h, w) < SSIM_WINDOW:
                 raise SlkdError(f"{label}: {items[i].name} is {w}×{h}; SSIM needs at least "
                                 f"{SSIM_WINDOW}×{SSIM_WINDOW} pixels")
+            if math.isinf(float(psnr(sample["lq"].clamp(0, 1), sample["gt"], **convention))):
+                identical.append(items[i].name)
+        if identical:
+            why = (f"--sigma {sigma:g} adds no noise" if layout == "clean-only"
+                   else "the degraded image equals its target")
+            raise SlkdError(f"{label}: {len(identical)} image(s) have an input identical to their "
+                            f"target as scored ({why}): {names_list(identical)}; their PSNR is "
+                            "infinite and there is nothing to restore; remove them from the "
+                            "validation data")
         samples[name] = set_samples
     return samples, synthetic
 
 
 def check_out(out: Path, reads: Sequence[Path], extra_entries: frozenset | set = frozenset()) -> None:
-    """The pipeline writes only inside ``out``, which must be new, empty or an earlier job's
-    folder (``extra_entries``: what the caller writes there besides), and never inside the
-    folders it reads."""
+    """Where a job of the pipeline (``slkd compress``, ``slkd demo``) may write: only inside
+    ``out``, which must be new, empty, or a folder of this pipeline's jobs — one that holds its
+    job record (:data:`SETTINGS_FILE`, the first file a job writes) and nothing else than what a
+    job writes there (``extra_entries``: what the caller writes besides) — and never inside the
+    folders it reads. A folder holding anything without a job record is not ours, whatever the
+    names of its files (a user's ``report.md``, a home folder), and is refused."""
     if out.exists() and not out.is_dir():
         raise SlkdError(f"--out {out} is a file; give a folder")
+    blocking = file_in_the_way(out)
+    if blocking is not None:
+        raise SlkdError(f"--out {out} is under {blocking}, which is a file; give a folder")
     stages = {f"student_{m}" for m in registered_methods()} | {"teacher_a", "teacher_b", "student_scratch"}
     allowed = OUT_FILES | stages | set(extra_entries)
     if out.is_dir():
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in allowed and not p.name.startswith("."))
+        held = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+        record = (out / SETTINGS_FILE).is_file()
+        foreign = held if not record else [n for n in held if n not in allowed and not n.startswith(".")]
         if foreign:
             shown = ", ".join(foreign[:5]) + (" …" if len(foreign) > 5 else "")
-            raise SlkdError(f"--out {out} holds files slkd did not write there ({shown}); give a new "
-                            "or empty folder, or an earlier run's (nothing was written)")
+            why = "" if record else f" and no record of an slkd job ({SETTINGS_FILE})"
+            raise SlkdError(f"--out {out} holds files slkd did not write there ({shown}){why}; give a "
+                            "new or empty folder, or an earlier run's (nothing was written)")
     target = out.resolve()
     for folder in reads:
         source = folder.resolve()
@@ -185,7 +222,9 @@ def _check_earlier(out: Path, settings: dict, stages: list[Stage]) -> None:
             raise SlkdError(f"{recorded} cannot be read ({exc}); give a new --out") from None
         if isinstance(before, dict):
             before.setdefault("init", "random")  # written before --init existed: students started at random
-        changes = config_changes(before, settings)
+        # a record without settings: a job claimed the folder (claim_out) and stopped before it
+        # knew them, so before any stage trained
+        changes = {} if before is None else config_changes(before, settings)
         if changes:
             raise SlkdError(f"--out {out} holds a run with other settings ({_differences(changes)}); "
                             "rerun the same command to continue it, or give a new --out (nothing "
@@ -205,6 +244,37 @@ def _check_earlier(out: Path, settings: dict, stages: list[Stage]) -> None:
             raise SlkdError(f"--out {out} holds a {stage.name} run with other settings "
                             f"({_differences(changes)}); rerun the same command to continue it, or "
                             "give a new --out (nothing was changed)")
+
+
+def claim_out(out: Path, reads: Sequence[Path], extra_entries: frozenset | set = frozenset(), *,
+              device: str = "auto", settings: dict | None = None, stages: Sequence[Stage] = ()) -> FolderLock | None:
+    """Make ``out`` the folder of this job, after :func:`check_out` passed (nothing is written into
+    a folder it refuses): lock it — one process writes a job folder, a second is refused in one
+    line naming the PID that holds it, a lock left by a killed process does not count
+    (:mod:`slkd.engine.runlock`) — check it again now that no one else can change it (with
+    ``settings``: also the earlier job's settings and stage configs), and write the job record
+    first: ``settings``, or, when there is no record yet, one without settings (``slkd demo``
+    claims its folder so before copying its images into it). Under ``torchrun`` the process group
+    is joined here; rank 0 does this and every rank learns the outcome. Returns rank 0's lock,
+    to be released when the job ends."""
+    dist = init_distributed(device)
+
+    def check_and_record() -> None:
+        check_out(out, reads, extra_entries)
+        if settings is not None:
+            _check_earlier(out, settings, list(stages))
+        record = out / SETTINGS_FILE
+        if settings is not None or not record.is_file():
+            try:
+                atomic_write_bytes(record, json.dumps({"settings": settings}, indent=2).encode())
+            except OSError as exc:
+                raise SlkdError(f"cannot write {record}: {exc.strerror or exc}") from None
+
+    try:
+        return lock_on_rank0(out, dist, then=check_and_record)
+    except BaseException:
+        shutdown()
+        raise
 
 
 def _train_node(plan: StagePlan, job: Job, val: bool) -> dict:
@@ -241,7 +311,9 @@ def _stages(job: Job, student: str, options: dict, weights: Path | None, data: d
     method = distill_config(job.method)
     roles = method.teacher_roles()
     plan = job.plan
-    teacher_a_weights = str(weights) if weights is not None else f"{runs}/teacher_a"
+    # absolute paths: the same teacher named by a relative and an absolute path is one job, and
+    # the stored stage configs work from any folder
+    teacher_a_weights = str(weights.resolve()) if weights is not None else f"{runs}/teacher_a"
     teacher_b_options = {**options, "global_residual": False}
 
     def data_node() -> dict:
@@ -294,6 +366,23 @@ def _stages(job: Job, student: str, options: dict, weights: Path | None, data: d
     return built
 
 
+def _check_smaller(teacher_name: str, options: dict, teacher: torch.nn.Module, student: str,
+                   student_shape: torch.nn.Module) -> None:
+    """A student must have fewer parameters and fewer MACs (at 256²) than its teacher: a larger
+    one compresses nothing (``--student restormer`` for ``restormer-tiny`` got only a note)."""
+    with torch.device("meta"):
+        teacher_shape = build_model(teacher_name, **options)
+    size = (1, 3, 256, 256)
+    t_params, s_params = count_parameters(teacher), count_parameters(student_shape)
+    t_macs = count_macs(teacher_shape, size, device="meta").total
+    s_macs = count_macs(student_shape, size, device="meta").total
+    if s_params >= t_params or s_macs >= t_macs:
+        raise SlkdError(f"--student {student} is not smaller than the teacher {teacher_name}: "
+                        f"{s_params / 1e6:.3f} M parameters and {s_macs / 1e9:.2f} G MACs at 256² "
+                        f"against {t_params / 1e6:.3f} M and {t_macs / 1e9:.2f} G; a student needs fewer "
+                        "of both (see slkd models for the student presets)")
+
+
 def _initialisation(job: Job, teacher: torch.nn.Module, student_shape: torch.nn.Module, student: str,
                     notes: list[str]) -> str:
     """``"teacher"`` or ``"random"``: what ``job.init`` means for these two networks (checked on
@@ -310,9 +399,34 @@ def _initialisation(job: Job, teacher: torch.nn.Module, student_shape: torch.nn.
     return "teacher"
 
 
-def prepare(job: Job, log: Log | None = log_stderr) -> Prepared:
+def _check_batch_memory(job: Job, models: dict[str, torch.nn.Module], device: str) -> None:
+    """Refuse a ``--batch``/``--patch`` whose training step cannot fit: one forward pass of the
+    student, or of Teacher A (run beside it when distilling), on a batch of patches is a lower
+    bound of what a step needs (:func:`~slkd.engine.memory.forward_memory`, traced on the meta
+    device: nothing is allocated)."""
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
+                       else "cpu" if device == "auto" else device)
+    check_batch_fits(models, job.plan.patch, job.plan.batch, dev)
+
+
+def _check_held_out(job: Job, train_set: Any, eval_sets: dict[str, EvalSamples], notes: list[str]) -> dict:
+    """The held-out rule (:func:`slkd.data.overlap.check_held_out`) between the training data
+    and every validation set (and the part of it validated while training)."""
+    train_files = [f for files in train_set.item_files() for f in files]
+    sets = {name: [(item.name, tuple(f for f in (item.degraded, item.clean) if f is not None))
+                   for item in samples.items] for name, samples in eval_sets.items()}
+    limits = {}
+    if job.plan.val_images is not None and isinstance(job.val, (str, os.PathLike)):
+        limits = {name: min(job.plan.val_images, job.eval_images or job.plan.val_images) for name in sets}
+    overlap = check_held_out(train_files, sets, train=f"--train {job.train}", limits=limits)
+    notes.extend(f"warning: {held_out_warning(name, found)}" for name, found in overlap.items())
+    return overlap
+
+
+def prepare(job: Job, log: Log | None = log_stderr, device: str = "auto") -> Prepared:
     """Check the job and decide its stages; nothing is written. Every problem a user can
-    cause is one :class:`~slkd.errors.SlkdError` line."""
+    cause is one :class:`~slkd.errors.SlkdError` line. ``device`` (auto, cpu, cuda …) is where
+    the stages will train (a batch that cannot fit there is refused)."""
     if job.task not in BENCHMARK_TASKS:
         raise SlkdError(f"unknown task {job.task!r}; known: {', '.join(BENCHMARK_TASKS)}")
     if job.method not in registered_methods():
@@ -342,19 +456,24 @@ def prepare(job: Job, log: Log | None = log_stderr) -> Prepared:
                         f"{input_channels(teacher)} channel(s), student {student} "
                         f"{input_channels(student_shape)}")
     if job.student is not None:
+        _check_smaller(job.teacher, options, teacher, student, student_shape)
         reduction = 1 - count_parameters(student_shape) / count_parameters(teacher)
         if reduction < 0.8:
             notes.append(f"note: student {student} has {100 * reduction:.0f} % fewer parameters than "
                          f"{job.teacher}, less than the 80 % slkd's presets are sized for")
     init = _initialisation(job, teacher, student_shape, student, notes)
+    _check_batch_memory(job, {f"student {student}": student_shape, f"Teacher A {job.teacher}": teacher}, device)
     del teacher, student_shape
 
     # the layouts first (cheap), then every image is read: noise is synthesised for clean
     # images (training or validation); pairs are degraded already
     given_sigma = 25.0 if job.sigma is None else job.sigma
     data, described, clean_train = _train_data(job, train_path, given_sigma)
-    check_out(out, [train_path, *_val_reads(job)], job.extra_entries)
-    eval_sets, clean_val = _eval_sets(job, given_sigma)
+    if clean_train and given_sigma == 0:
+        raise SlkdError("--sigma 0 adds no noise: every noisy training input would equal its clean "
+                        "image (nothing to learn, and an infinite PSNR); give --sigma above 0")
+    check_out(out, job_reads(job), job.extra_entries)
+    eval_sets, clean_val = _eval_sets(job, given_sigma, notes)
     if not (clean_train or clean_val) and job.sigma is not None:
         raise SlkdError("--sigma is for clean images (noise added here), but the training and "
                         "validation data are degraded/clean pairs already")
@@ -371,6 +490,8 @@ def prepare(job: Job, log: Log | None = log_stderr) -> Prepared:
             message += f" (use a smaller --patch than {job.plan.patch})"
         raise SlkdError(message) from None
     described += f", {len(train_set)} training {'images' if clean_train else 'pairs'}"
+    notes.extend(f"warning: training data: {w}" for w in train_set.warnings)
+    val_overlap = _check_held_out(job, train_set, eval_sets, notes)
     del train_set
 
     val_nodes = _val_nodes(job, sigma)
@@ -391,5 +512,5 @@ def prepare(job: Job, log: Log | None = log_stderr) -> Prepared:
     _check_earlier(out, settings, stages)
     return Prepared(job=job, out=out, student=student, teacher_options=options, teacher_weights=weights,
                     stages=stages, eval_sets=eval_sets, train_described=described, settings=settings,
-                    sigma=sigma, notes=notes)
+                    sigma=sigma, notes=notes, val_overlap=val_overlap)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import time
 from pathlib import Path
 
@@ -19,6 +20,18 @@ from slkd.engine.runner import log_stderr
 from slkd.errors import SlkdError
 from slkd.fileio import atomic_write_bytes
 from slkd.models import build_model, compare_latency, count_macs, count_parameters, load_pretrained, save_weights
+from slkd.models.complexity import LatencyReport, latency_ratio
+
+#: the timing of the report is called unreliable (and no speed-up is claimed) when two models of
+#: one architecture timed side by side — the distilled student and its scratch twin, or the
+#: student timed twice — come out more than this factor apart (they run the same operations) …
+TWIN_TOLERANCE = 1.15
+#: … or when the speed-up's interquartile range over the rounds is wider than this fraction of
+#: its median, or when there are fewer rounds than this to judge it by
+SPREAD_LIMIT = 0.3
+MIN_ROUNDS = 5
+#: the name under which the student is timed a second time when it has no scratch twin
+TWIN = "student (timed twice)"
 
 
 def _eval_device(device: str) -> torch.device:
@@ -84,9 +97,48 @@ def _evaluate_all(prep: Prepared, models: dict[str, torch.nn.Module], device: to
     return sets, shown
 
 
+def latency_comparison(timings: dict[str, LatencyReport], teacher: str, student: str, twin: str) -> dict:
+    """The speed-up of ``student`` over ``teacher`` from interleaved timings (the median of the
+    per-round ratios, with its interquartile range) and whether to trust it: ``twin`` (a network
+    of the student's architecture timed in the same rounds) must come out level with the student
+    (:data:`TWIN_TOLERANCE`), and the per-round speed-ups must agree (:data:`SPREAD_LIMIT`)."""
+    speed = latency_ratio(timings[teacher], timings[student])
+    twins = latency_ratio(timings[twin], timings[student])
+    problems = []
+    if speed.rounds < MIN_ROUNDS:
+        problems.append(f"{speed.rounds} timed round(s) are too few to judge the noise")
+    if not 1 / TWIN_TOLERANCE <= twins.median <= TWIN_TOLERANCE:
+        problems.append(f"two networks of the student's architecture timed side by side came out "
+                        f"{max(twins.median, 1 / twins.median):.2f}× apart")
+    if speed.spread > SPREAD_LIMIT:
+        problems.append(f"the speed-up varied from {speed.q1:.2f}× to {speed.q3:.2f}× between rounds "
+                        "(interquartile range)")
+    return {"speedup": speed.median, "speedup_iqr": [speed.q1, speed.q3], "rounds": speed.rounds,
+            "twin": twin, "twin_ratio": twins.median, "reliable": not problems,
+            "problem": "; ".join(problems) or None}
+
+
+def latency_sentence(latency: dict, teacher: str, student: str) -> str:
+    """What the report and the command line say about the speed-up: the number and its spread,
+    or plainly that the timing cannot be trusted."""
+    s, (q1, q3) = latency["speedup"], latency["speedup_iqr"]
+    how = (f"{s:.2f}× faster" if s >= 1 else f"{1 / s:.2f}× slower")
+    spread = f"median of {latency['rounds']} interleaved rounds, interquartile range {q1:.2f}–{q3:.2f}×"
+    if latency["reliable"]:
+        twin = ("its scratch twin, the same architecture" if latency["twin"] == "student_scratch"
+                else "the student timed twice")
+        return (f"On this machine's CPU the student runs {how} than Teacher A ({spread}; {twin}, "
+                f"in the same rounds: {latency['twin_ratio']:.2f}×).")
+    return (f"The CPU timing is unreliable here, so no speed-up is claimed: {latency['problem']} "
+            f"(the machine was busy?). Measured: {how} ({spread}). Time the two on a quiet machine "
+            f"with `slkd profile --compare {teacher} {student} --runs 30`.")
+
+
 def _profile(specs: dict[str, tuple[str, dict, Path]], models: dict[str, torch.nn.Module],
-             runs: int) -> dict[str, dict]:
-    """Parameters, MACs and CPU latency at 256×256, timed interleaved in one process."""
+             runs: int, student: str) -> tuple[dict[str, dict], dict]:
+    """Parameters, MACs and CPU latency at 256×256, timed interleaved in one process, and the
+    speed-up of ``student`` over Teacher A (:func:`latency_comparison`); the student's scratch
+    twin is the noise check, or, without one, the student timed a second time in every round."""
     rows = {}
     for name, model in models.items():
         arch, options, _ = specs[name]
@@ -95,10 +147,14 @@ def _profile(specs: dict[str, tuple[str, dict, Path]], models: dict[str, torch.n
         rows[name] = {"architecture": arch, "params": count_parameters(model),
                       "macs_256": count_macs(shape_only, (1, 3, 256, 256), device="meta").total}
     cpu = {name: model.to("cpu") for name, model in models.items()}
-    timings = compare_latency(cpu, (1, 3, 256, 256), runs=runs, warmup=1)
-    for name, t in timings.items():
-        rows[name].update(latency_ms_256=t.median_ms, latency_threads=t.threads)
-    return rows
+    twin = "student_scratch" if "student_scratch" in cpu else TWIN
+    # the student first and its twin last: neither follows the other (a warm cache would favour it)
+    order = [student, *(n for n in cpu if n not in (student, twin)), twin]
+    timed = {name: cpu.get(name, cpu[student]) for name in order}
+    timings = compare_latency(timed, (1, 3, 256, 256), runs=runs, warmup=1)
+    for name in models:
+        rows[name].update(latency_ms_256=timings[name].median_ms, latency_threads=timings[name].threads)
+    return rows, latency_comparison(timings, "teacher_a", student, twin)
 
 
 def _export(prep: Prepared, student: torch.nn.Module, log: Log) -> dict:
@@ -131,7 +187,22 @@ _INIT_WORDS = {"teacher": "initialised (like its scratch twin) with a cut of Tea
 
 
 def _fmt(v, spec: str) -> str:
+    if isinstance(v, float) and math.isinf(v):  # a PSNR of outputs identical to their targets
+        return "∞" if v > 0 else "−∞"
     return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def _held_out_words(prep: Prepared) -> str:
+    """The report's caveat on scores of training images (empty when the sets are held out)."""
+    shared = _not_held_out(prep)
+    return (f" (**not all held out**: {shared}; their scores measure how the networks fit their "
+            "training data)") if shared else ""
+
+
+def _not_held_out(prep: Prepared) -> str:
+    """How many validation images are also training images, in words ("" when none)."""
+    shared = sum(o["count"] for o in prep.val_overlap.values())
+    return f"{shared} of them also training images, so not held out" if shared else ""
 
 
 def labels(prep: Prepared) -> dict[str, str]:
@@ -144,7 +215,9 @@ def labels(prep: Prepared) -> dict[str, str]:
 
 def _sentence(prep: Prepared, means: dict, n_images: int) -> str:
     s, a, x = means[prep.student_stage]["psnr"], means["teacher_a"]["psnr"], means["input"]["psnr"]
-    text = (f"The student ({prep.job.method}) scores {s:.2f} dB on {n_images} validation image(s), "
+    shared = _not_held_out(prep)
+    text = (f"The student ({prep.job.method}) scores {s:.2f} dB on {n_images} validation image(s)"
+            + (f" ({shared})" if shared else "") + ", "
             f"{s - a:+.2f} dB against Teacher A ({a:.2f} dB) and {s - x:+.2f} dB against the "
             f"degraded input ({x:.2f} dB).")
     if "student_scratch" in means:
@@ -154,6 +227,12 @@ def _sentence(prep: Prepared, means: dict, n_images: int) -> str:
                  f"({means['student_scratch']['psnr']:.2f} dB, {d:+.2f} dB) at equal iterations and "
                  "data; one seed: a few tenths of a dB are within run-to-run noise.")
     return text
+
+
+def restore_command(student: str, weights: str) -> str:
+    """The ``slkd restore`` line the report suggests, pasteable into a shell (a path with a space
+    is quoted)."""
+    return shlex.join(["slkd", "restore", "--model", student, "--weights", str(weights)]) + " IN OUT"
 
 
 def _report(prep: Prepared, summary: dict, shown: dict, curves: Path | None) -> Path:
@@ -179,7 +258,12 @@ def _report(prep: Prepared, summary: dict, shown: dict, curves: Path | None) -> 
         if len(per) <= 20:
             per_rows = [[n] + [_fmt(per[n][m]["psnr"], ".2f") for m in order] for n in per]
             per_table = "\n\nPSNR per image (dB):\n\n" + markdown_table(["image"] + [names[m] for m in order], per_rows)
-        tables.append(f"### {set_name} ({result['count']} image(s))\n\n{table}{per_table}")
+        overlap = prep.val_overlap.get(set_name)
+        heading = f"{result['count']} image(s)" + (
+            f"; {overlap['count']} of them also training images: {', '.join(overlap['names'][:10])}"
+            + (" …" if len(overlap["names"]) > 10 else "") + " — these scores are not of held-out images"
+            if overlap else "")
+        tables.append(f"### {set_name} ({heading})\n\n{table}{per_table}")
     grid_cols = [c for c in ("input", "teacher_a", prep.student_stage, "student_scratch", "ground_truth")
                  if c == "ground_truth" or c in summary["models"]]
     first = summary["evaluation"]["sets"][next(iter(summary["evaluation"]["sets"]))]["per_image"]
@@ -199,18 +283,19 @@ def _report(prep: Prepared, summary: dict, shown: dict, curves: Path | None) -> 
 Command: `{s['command']}` ({summary['seconds'] / 60:.1f} min on {s['machine']}).
 Teacher A: `{s['teacher']}` {teacher_from}. Student: `{s['student']}`, distilled with
 `{s['method']}`, {_INIT_WORDS[s.get('init', 'random')]}. Training data: {s['train_data']}; patch {s['patch']}, batch {s['batch']}, seed
-{s['seed']}. Scores: {s['convention']}, on the validation data (outputs restored whole, in
+{s['seed']}. Scores: {s['convention']}, on the validation data{_held_out_words(prep)} (outputs restored whole, in
 tiles above 1024² pixels).
 
 {chr(10).join(tables)}
 {teacher_b_note}
 MACs count convolutions and attention matmuls at 1×3×256×256; latency is the median of
-{s['latency_runs']} CPU runs of all models interleaved ({summary['models']['teacher_a'].get('latency_threads')} threads).
+{s['latency_runs']} CPU rounds timing all models interleaved ({summary['models']['teacher_a'].get('latency_threads')} threads); the speed-up is the
+median of the per-round ratios.
 
 **Result.** {c['sentence']}
 
 The student has {100 * c['params_reduction']:.1f}% fewer parameters and {100 * c['macs_reduction']:.1f}% fewer
-MACs than Teacher A and runs {c['speedup']:.2f}× faster here.
+MACs than Teacher A. {c['latency_sentence']}
 
 ## Images
 
@@ -221,7 +306,7 @@ MACs than Teacher A and runs {c['speedup']:.2f}× faster here.
     text += f"""
 ## Files
 
-- student weights: `{f['student_weights']}` (`slkd restore --model {s['student']} --weights {f['student_weights']} IN OUT`)
+- student weights: `{f['student_weights']}` (`{restore_command(s['student'], f['student_weights'])}`)
 - ONNX: {onnx_line}
 - run folders (config, checkpoint, metrics.jsonl, weights.pth) of every stage and their configs in
   `{out}/configs/` (rerun a stage with `slkd train --config …` or `slkd distill --config …`)
@@ -242,14 +327,15 @@ def finish(prep: Prepared, timing: dict[str, float], *, device: str = "auto", lo
     total = len(prep.stages) + 2
     dev = _eval_device(device)
     n_images = sum(len(s) for s in prep.eval_sets.values())
-    log(f"[{k}/{total}] evaluating on {n_images} validation image(s) "
-        f"({Convention.for_task(job.task).describe()}) and profiling at 256×256")
+    shared = _not_held_out(prep)
+    log(f"[{k}/{total}] evaluating on {n_images} validation image(s)" + (f" ({shared})" if shared else "")
+        + f" ({Convention.for_task(job.task).describe()}) and profiling at 256×256")
     specs = _model_specs(prep)
     models = {}
     for name, (arch, options, weights) in specs.items():
         models[name] = load_pretrained(arch, weights, options=options).to(dev).eval()
     sets, shown = _evaluate_all(prep, models, dev, log)
-    profile = _profile(specs, models, job.plan.latency_runs)
+    profile, latency = _profile(specs, models, job.plan.latency_runs, prep.student_stage)
 
     log(f"[{k + 1}/{total}] writing student.safetensors, student.onnx, summary.json, report.md, "
         "grid.png and curves.png")
@@ -287,7 +373,9 @@ def finish(prep: Prepared, timing: dict[str, float], *, device: str = "auto", lo
         "teacher_a_minus_student_psnr": means["teacher_a"]["psnr"] - means[prep.student_stage]["psnr"],
         "params_reduction": 1 - st["params"] / t["params"],
         "macs_reduction": 1 - st["macs_256"] / t["macs_256"],
-        "speedup": t["latency_ms_256"] / st["latency_ms_256"],
+        "speedup": latency["speedup"],
+        "latency": latency,
+        "latency_sentence": latency_sentence(latency, job.teacher, prep.student),
         "sentence": _sentence(prep, means, n_images),
     }
     if "student_scratch" in models:
@@ -300,13 +388,16 @@ def finish(prep: Prepared, timing: dict[str, float], *, device: str = "auto", lo
                     batch=job.plan.batch, latency_runs=job.plan.latency_runs, device=str(dev),
                     convention=Convention.for_task(job.task).describe(),
                     val_sets={n: len(s) for n, s in prep.eval_sets.items()},
+                    val_not_held_out=prep.val_overlap,
                     machine=f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}")
     summary = {"settings": settings, "models": summary_models, "comparison": comparison,
                "evaluation": evaluation, "files": files, "seconds": time.perf_counter() - t0}
-    bad = [m for m in summary_models if not math.isfinite(summary_models[m]["psnr"])]
+    # +inf is an output identical to its target on every image (pairs whose input equals the
+    # target are refused before training): a score, reported as ∞; NaN is a broken model
+    bad = [m for m in summary_models if math.isnan(summary_models[m]["psnr"])]
     if bad:
-        raise SlkdError(f"non-finite PSNR for {', '.join(bad)}; the weights in their run folders "
-                        "are kept (a diverged training? try a smaller learning rate)")
+        raise SlkdError(f"PSNR is NaN for {', '.join(bad)}: its outputs are not numbers; the weights "
+                        "in their run folders are kept (a diverged training? try a smaller learning rate)")
     trained = {labels(prep)[s.name]: out / s.name for s in prep.stages if s.name != "teacher_b"}
     curves = None
     if trained:
