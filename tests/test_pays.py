@@ -183,10 +183,17 @@ def test_final_picks_the_best_baseline_on_validation_and_writes_the_headline(tea
     single, _, _ = pays.final(study, "slkd_img", ["fitnet", "output_kd"], [0, 1], 100, publish=False, double=False)
     assert {j.name for j in jobs} - {j.name for j in single} >= {"slkd_img_s0_i200", "eval/slkd_img_s1_i200/Rain100L/test"}
     assert not any("_i200" in j.name for j in single)
-    assert parity() == 300  # scratch given SLKD's wall-clock: 100 × 300 s / 100 s
+    # every distilled finalist against scratch given its wall-clock: 100 × its seconds / scratch's 100 s
+    assert parity() == {"slkd": 300, "fitnet": 200, "output_kd": 150}
     extra = {j.name for j in pays.parity_jobs(study, "slkd_img", [0, 1], parity())}
-    assert {"scratch_s0_i300", "scratch_s1_i300", "eval/scratch_s1_i300/Rain100L/test"} <= extra
-    assert pays.parity_jobs(study, "slkd_img", [0, 1], None) == []  # SLKD or scratch not finished yet
+    assert {"scratch_s0_i300", "scratch_s1_i150", "eval/scratch_s1_i200/Rain100L/test"} <= extra
+    assert pays.parity_jobs(study, "slkd_img", [0, 1], {"slkd": None}) == []  # not finished yet
+    for n, p in ((300, 33.7), (200, 33.6), (150, 33.55)):  # scratch trained longer: better
+        for seed, shift in ((0, 0.0), (1, 0.1)):
+            (eval_dir / f"scratch_s{seed}_i{n}__{data.replace('/', '-')}.json").write_text(
+                json.dumps(_eval({"a": p + shift, "b": p + shift + 0.2})))
+    longer, _, _ = pays.final(study, "slkd_img", ["fitnet"], [0, 1], 100, publish=False, longer=[800, 200])
+    assert {"slkd_img_s1_i800", "fitnet_s0_i200", "eval/scratch_s0_i800/Rain100L/test"} <= {j.name for j in longer}
     s = summary()
     assert s["best_baseline"] == "output_kd"
     row = s["sets"]["Rain100L"]
@@ -197,11 +204,23 @@ def test_final_picks_the_best_baseline_on_validation_and_writes_the_headline(tea
     real = s["no_reference"]["RealRain20"]
     assert real["input"] == {"brisque": 40.0, "piqe": 50.0} and real["teacher"] is None
     assert real["slkd"] == {"brisque": 31.0, "piqe": 32.0} and real["scratch"] is None
+    families = {k: pays.variant(f["variant"]) for k, f in s["families"].items()}
+    s["parity"] = pays._parity_rows(study, families, [0, 1], 100, parity())
+    slkd_parity = s["parity"]["Rain100L"]["slkd"]
+    assert slkd_parity["iters"] == 300 and slkd_parity["minus_scratch_parity"]["psnr_diff_per_seed"] == \
+        pytest.approx([0.3, 0.3])
     head = pays.headline(s, task, "res-sl-tiny")
     assert head["sets"]["Rain100L"] == {"teacher": pytest.approx(36.1), "scratch": pytest.approx(33.65),
                                         "slkd": pytest.approx(34.15),
                                         "best_baseline": {"name": "output_kd", "psnr": pytest.approx(33.85)},
-                                        "seeds": 2}
+                                        "seeds": 2,
+                                        "compute_parity": {
+                                            "slkd": {"psnr": pytest.approx(34.15), "scratch_same_wallclock": pytest.approx(33.85)},
+                                            "fitnet": {"psnr": pytest.approx(34.05), "scratch_same_wallclock": pytest.approx(33.75)},
+                                            "output_kd": {"psnr": pytest.approx(33.85), "scratch_same_wallclock": pytest.approx(33.7)}},
+                                        # scratch at 200 iterations is also FitNet's parity run (one run)
+                                        "iters_200": {"scratch": pytest.approx(33.75), "slkd": pytest.approx(34.15),
+                                                      "output_kd": pytest.approx(33.85)}}
     assert set(head["students"]) == {"model", "task", "scratch", "slkd", "output_kd"}
 
 
@@ -331,3 +350,26 @@ def test_publish_keeps_every_dot_of_the_destination_name(tmp_path):
     # a destination given with its suffix is the same destination
     with pytest.raises(PublishError, match="teacher.v2.safetensors exists"):
         publish(run, tmp_path / "pub" / "teacher.v2.safetensors")
+
+
+def test_ablation_stage_runs_the_full_variant_and_its_four_ablations_against_it(teachers, tmp_path):
+    task = pays.TASKS["derain"]
+    study = pays.Study(task, tmp_path / "out", DATA, teachers, pays.Scale())
+    jobs, summary = pays.ablation(study, "split_aff_img+init", [0, 1], 100)
+    rows = pays.ablation_rows("split_aff_img+init")
+    assert list(rows) == ["full", "−DRL", "−IRL", "−L_NC", "−L_ET"]
+    assert {j.name for j in jobs} >= {"split_aff_img_noirl+init_s1_i100", "eval/split_aff_img_noet+init_s0_i100/Rain100L/test"}
+    assert pays.variant(rows["−DRL"]).distill["drl"] is False and pays.variant(rows["−L_ET"]).distill["extractor_et"] == "identity"
+    data = task.tests[0][0].replace("/", "-")
+    (study.out / "eval").mkdir(parents=True)
+    for label, name in rows.items():
+        for seed in (0, 1):
+            base = 33.0 if label == "full" else 32.8
+            (study.out / "eval" / f"{name}_s{seed}_i100__{data}.json").write_text(
+                json.dumps(_eval({"a": base + 0.1 * seed, "b": base + 0.1 * seed + (0.4 if label == "−IRL" else -0.1)})))
+    table = summary()["sets"]["Rain100L"]
+    assert table["full"]["minus_full"] is None and table["full"]["psnr"]["mean"] == pytest.approx(32.95 + 0.05)
+    assert table["−DRL"]["minus_full"]["psnr_diff_mean"] == pytest.approx(-0.2)
+    assert table["−IRL"]["minus_full"]["images_better"] == 1  # image b better without IRL, image a worse
+    with pytest.raises(StudyError, match="SLKD-family"):
+        pays.ablation_rows("fakd_img+init")

@@ -177,9 +177,20 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 #: stay: they belong to neither part)
 ABLATION = {"nodrl": {"drl": False}, "noirl": {"irl": False},
             "nonc": {"extractor_nc": "identity"}, "noet": {"extractor_et": "identity"}}
-for _full in ("slkd_img_light", "slkd_paper"):
+for _full in [name for name, (method, _) in VARIANTS.items() if method == "slkd"]:
     for _suffix, _switch in ABLATION.items():
         VARIANTS[f"{_full}_{_suffix}"] = ("slkd", {**VARIANTS[_full][1], **_switch})
+
+
+def ablation_rows(full: str) -> dict[str, str]:
+    """The paper's ablation of the SLKD-family variant ``full`` (modifiers kept): row label →
+    variant name (``full``, then without DRL, IRL, L_NC, L_ET)."""
+    cut = min((i for i in (full.find(INIT), full.find(DEEP), full.find(BSCRATCH)) if i >= 0), default=len(full))
+    base, mods = full[:cut], full[cut:]  # the modifiers (+init, +bscratch, @deep) stay on every row
+    if VARIANTS.get(base, ("",))[0] != "slkd":
+        raise StudyError(f"{full}: the ablation is of an SLKD-family variant (method slkd), not {base!r}")
+    return {"full": full, **{f"−{label}": f"{base}_{suffix}{mods}" for label, suffix in
+                             (("DRL", "nodrl"), ("IRL", "noirl"), ("L_NC", "nonc"), ("L_ET", "noet"))}}
 #: modifiers: ``+init`` starts the student from a slice of Teacher A; ``@deep`` uses the student
 #: cut by width alone (the teacher's depth); ``+bscratch`` gives IRL the Teacher B trained from
 #: random weights on clean images (``teacher_b_scratch``) instead of the one fine-tuned from A
@@ -452,56 +463,116 @@ def screen(study: Study, names: list[str], iters: int, seed: int = 0) -> tuple[l
 
 
 def final(study: Study, slkd_name: str, baselines: list[str], seeds: list[int], iters: int,
-          publish: bool, double: bool = True) -> tuple[list[Job], callable, callable]:
-    """The finalists' jobs, the summary and the parity budget. ``double=False`` leaves out the
-    twice-the-budget runs (they test whether a gain *survives*: pointless where there is none)."""
+          publish: bool, double: bool = True, longer: list[int] | None = None) -> tuple[list[Job], callable, callable]:
+    """The finalists' jobs, the summary and the parity budgets. Every finalist runs at ``iters``
+    and at each of the ``longer`` budgets (default: twice ``iters``; ``double=False`` and no
+    ``longer``: none — they test whether a gain *survives*, pointless where there is none). The
+    third value, ``parity()``, gives each distilled finalist's compute-parity budget (key →
+    scratch iterations of the same wall-clock; None until its runs and scratch's finished)."""
     slkd_v = variant(slkd_name)
     scratch_v = variant(slkd_v.scratch_twin)
     base_vs = [variant(b) for b in baselines]
     families = {"slkd": slkd_v, "scratch": scratch_v, **{b.name: b for b in base_vs}}
+    longer = _longer(iters, double, longer)
     jobs: list[Job] = []
     everything = study.task.tests + study.task.no_reference
     teacher = study.evaluate("teacher_a", TEACHER, study.teacher("a"), sets=everything)
     inputs = study.evaluate("input", "input", None, sets=everything)
     jobs += teacher + inputs
-    for budget in (iters, 2 * iters) if double else (iters,):
+    for budget in (iters, *longer):
         for seed in seeds:
             for v in families.values():
                 run = study.student(v, seed, budget)
                 jobs += [run, *study.evaluate_run(run, v.student, sets=study.task.tests if budget != iters
                                                   else everything)]
 
-    def parity_iters() -> int | None:
-        t_slkd = [run_seconds(study.out / study.run_name(slkd_v, s, iters)) for s in seeds]
-        t_scr = [run_seconds(study.out / study.run_name(scratch_v, s, iters)) for s in seeds]
-        if None in t_slkd or None in t_scr:
-            return None
-        return round(iters * statistics.fmean(t_slkd) / statistics.fmean(t_scr))
+    def parity() -> dict[str, int | None]:
+        return parity_budgets(study, families, seeds, iters)
 
     def summary() -> dict:
-        return {**_final_summary(study, families, seeds, iters, parity_iters(), publish), "double": double}
-    return jobs, summary, parity_iters
+        return {**_final_summary(study, families, seeds, iters, parity(), publish, longer), "double": bool(longer),
+                "longer": longer}
+    return jobs, summary, parity
 
 
-def parity_jobs(study: Study, slkd_name: str, seeds, iters: int | None) -> list[Job]:
-    """Scratch given SLKD's wall-clock: the SLKD variant's scratch twin trained ``iters``
-    iterations (the parity budget, ``None`` until SLKD and scratch finished) per seed, with its
-    evaluations."""
-    if iters is None:
-        return []
+def _longer(iters: int, double: bool, longer: list[int] | None) -> list[int]:
+    if longer:
+        return sorted(set(b for b in longer if b != iters))
+    return [2 * iters] if double else []
+
+
+def budget_suffix(iters: int, budget: int) -> str:
+    """Key suffix of a longer budget's rows in the summary: ``_2x`` for twice the budget (as
+    earlier results files have it), ``_i<N>`` for any other."""
+    return "_2x" if budget == 2 * iters else f"_i{budget}"
+
+
+def parity_budgets(study: Study, families: dict[str, "Variant"], seeds, iters: int) -> dict[str, int | None]:
+    """Compute parity, measured: for each distilled finalist, the scratch iterations that take its
+    wall-clock — ``iters`` × (its mean seconds over the seeds) / (scratch's), from the runs' own
+    logs (each run's seconds: :func:`run_seconds`). None while a run has not finished."""
+    def seconds(v: Variant) -> list[float | None]:
+        return [run_seconds(study.out / study.run_name(v, s, iters)) for s in seeds]
+
+    scratch = seconds(families["scratch"])
+    out: dict[str, int | None] = {}
+    for key, v in families.items():
+        if key == "scratch":
+            continue
+        mine = seconds(v)
+        out[key] = (None if None in mine or None in scratch
+                    else round(iters * statistics.fmean(mine) / statistics.fmean(scratch)))
+    return out
+
+
+def parity_jobs(study: Study, slkd_name: str, seeds, budgets) -> list[Job]:
+    """Scratch given each distilled finalist's wall-clock: the SLKD variant's scratch twin trained
+    each of ``budgets`` (an int, or the dict of :func:`parity_budgets`; None entries are skipped)
+    per seed, with its evaluations on the test sets."""
     twin = variant(variant(slkd_name).scratch_twin)
+    wanted = budgets.values() if isinstance(budgets, dict) else [budgets]
     jobs: list[Job] = []
-    for seed in seeds:
-        run = study.student(twin, seed, iters)
-        jobs += [run, *study.evaluate_run(run, twin.student)]
+    for iters in sorted({b for b in wanted if b is not None}):
+        for seed in seeds:
+            run = study.student(twin, seed, iters)
+            jobs += [run, *study.evaluate_run(run, twin.student)]
     return jobs
+
+
+def ablation(study: Study, full: str, seeds: list[int], iters: int) -> tuple[list[Job], callable]:
+    """The paper's ablation table of ``full``: it and its four ablations for every seed, scored
+    on the test sets; each row against the full variant, paired per seed and image."""
+    rows = ablation_rows(full)
+    jobs: list[Job] = []
+    for name in rows.values():
+        v = variant(name)
+        for seed in seeds:
+            run = study.student(v, seed, iters)
+            jobs += [run, *study.evaluate_run(run, v.student, sets=study.task.tests)]
+
+    def summary() -> dict:
+        out: dict = {"full": full, "iters": iters, "seeds": list(seeds), "rows": rows, "sets": {}}
+        for (data, _), set_name in zip(study.task.tests, study.task.sets):
+            evals = {label: [study.load_eval(study.run_name(variant(name), s, iters), data) for s in seeds]
+                     for label, name in rows.items()}
+            table = {}
+            for label, evs in evals.items():
+                got = [e for e in evs if e]
+                pairs = [(x, y) for x, y in zip(evs, evals["full"]) if x and y]
+                table[label] = {"psnr": spread([e["mean"]["psnr"] for e in got]) if got else None,
+                                "ssim": statistics.fmean(e["mean"]["ssim"] for e in got) if got else None,
+                                "minus_full": None if label == "full" else paired(pairs)}
+            out["sets"][set_name] = table
+        return out
+    return jobs, summary
 
 
 def _family_runs(study: Study, v: Variant, seeds, iters) -> list[str]:
     return [study.run_name(v, s, iters) for s in seeds]
 
 
-def _final_summary(study: Study, families: dict[str, Variant], seeds, iters, parity, publish) -> dict:
+def _final_summary(study: Study, families: dict[str, Variant], seeds, iters, parity, publish,
+                   longer: list[int] = ()) -> dict:
     out = {"iters": iters, "seeds": list(seeds), "parity_iters": parity, "families": {}, "sets": {}}
     for key, v in families.items():
         runs = _family_runs(study, v, seeds, iters)
@@ -519,7 +590,7 @@ def _final_summary(study: Study, families: dict[str, Variant], seeds, iters, par
         inp = study.load_eval("input", data)
         row["teacher"] = teacher["mean"]["psnr"] if teacher else None
         row["input"] = inp["mean"]["psnr"] if inp else None
-        for budget, suffix in ((iters, ""), (2 * iters, "_2x")):  # no 2x runs: those rows stay None
+        for budget, suffix in ((iters, ""), *((b, budget_suffix(iters, b)) for b in (longer or [2 * iters]))):
             evs = {k: [study.load_eval(r, data) for r in _family_runs(study, v, seeds, budget)]
                    for k, v in families.items()}
             for k, e in evs.items():
@@ -579,6 +650,15 @@ def headline(summary: dict, task: PaysTask, student: str) -> dict:
                       "best_baseline": {"name": summary["families"][best]["variant"] if best else None,
                                         "psnr": mean(best) if best else None},
                       "seeds": row["seeds"]}
+        # each distilled finalist against scratch trained for its wall-clock, and the longer budgets
+        label = lambda key: key if key == "slkd" else summary["families"][key]["variant"]  # noqa: E731
+        parity = (summary.get("parity") or {}).get(name) or {}
+        if parity:
+            sets[name]["compute_parity"] = {label(k): {"psnr": r["psnr"], "scratch_same_wallclock":
+                                                       r["scratch_same_wallclock"]} for k, r in parity.items()}
+        for budget in summary.get("longer", []):
+            suffix = budget_suffix(summary["iters"], budget)
+            sets[name][f"iters_{budget}"] = {label(k): mean(k + suffix) for k in ("scratch", "slkd", *([best] if best else []))}
     pub = summary.get("published", {})
     students = {"model": student, **task.extra, "scratch": pub.get("scratch", []), "slkd": pub.get("slkd", [])}
     if best:
@@ -591,7 +671,7 @@ def headline(summary: dict, task: PaysTask, student: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.study.pays", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=("teachers", "plateau", "screen", "final"))
+    p.add_argument("stage", choices=("teachers", "plateau", "screen", "final", "ablation"))
     p.add_argument("--task", choices=tuple(TASKS), default="denoise")
     p.add_argument("--roles", nargs="+", default=["a", "b"], help="teachers: which teachers to train and "
                    "publish (a, b; derain also b_scratch, Teacher B from random weights)")
@@ -602,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=number(int, minimum=1), help="screen/final: student iterations (final also runs twice this)")
     p.add_argument("--variants", nargs="+", help="screen: variants (default: the task's screening list, "
                    "SCREEN or SCREEN_DERAIN)")
-    p.add_argument("--slkd", default="slkd", help="final: the SLKD variant")
+    p.add_argument("--slkd", default="slkd", help="final: the SLKD variant; ablation: the full variant ablated")
     p.add_argument("--baselines", nargs="+", default=["output_kd", "fitnet", "at", "fakd"],
                    help="final: the baselines (their best on validation is the headline's)")
     p.add_argument("--seeds", type=number(int, minimum=0, maximum=2**63 - 1), nargs="+", default=[0, 1, 2],
@@ -620,9 +700,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-publish", action="store_true", help="final: do not copy students to benchmarks/weights")
     p.add_argument("--no-2x", dest="double", action="store_false", help="final: leave out the runs at twice the "
                    "budget (they test whether a gain survives; without a gain at the budget they are not needed)")
+    p.add_argument("--longer", type=int, nargs="+", metavar="N", help="final: the longer budgets every finalist "
+                   "also runs (default: twice --iters; see --no-2x)")
     p.add_argument("--no-parity", dest="parity", action="store_false", help="final: leave out scratch given "
-                   "SLKD's wall-clock (three runs several times the budget; the plateau ladder already shows "
-                   "what scratch gains from more iterations)")
+                   "each distilled finalist's wall-clock (compute parity: one scratch run per finalist and seed, "
+                   "several times the budget)")
     p.add_argument("--summary-only", action="store_true", help="plateau/screen/final: start nothing, write the "
                    "results file from the runs finished so far (while the stage runs in another process, or after "
                    "it was stopped)")
@@ -657,9 +739,12 @@ def _main(args) -> int:
     elif args.stage == "screen":
         names = args.variants or list(SCREEN_DERAIN if args.task == "derain" else SCREEN)
         jobs, summary = screen(study, list(dict.fromkeys(names)), args.iters)
+    elif args.stage == "ablation":
+        jobs, summary = ablation(study, args.slkd, args.seeds, args.iters)
     else:
         jobs, summary, parity = final(study, args.slkd, list(dict.fromkeys(args.baselines)), args.seeds,
-                                      args.iters, publish=not (args.no_publish or args.quick), double=args.double)
+                                      args.iters, publish=not (args.no_publish or args.quick), double=args.double,
+                                      longer=args.longer)
     env = {"SLKD_DATA": str(study.data)}
     print(f"{len(jobs)} jobs, {args.jobs} at a time × {args.threads} thread(s); runs in {study.out}", flush=True)
     if args.summary_only:
@@ -673,8 +758,9 @@ def _main(args) -> int:
         if extra:
             state.update(run_jobs(extra, args.jobs, args.threads, env, args.device))
     result = summary()
-    if parity is not None and result.get("parity_iters"):
-        result["parity"] = _parity_rows(study, args, result["parity_iters"])
+    if parity is not None and any(result.get("parity_iters", {}).values()):
+        families = {k: variant(f["variant"]) for k, f in result["families"].items()}
+        result["parity"] = _parity_rows(study, families, args.seeds, args.iters, result["parity_iters"])
     partial = None
     if args.stage == "final" and args.summary_only:  # part-way only if a finalist is missing
         partial = not (all(v is not None for f in result["families"].values() for v in f["val_psnr"])
@@ -755,16 +841,24 @@ def _write_result(args, study: Study, summary: dict, partial: bool | None = None
     return path
 
 
-def _parity_rows(study: Study, args, iters: int) -> dict:
-    twin = variant(variant(args.slkd).scratch_twin)
-    slkd = variant(args.slkd)
-    rows = {}
+def _parity_rows(study: Study, families: dict[str, Variant], seeds, iters: int, budgets: dict) -> dict:
+    """Per test set and distilled finalist: its PSNR against scratch trained for its wall-clock
+    (paired per image and seed)."""
+    twin = families["scratch"]
+    rows: dict = {}
     for (data, _), set_name in zip(study.task.tests, study.task.sets):
-        par = [study.load_eval(study.run_name(twin, s, iters), data) for s in args.seeds]
-        sl = [study.load_eval(study.run_name(slkd, s, args.iters), data) for s in args.seeds]
-        rows[set_name] = {"iters": iters, "slkd_minus_scratch_parity": paired([(x, y) for x, y in zip(sl, par) if x and y])}
+        rows[set_name] = {}
+        for key, n in budgets.items():
+            if n is None:
+                continue
+            par = [study.load_eval(study.run_name(twin, s, n), data) for s in seeds]
+            mine = [study.load_eval(study.run_name(families[key], s, iters), data) for s in seeds]
+            pairs = [(x, y) for x, y in zip(mine, par) if x and y]
+            rows[set_name][key] = {
+                "variant": families[key].name, "iters": n, "minus_scratch_parity": paired(pairs),
+                "psnr": statistics.fmean(x["mean"]["psnr"] for x, _ in pairs) if pairs else None,
+                "scratch_same_wallclock": statistics.fmean(y["mean"]["psnr"] for _, y in pairs) if pairs else None}
     return rows
-
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import sections
-from benchmarks.study.pays import RESULTS, TASKS, WEIGHTS, PaysTask
+from benchmarks.study.pays import RESULTS, TASKS, WEIGHTS, PaysTask, budget_suffix
 from benchmarks.study.report import paired_text
 from slkd.metrics import task_uses_y_channel
 
@@ -132,34 +132,33 @@ def final_md(result: dict | None, task: PaysTask) -> list[str]:
     s = result["summary"]
     fam = s["families"]
     best = s.get("best_baseline")
-    double = s.get("double", True)
-    budgets = f"{s['iters']} iterations" + (" and twice that" if double else
-                                             " (the runs at twice it left out: `--no-2x`)")
+    iters = s["iters"]
+    longer = s.get("longer", [2 * iters] if s.get("double", True) else [])
+    budgets = f"{iters} iterations" + ("".join(f" and {b}" for b in longer) if longer else
+                                       " (the runs at twice it left out: `--no-2x`)")
     lines = [f"**Final** (`{result['command']}`; {len(s['seeds'])} seeds, {budgets}; PSNR on the "
              f"{convention(task)}; best baseline chosen on validation: {fam[best]['variant'] if best else '–'}):"
              + _partial(result), "",
              "Validation PSNR (dB) per seed, where the best baseline was chosen: "
              + "; ".join(f"{f['variant']} " + ", ".join(_f(v) for v in f["val_psnr"]) for f in fam.values()) + ".",
              ""]
+    suffixes = [(b, budget_suffix(iters, b)) for b in longer]
     for set_name, row in s["sets"].items():
         lines += [f"*{set_name}* (input {_f(row['input'])} dB, Teacher A {_f(row['teacher'])} dB):", ""]
-        if double:
-            lines += ["| student | PSNR, budget (dB) | − scratch (paired) | PSNR, 2× budget | − scratch, 2× |",
-                      "|---|--:|---|--:|---|"]
-        else:
-            lines += ["| student | PSNR (dB) | − scratch (paired) |", "|---|--:|---|"]
+        head = f"| student | PSNR, {iters} it. (dB) | − scratch (paired) |" + "".join(
+            f" PSNR, {b} it. | − scratch, {b} it. |" for b, _ in suffixes)
+        lines += [head, "|---|--:|---|" + "--:|---|" * len(suffixes)]
         for key, f in fam.items():
-            diff = "" if key == "scratch" else paired_text(row.get(f"{key}_minus_scratch"))
-            diff2 = "" if key == "scratch" else paired_text(row.get(f"{key}_minus_scratch_2x"))
-            lines.append(f"| {f['variant']} | {_spread(row.get(key))} | {diff} |"
-                         + (f" {_spread(row.get(key + '_2x'))} | {diff2} |" if double else ""))
+            cells = [_spread(row.get(key)), "" if key == "scratch" else paired_text(row.get(f"{key}_minus_scratch"))]
+            for _, sfx in suffixes:
+                cells += [_spread(row.get(key + sfx)),
+                          "" if key == "scratch" else paired_text(row.get(f"{key}_minus_scratch{sfx}"))]
+            lines.append(f"| {f['variant']} | " + " | ".join(cells) + " |")
         if best:
             lines += ["", f"SLKD − best baseline: {paired_text(row.get('slkd_minus_best_baseline'))}"
-                      + (f"; at 2×: {paired_text(row.get('slkd_minus_best_baseline_2x'))}." if double else ".")]
-        parity = (s.get("parity") or {}).get(set_name)
-        if parity and parity.get("slkd_minus_scratch_parity"):
-            lines.append(f"Compute parity (scratch trained {parity['iters']} iterations, SLKD's wall-clock): "
-                         f"SLKD − scratch {paired_text(parity['slkd_minus_scratch_parity'])}.")
+                      + "".join(f"; at {b} iterations: {paired_text(row.get('slkd_minus_best_baseline' + sfx))}"
+                                for b, sfx in suffixes) + "."]
+        lines += parity_md((s.get("parity") or {}).get(set_name), fam)
         lines.append("")
     for data, row in (s.get("no_reference") or {}).items():
         cells = {"input": row.get("input"), "Teacher A": row.get("teacher"),
@@ -174,11 +173,48 @@ def final_md(result: dict | None, task: PaysTask) -> list[str]:
     return lines
 
 
+def parity_md(parity: dict | None, fam: dict) -> list[str]:
+    """Compute parity: each distilled finalist against scratch trained for its wall-clock (earlier
+    results files hold SLKD's alone)."""
+    if not parity:
+        return []
+    if "slkd_minus_scratch_parity" in parity:  # a parity row without runs is not printed
+        if not parity["slkd_minus_scratch_parity"]:
+            return []
+        return [f"Compute parity (scratch trained {parity['iters']} iterations, SLKD's wall-clock): "
+                f"SLKD − scratch {paired_text(parity['slkd_minus_scratch_parity'])}."]
+    lines = ["", "Compute parity (scratch trained for each method's measured wall-clock):", "",
+             "| student | its PSNR (dB) | scratch, same wall-clock (iterations) | − that scratch (paired) |",
+             "|---|--:|--:|---|"]
+    for key, r in parity.items():
+        lines.append(f"| {fam[key]['variant']} | {_f(r['psnr'])} | {_f(r['scratch_same_wallclock'])} ({r['iters']}) | "
+                     f"{paired_text(r['minus_scratch_parity'])} |")
+    return lines
+
+
+def ablation_md(result: dict | None, task: PaysTask) -> list[str]:
+    if result is None:
+        return ["**Ablation**: not run yet (`python -m benchmarks.study.pays ablation`)."]
+    s = result["summary"]
+    lines = [f"**Ablation of {s['full']}, in the paper's form** (`{result['command']}`; {len(s['seeds'])} "
+             f"seed(s), {s['iters']} iterations; PSNR on the {convention(task)}; without L_NC / L_ET the part "
+             "stays and its distance becomes plain L1 on standardised features; without DRL / IRL the part is "
+             "gone):" + _partial(result), ""]
+    for set_name, table in s["sets"].items():
+        lines += [f"*{set_name}*:", "", "| variant | PSNR (dB) | SSIM | Δ vs full (paired) |", "|---|--:|--:|---|"]
+        for label, r in table.items():
+            name = s["rows"][label]
+            lines.append(f"| {label} (`{name}`) | {_spread(r['psnr'])} | {_f(r['ssim'], '.4f')} | "
+                         f"{'' if label == 'full' else paired_text(r['minus_full'])} |")
+        lines.append("")
+    return lines
+
+
 def markdown(task: PaysTask, results: Path = RESULTS, weights: Path = WEIGHTS) -> str:
     stage = {name: _load(results / f"pays_{task.key}_{name}.json")
-             for name in ("teachers", "plateau", "screen", "final")}
+             for name in ("teachers", "plateau", "screen", "final", "ablation")}
     parts = [teachers_md(weights / task.key, stage["teachers"], convention(task)), plateau_md(stage["plateau"]), screen_md(stage["screen"]),
-             final_md(stage["final"], task),
+             final_md(stage["final"], task), ablation_md(stage["ablation"], task),
              [f"*Generated by `python -m benchmarks.study.pays_report --task {task_name(task)} --update "
               "BENCHMARKS.md` from the files above.*"]]
     return "\n\n".join("\n".join(p).rstrip() for p in parts) + "\n"
