@@ -97,13 +97,13 @@ def test_section_renders_every_stage_from_its_summary_and_replaces_itself(study,
     assert "SLKD − best baseline: +0.20 [+0.20, +0.20]" in text
 
     assert "Validation PSNR (dB) per seed, where the best baseline was chosen: slkd 30.00, 30.10;" in text
-    assert "| PSNR, 2× budget |" in text
+    assert "| PSNR, 200 it. | − scratch, 200 it. |" in text  # the longer budget: twice the 100
     _, single, _ = pays.final(study, "slkd", ["output_kd"], [0, 1], 100, publish=False, double=False)
     _write(results, "final", single())  # --no-2x: one budget, no 2× columns
     text = pays_report.markdown(pays.TASKS["derain"], results, weights)
-    assert "(the runs at twice it left out: `--no-2x`)" in text and "2× budget" not in text
+    assert "(the runs at twice it left out: `--no-2x`)" in text and "200 it." not in text
     assert "| slkd | 34.15 ± 0.07 (34.10–34.20) | +0.50 [+0.50, +0.50]; 2/2 images; better, beyond seed noise |" in text
-    assert "SLKD − best baseline: +0.20 [+0.20, +0.20]" in text and "at 2×" not in text
+    assert "SLKD − best baseline: +0.20 [+0.20, +0.20]" in text and "at 200 iterations" not in text
 
     partial = json.loads((results / "pays_derain_screen.json").read_text())
     (results / "pays_derain_screen.json").write_text(json.dumps({**partial, "partial": True}))
