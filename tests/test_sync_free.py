@@ -119,3 +119,27 @@ def test_the_ema_skipped_on_the_device_is_the_ema_not_updated():
     frozen = [x.clone() for x in b.module.parameters()]
     b.update(model, skip=torch.tensor(True))
     assert all(torch.equal(x, y) for x, y in zip(frozen, b.module.parameters()))
+
+
+def test_the_cpu_skip_restores_weights_and_state_bit_for_bit_and_a_good_step_is_the_plain_update(data_root, tmp_path):  # noqa: F811
+    trainer = _trainer(data_root, tmp_path, "scratch")
+    params = trainer.params
+    twin = [p.detach().clone().requires_grad_(True) for p in params]
+    group = trainer.optimizer.param_groups[0]
+    plain = torch.optim.AdamW(twin, lr=group["lr"], betas=group["betas"], weight_decay=group["weight_decay"])
+    g = torch.Generator().manual_seed(0)
+    for step, bad in enumerate([True, False, False, True, False]):  # the very first update skipped too
+        grads = [torch.randn(p.shape, generator=g) for p in params]
+        before = [p.detach().clone() for p in params]
+        state = {id(p): {k: v.clone() for k, v in trainer.optimizer.state[p].items()} for p in params}
+        for p, t, gr in zip(params, twin, grads):
+            p.grad, t.grad = gr.clone(), gr.clone()
+        trainer._skippable_step(torch.tensor(bad))
+        if bad:
+            assert all(torch.equal(a, p) for a, p in zip(before, params))
+            for p in params:  # the moments and the step count as they were (zeros before any update)
+                for k, v in trainer.optimizer.state[p].items():
+                    assert torch.equal(v, state[id(p)].get(k, torch.zeros_like(v)))
+        else:
+            plain.step()
+    assert all(torch.equal(p, t) for p, t in zip(params, twin))  # three good updates: AdamW's own numbers

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from slkd.data.device import device_batches
+from slkd.data.device import device_batches, host_side
 from slkd.data.sampler import TrainSampler
 from slkd.engine.config import ConfigError, EvalConfig, TrainConfig, TrainRunConfig, from_dict, parse_yaml, to_dict
 from slkd.engine.compiled import compile_step, wants_compile
@@ -161,11 +161,10 @@ class Trainer:
         self.params = [p for p in self.trainable.parameters() if p.requires_grad]
         params = self.params
         opt_cls = torch.optim.AdamW if t.optimizer.type == "adamw" else torch.optim.Adam
-        # the fused kernels (CPU and CUDA) take the skip of a non-finite step as a device tensor
-        # (``found_inf``), so a step never waits for the host to decide; the same numbers as the
-        # default kernels (tested). Elsewhere the default kernels and a host-side decision.
-        self.fused = dist.device.type in ("cpu", "cuda") and all(
-            p.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16) for p in params)
+        # the skip of a non-finite step is decided on the device, never by a host read: CUDA's fused
+        # kernels take it as ``found_inf``; on the CPU the default kernels (whose numbers every
+        # earlier CPU run has) update and a masked restore undoes a skipped update (_skippable_step)
+        self.fused = dist.device.type == "cuda"
         self.optimizer = opt_cls(params, lr=t.optimizer.lr, betas=tuple(t.optimizer.betas),
                                  weight_decay=t.optimizer.weight_decay, **({"fused": True} if self.fused else {}))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -304,7 +303,7 @@ class Trainer:
                 self.ema.load_state_dict(state["ema"])
             self.optimizer.load_state_dict(state["optimizer"])
             for group in self.optimizer.param_groups:  # a checkpoint's groups carry its kernel choice
-                group["fused"] = True if self.fused else group.get("fused")
+                group["fused"] = True if self.fused else None
             self.scheduler.load_state_dict(state["scheduler"])
             step = int(state["step"])
             set_rng_state(state["rng"])
@@ -435,15 +434,31 @@ class Trainer:
         if self.fused:
             self.optimizer.found_inf = bad.float()  # the fused kernels leave everything as it was
             self.optimizer.step()
-            if self.ema is not None:
-                self.ema.update(self.model, skip=bad)
-        elif not bool(bad.item()):  # other kernels: the host decides (one sync per step)
-            self.optimizer.step()
-            if self.ema is not None:
-                self.ema.update(self.model)
+        else:
+            self._skippable_step(bad)
+        if self.ema is not None:
+            self.ema.update(self.model, skip=bad)
         self.scheduler.step()  # the schedule follows iterations, skipped or not
         terms = {**terms, "loss": loss.detach(), "grad_norm": grad_norm.detach()}
         return terms, bad
+
+    @torch.no_grad()
+    def _skippable_step(self, bad: torch.Tensor) -> None:
+        """``optimizer.step()`` undone where ``bad``: the weights and the optimiser's state (moments,
+        step count) are kept before the update and put back with a device-side select, so a
+        skipped step leaves them bit for bit as they were, and a good one is the default
+        kernels' update. State the first update creates counts as zeros before it (what the
+        optimiser starts from)."""
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        before = [(p, p.clone(), {k: v.clone() for k, v in self.optimizer.state[p].items() if torch.is_tensor(v)})
+                  for p in params]
+        with host_side():  # the default kernels read their step counters, host scalars on the CPU
+            self.optimizer.step()
+        for p, old, state in before:
+            p.copy_(torch.where(bad, old, p))
+            for key, value in self.optimizer.state[p].items():
+                if torch.is_tensor(value):
+                    value.copy_(torch.where(bad, state.get(key, torch.zeros_like(value)), value))
 
     def _stop_everywhere(self, stop: "_StopRequest", check_peers: bool) -> bool:
         """Whether any rank was asked to stop (all ranks must leave at the same step, or the
