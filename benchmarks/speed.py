@@ -28,6 +28,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -161,17 +162,18 @@ def step_times(pair, batch: int, patch: int, runs: int, methods=METHODS, compile
 
 
 def inference(pair, sizes, runs: int, channels_last: bool = False, device: torch.device = CPU,
-              compiled: bool = False) -> dict:
+              compiled: bool | Callable[[torch.nn.Module], torch.nn.Module] = False) -> dict:
     """Teacher vs student latency (interleaved medians) against the MACs ratio; with
     ``channels_last`` both models are also timed in that memory format in the same rounds, with
-    ``compiled`` also ``torch.compile``d (the compilation happens in the warm-up round)."""
+    ``compiled`` also ``torch.compile``d, or compiled by ``compiled`` when it is a function of the
+    model (the compilation happens in the warm-up round)."""
     teacher, student = (build_model(n).eval().to(device) for n in pair)
     models = {pair[0]: teacher, pair[1]: student}
     variants = {}
     if channels_last:
         variants["channels_last"] = lambda m: copy.deepcopy(m).to(memory_format=torch.channels_last)
     if compiled:
-        variants["compiled"] = torch.compile
+        variants["compiled"] = compiled if callable(compiled) else torch.compile
     for tag, make in variants.items():
         for name in pair:
             models[f"{name} ({tag})"] = make(models[name])

@@ -20,8 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "FASTEST_PATH",
+    "INFERENCE_PATHS",
     "adapt_channels",
     "first_parameter",
+    "inference_model",
     "model_in_channels",
     "pad_to_multiple",
     "restore",
@@ -30,6 +33,36 @@ __all__ = [
 ]
 
 BLENDS = ("average", "gaussian")
+
+#: ways to run a network for inference: as written; with its weights laid out channels-last
+#: (NHWC: every convolution and what follows it runs in that layout; inputs and outputs stay
+#: NCHW); compiled by torch.compile (Inductor with frozen weights on the CPU, CUDA graphs on a
+#: GPU; one compilation per input shape, so it pays off for many images of one size or a fixed
+#: tile, not for one image)
+INFERENCE_PATHS = ("eager", "channels_last", "compiled")
+#: the fastest path measured per device type, what ``auto`` picks (BENCHMARKS.md §8 for the CPU,
+#: §10 for CUDA: channels-last was slower there and compiled paths not measured yet)
+FASTEST_PATH = {"cpu": "channels_last", "cuda": "eager"}
+
+
+def inference_model(model: nn.Module, device: torch.device | str, path: str = "auto") -> nn.Module:
+    """``model`` (already on ``device``) prepared to run inference the ``path`` way
+    (:data:`INFERENCE_PATHS`; ``auto``: :data:`FASTEST_PATH` of the device). The same outputs to
+    float rounding whatever the path; the weights are not copied (channels-last re-lays them out
+    in place)."""
+    device = torch.device(device)
+    if path == "auto":
+        path = FASTEST_PATH.get(device.type, "eager")
+    if path not in INFERENCE_PATHS:
+        raise ValueError(f"inference path: one of auto, {', '.join(INFERENCE_PATHS)}; got {path!r}")
+    model.eval()
+    if path == "channels_last":
+        return model.to(memory_format=torch.channels_last)
+    if path == "compiled":
+        from slkd.engine.compiled import compile_inference
+
+        return compile_inference(model, device)
+    return model
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = 8) -> tuple[torch.Tensor, tuple[int, int]]:
