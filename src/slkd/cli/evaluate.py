@@ -16,6 +16,7 @@ from slkd.cli.common import (
     number,
     resolve_device,
 )
+from slkd.cli.onnx_option import add_onnx_argument, check_model_or_onnx, load_onnx
 from slkd.data.folders import EvalSamples, scan_eval_folder
 from slkd.data.image_io import write_image
 from slkd.engine.evaluation import NO_REFERENCE, Convention, evaluate as evaluate_model
@@ -31,9 +32,10 @@ def add_parser(subparsers) -> None:
         description="Evaluate on a folder in one of the layouts of the shared benchmarks "
         "(paired input/target, noisy/mean, hazy/clear, blurred/gt, or clean images with seeded "
         "Gaussian noise). Pairs are matched by file name. Use --model input to score the "
-        "degraded inputs themselves.",
+        "degraded inputs themselves, --onnx FILE to score an exported network.",
     )
     add_model_arguments(p, weights_required=False)
+    add_onnx_argument(p)
     p.add_argument("--data", required=True, metavar="DIR", help="benchmark folder")
     p.add_argument("--task", required=True, choices=BENCHMARK_TASKS,
                    help="sets the metric convention: derain → Y channel, others → RGB")
@@ -184,13 +186,17 @@ def evaluate(args) -> dict:
     items = folder.items[: args.limit] if args.limit else folder.items
     if args.save:
         _check_save(args, folder, items)
-    device = resolve_device(args.device)
-    model = (None if args.model == INPUT_MODEL
-             else load_model(args.model, args.weights, device, channels_last=args.channels_last))
+    device = resolve_device("cpu" if args.onnx else args.device)  # ONNX Runtime's CPU provider
+    if args.onnx is not None:
+        model = load_onnx(args)
+    else:
+        model = (None if args.model == INPUT_MODEL
+                 else load_model(args.model, args.weights, device, channels_last=args.channels_last))
     scores = (_no_reference if no_reference else _full_reference)(args, folder, items, model, device)
     return {
         "model": args.model,
         "weights": str(args.weights) if args.weights else None,
+        "onnx": str(args.onnx) if args.onnx else None,
         "data": str(folder.root),
         "layout": "no-reference" if no_reference else folder.layout,
         "task": args.task,
@@ -210,9 +216,10 @@ def _finite_or_null(obj):
 
 
 def run(args) -> int:
-    if args.model == INPUT_MODEL and args.weights:
+    check_model_or_onnx(args, weights_needed=False)
+    if args.onnx is None and args.model == INPUT_MODEL and args.weights:
         raise SlkdError(f"--model {INPUT_MODEL} scores the degraded inputs and takes no --weights")
-    if args.model != INPUT_MODEL and not args.weights:
+    if args.onnx is None and args.model != INPUT_MODEL and not args.weights:
         raise SlkdError(f"--weights is required for --model {args.model} (or use --model {INPUT_MODEL})")
     check_tiling(args)
     result = evaluate(args)

@@ -14,6 +14,7 @@ from slkd.cli.common import (
     note,
     resolve_device,
 )
+from slkd.cli.onnx_option import add_onnx_argument, check_model_or_onnx, load_onnx
 from slkd.data.image_io import IMAGE_EXTENSIONS, list_images, read_image, write_image
 from slkd.engine.inference import restore
 from slkd.engine.memory import available_memory, estimate_memory, format_bytes as _gib
@@ -35,9 +36,11 @@ def add_parser(subparsers) -> None:
         "existing output file is only replaced with --overwrite. An unreadable file (also a GIF "
         "or a dangling link) is reported by name and the rest of the folder is still processed. "
         "Before each image the memory it needs is estimated; an image that would not fit in "
-        "the memory available is skipped with the estimate and a suggested --tile.",
+        "the memory available is skipped with the estimate and a suggested --tile. --onnx FILE "
+        "runs an exported network instead of --model/--weights (its memory is not estimated).",
     )
     add_model_arguments(p, weights_required=True)
+    add_onnx_argument(p)
     add_tiling_arguments(p)
     p.add_argument("--force", action="store_true",
                    help="restore even an image whose memory estimate exceeds the memory available")
@@ -127,10 +130,14 @@ def _memory_problem(model, image, args, device) -> str | None:
 
 
 def run(args) -> int:
+    check_model_or_onnx(args, weights_needed=True)
     check_tiling(args)
     plan = _plan(Path(args.input), Path(args.output), overwrite=args.overwrite)
-    device = resolve_device(args.device)
-    model = load_model(args.model, args.weights, device, channels_last=args.channels_last)
+    if args.onnx is not None:  # ONNX Runtime's CPU provider; the estimate traces PyTorch models only
+        device, model = resolve_device("cpu"), load_onnx(args)
+    else:
+        device = resolve_device(args.device)
+        model = load_model(args.model, args.weights, device, channels_last=args.channels_last)
     failed = []
     for i, (src, dest) in enumerate(plan, 1):
         start = time.perf_counter()
@@ -141,7 +148,8 @@ def run(args) -> int:
                 warnings.simplefilter("always")
                 try:
                     image = read_image(src)
-                    problem = None if args.force else _memory_problem(model, image, args, device)
+                    problem = (None if args.force or args.onnx is not None
+                               else _memory_problem(model, image, args, device))
                     if problem:
                         raise SlkdError(problem)
                     out = restore(model, image.tensor[None], tile=args.tile, overlap=args.overlap,
