@@ -70,6 +70,7 @@ __all__ = [
     "OnnxCheck",
     "check_destination",
     "check_onnx",
+    "build_onnx",
     "export_onnx",
     "read_metadata",
     "require_packages",
@@ -220,40 +221,22 @@ def _trace(model: nn.Module, example: torch.Tensor, opset: int) -> bytes:
     return buffer.getvalue()
 
 
-def export_onnx(
+def build_onnx(
     model: nn.Module,
-    path: str | os.PathLike,
     *,
     opset: int = DEFAULT_OPSET,
     model_name: str | None = None,
     weights: str | os.PathLike | None = None,
     metadata: Mapping[str, Any] | None = None,
-    check: bool = False,
-    atol: float = 1e-4,
-) -> ExportResult:
-    """Export ``model`` (N×C×H×W → N×C'×H×W) to ``path`` with dynamic batch, height and width.
-
-    The graph expects H and W that are multiples of ``model.size_multiple`` (1 if the model
-    has none); padding stays outside (see the module docstring). ``model_name`` (default: the
-    class name) and the values of ``metadata`` go into the file's ``metadata_props`` next to
-    the ``slkd.*`` entries; ``weights``, the file the model was loaded from, is recorded by
-    name and SHA-256 and is never overwritten. The file is validated with
-    ``onnx.checker.check_model(full_check=True)`` before it is written, and written atomically
-    (temporary file + rename): on any failure the destination is left as it was. With
-    ``check=True`` the graph is first run in ONNX Runtime against the model (:func:`check_onnx`,
-    default sizes) and nothing is written unless every max abs difference is ``<= atol``.
-    The model's training flags, device and parameters are not changed.
-    """
+):
+    """The ONNX graph of ``model`` as :func:`export_onnx` writes it (an ``onnx.ModelProto``,
+    metadata set, validated by ``onnx.checker``) and its ``slkd.*`` metadata; nothing is written."""
     onnx = _require_onnx()
-    if check:
-        _require_onnxruntime()
-    path = Path(path)
     weights_path = Path(weights) if weights is not None else None
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise SlkdError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}")
     if weights_path is not None and not weights_path.is_file():
         raise SlkdError(f"weights file not found: {weights_path}")
-    check_destination(path, weights_path)
 
     multiple = int(getattr(model, "size_multiple", 1) or 1)
     inp_channels = int(getattr(model, "inp_channels", 3))
@@ -295,6 +278,40 @@ def export_onnx(
         onnx.checker.check_model(proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise SlkdError(f"the exported graph does not pass onnx.checker: {exc}") from None
+    return proto, props
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    opset: int = DEFAULT_OPSET,
+    model_name: str | None = None,
+    weights: str | os.PathLike | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    check: bool = False,
+    atol: float = 1e-4,
+) -> ExportResult:
+    """Export ``model`` (N×C×H×W → N×C'×H×W) to ``path`` with dynamic batch, height and width.
+
+    The graph expects H and W that are multiples of ``model.size_multiple`` (1 if the model
+    has none); padding stays outside (see the module docstring). ``model_name`` (default: the
+    class name) and the values of ``metadata`` go into the file's ``metadata_props`` next to
+    the ``slkd.*`` entries; ``weights``, the file the model was loaded from, is recorded by
+    name and SHA-256 and is never overwritten. The file is validated with
+    ``onnx.checker.check_model(full_check=True)`` before it is written, and written atomically
+    (temporary file + rename): on any failure the destination is left as it was. With
+    ``check=True`` the graph is first run in ONNX Runtime against the model (:func:`check_onnx`,
+    default sizes) and nothing is written unless every max abs difference is ``<= atol``.
+    The model's training flags, device and parameters are not changed.
+    """
+    _require_onnx()
+    if check:
+        _require_onnxruntime()
+    path = Path(path)
+    check_destination(path, weights)
+    proto, props = build_onnx(model, opset=opset, model_name=model_name, weights=weights,
+                              metadata=metadata)
     data = proto.SerializeToString()
     checks = check_onnx(data, model, atol=atol) if check else []
     bad = [c for c in checks if not c.ok]
