@@ -92,6 +92,13 @@ _add(ModelPreset(
     teacher="restormer",
 ))
 _add(ModelPreset(
+    "res-sl-hw", Restormer,
+    _restormer(dim=32, num_blocks=[1, 2, 2, 3], num_refinement_blocks=1, ffn_expansion_factor=2.0),
+    "Res-SL shaped for CPU kernels: every channel count a multiple of 16 (feed-forward hidden "
+    "widths included), fewer and wider blocks, no more MACs than res-sl; cut from restormer like it",
+    teacher="restormer",
+))
+_add(ModelPreset(
     "restormer-tiny", Restormer,
     _restormer(dim=16, num_blocks=[2, 2, 2, 2], num_refinement_blocks=2),
     "tiny Restormer teacher that trains on a CPU in minutes",
