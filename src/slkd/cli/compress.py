@@ -14,7 +14,10 @@ clean, from your teacher; --method for any other), optionally trains the same st
 (--compare-scratch), evaluates everything on --val with the task's metric convention (derain:
 Y channel, BT.601; the rest RGB), profiles teacher and student, and writes into --out the
 student's weights (student.safetensors), student.onnx (with the export extra installed),
-summary.json and report.md (table, image grid, training curves).
+summary.json and report.md (table, image grid, training curves). --deploy int8 also writes
+student.int8.onnx (statically quantised by ONNX Runtime, calibrated on crops of --train, refused
+when it loses too much on held-out crops; see slkd export --int8) and adds the float and INT8
+ONNX files' PSNR and CPU latency to the table.
 
 Data: paired folders in any layout `slkd eval` reads (input/+target/, lq/+gt/, hazy/+clear/,
 hazy/+gt/, blurred/+gt/, noisy/+mean/, input_crops/+target_crops/), names matched by file
@@ -37,7 +40,8 @@ from dataclasses import replace
 
 from slkd.cli.common import device_option, note, number, resolve_device
 from slkd.distill import DEFAULT_METHOD, registered_methods
-from slkd.engine.compress import INITS, INPUT_LABELS, PLANS, Job, run_job
+from slkd.engine.compress import DEPLOYS, INITS, INPUT_LABELS, PLANS, Job, run_job
+from slkd.engine.compress.report import DEPLOYED
 from slkd.errors import SlkdError
 from slkd.metrics import BENCHMARK_TASKS
 from slkd.models import default_student
@@ -83,6 +87,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--eval-images", type=number(int, minimum=1), metavar="N",
                    help=f"score the first N images of each validation set (default all; "
                    f"{QUICK_EVAL_IMAGES} with --quick)")
+    p.add_argument("--deploy", choices=DEPLOYS, default=None,
+                   help="also write student.int8.onnx beside student.onnx and score and time both "
+                   "ONNX files in the report (needs the export extra)")
     p.add_argument("--seed", type=number(int, minimum=0, maximum=2**63 - 1), default=0)
     p.add_argument("--device", type=device_option(indexed=False), default="auto",
                    help="auto (default), cpu or cuda")
@@ -120,6 +127,8 @@ def _command(args) -> str:
         parts.append(f"--init {args.init}")
     if args.seed:
         parts.append(f"--seed {args.seed}")
+    if args.deploy:
+        parts.append(f"--deploy {args.deploy}")
     parts += [flag for flag, on in (("--quick", args.quick), ("--compare-scratch", args.compare_scratch)) if on]
     return " ".join(parts)
 
@@ -148,7 +157,7 @@ def job_from_args(args) -> Job:
                out=out, student=args.student, method=args.method, init=args.init, plan=plan,
                compare_scratch=args.compare_scratch, sigma=args.sigma, seed=args.seed,
                eval_images=args.eval_images or (QUICK_EVAL_IMAGES if args.quick else None),
-               command=_command(args))
+               command=_command(args), deploy=args.deploy)
 
 
 def run(args) -> int:
@@ -159,7 +168,8 @@ def run(args) -> int:
         return 0
     names = list(summary["models"])
     label = {"input": INPUT_LABELS[job.task], "teacher_a": "Teacher A", "teacher_b": "Teacher B ¹",
-             f"student_{job.method}": f"student ({job.method})", "student_scratch": "student (scratch)"}
+             f"student_{job.method}": f"student ({job.method})", "student_scratch": "student (scratch)",
+             **{name: words for name, (words, _) in DEPLOYED.items()}}
     for set_name, result in summary["evaluation"]["sets"].items():
         print(f"{set_name} ({result['count']} images, {summary['settings']['convention']})")
         print(f"{'model':<22}{'params':>10}{'GMACs@256':>11}{'ms@256':>9}{'PSNR':>8}{'SSIM':>8}")
@@ -172,8 +182,11 @@ def run(args) -> int:
         print("¹ Teacher B reconstructs the clean image (its training task), not the degraded one")
     print(summary["comparison"]["sentence"])
     print(summary["comparison"]["latency_sentence"])
+    if "deploy_sentence" in summary["comparison"]:
+        print(summary["comparison"]["deploy_sentence"])
     files = summary["files"]
     out = job.out
     print(f"student: {files['student_weights']}" + (f"  onnx: {files['onnx']}" if files["onnx"] else "")
+          + (f"  int8: {files['int8']}" if files.get("int8") else "")
           + f"  report: {out}/report.md  summary: {out}/summary.json  ({summary['seconds'] / 60:.1f} min)")
     return 0

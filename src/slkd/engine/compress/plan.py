@@ -22,7 +22,10 @@ SETTINGS_FILE = "compress.json"
 TIMES_FILE = "stage_seconds.json"
 #: what the pipeline writes into the output folder besides the stages' run folders
 OUT_FILES = frozenset({SETTINGS_FILE, TIMES_FILE, "configs", "images", "report.md", "summary.json", "grid.png",
-                       "curves.png", "student.safetensors", "student.onnx"})
+                       "curves.png", "student.safetensors", "student.onnx", "student.int8.onnx"})
+#: the values of ``Job.deploy`` (``slkd compress --deploy``): also write and score the student in
+#: that precision beside the float ONNX file
+DEPLOYS = ("int8",)
 #: how the degraded input is called in reports, per task
 INPUT_LABELS = {"denoise": "noisy input", "derain": "rainy input", "deblur": "blurred input",
                 "dehaze": "hazy input", "real": "noisy input"}
@@ -128,6 +131,9 @@ class Job:
     extra_entries: frozenset = frozenset()
     #: names for the report (None: the task's)
     input_label: str | None = None
+    #: "int8": write ``student.int8.onnx`` too (calibrated on crops of the training data) and score
+    #: and time it, with the float ONNX file, beside the other models; one of :data:`DEPLOYS` or None
+    deploy: str | None = None
 
 
 @dataclass

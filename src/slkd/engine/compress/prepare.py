@@ -18,7 +18,8 @@ from slkd.data.overlap import check_held_out, held_out_warning
 from slkd.data.selection import collect_images, names_list
 from slkd.distill import distill_config, registered_methods
 from slkd.engine.builders import build_dataset
-from slkd.engine.compress.plan import INITS, OUT_FILES, SETTINGS_FILE, Job, Log, Prepared, Stage, StagePlan
+from slkd.engine.compress.plan import (DEPLOYS, INITS, OUT_FILES, SETTINGS_FILE, Job, Log, Prepared, Stage,
+                                       StagePlan)
 from slkd.engine.config import DatasetConfig, TrainRunConfig, from_dict, parse_yaml, to_dict
 from slkd.engine.distributed import init_distributed, shutdown
 from slkd.engine.evaluation import Convention
@@ -433,6 +434,15 @@ def prepare(job: Job, log: Log | None = log_stderr, device: str = "auto") -> Pre
         raise SlkdError(f"unknown method {job.method!r}; known: {', '.join(registered_methods())}")
     if job.init not in INITS:
         raise SlkdError(f"unknown init {job.init!r}; known: {', '.join(INITS)}")
+    if job.deploy is not None:
+        if job.deploy not in DEPLOYS:
+            raise SlkdError(f"unknown deployment {job.deploy!r}; known: {', '.join(DEPLOYS)}")
+        from slkd.models.export import require_packages
+
+        try:
+            require_packages(check=True)
+        except SlkdError as exc:  # before hours of training, not after
+            raise SlkdError(f"--deploy {job.deploy}: {exc}") from None
     if job.method == "scratch" and job.compare_scratch:
         raise SlkdError("--compare-scratch with --method scratch would train the same student twice")
     get_preset(job.teacher)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import time
 from pathlib import Path
@@ -144,7 +145,9 @@ def _profile(specs: dict[str, tuple[str, dict, Path]], models: dict[str, torch.n
         arch, options, _ = specs[name]
         with torch.device("meta"):
             shape_only = build_model(arch, **options)
-        rows[name] = {"architecture": arch, "params": count_parameters(model),
+        # a deployed (ONNX) student is the student's network: its parameters are the student's
+        rows[name] = {"architecture": arch + DEPLOYED.get(name, ("", ""))[1],
+                      "params": count_parameters(shape_only),
                       "macs_256": count_macs(shape_only, (1, 3, 256, 256), device="meta").total}
     cpu = {name: model.to("cpu") for name, model in models.items()}
     twin = "student_scratch" if "student_scratch" in cpu else TWIN
@@ -155,6 +158,47 @@ def _profile(specs: dict[str, tuple[str, dict, Path]], models: dict[str, torch.n
     for name in models:
         rows[name].update(latency_ms_256=timings[name].median_ms, latency_threads=timings[name].threads)
     return rows, latency_comparison(timings, "teacher_a", student, twin)
+
+
+#: the deployed student's rows (``Job.deploy``): stage-like name → (report label, architecture suffix)
+DEPLOYED = {"student_onnx": ("student, ONNX float", " (ONNX float)"),
+            "student_int8": ("student, ONNX INT8", " (ONNX INT8)")}
+
+
+def _deploy_int8(prep: Prepared, student: torch.nn.Module, files: dict, log: Log) -> dict[str, torch.nn.Module]:
+    """``student.int8.onnx`` beside ``student.onnx`` (:func:`slkd.models.quantize.export_int8`,
+    calibrated on crops of the job's training data) and the two ONNX files as models to score and
+    time; a refused INT8 graph is named in ``files["int8_note"]`` and only the float file is run."""
+    from slkd.engine.compress.prepare import _paired_layout
+    from slkd.models.onnx_model import OnnxModel
+    from slkd.models.quantize import CALIB_CROPS, HOLDOUT_CROPS, calibration_set, export_int8
+
+    files.update(int8=None, int8_note=None, int8_holdout=None)
+    if files["onnx"] is None:
+        files["int8_note"] = "not written: there is no float ONNX file to quantise"
+        return {}
+    job = prep.job
+    train = Path(os.path.expanduser(str(job.train)))
+    sigma = None if _paired_layout(train) is not None else (prep.sigma or 25.0)
+    try:  # crops of the training patch size, as the student saw its data
+        calib = calibration_set(train, sigma=sigma, crops=CALIB_CROPS, patch=job.plan.patch,
+                                holdout=HOLDOUT_CROPS, exclude=job.train_exclude or (), seed=job.seed)
+        log(f"      INT8: calibrating on {calib.described}")
+        result = export_int8(student.cpu(), prep.out / "student.int8.onnx", calib, model_name=prep.student,
+                             weights=files["student_weights"],
+                             metadata={"slkd.task": job.task, "slkd.teacher": job.teacher,
+                                       "slkd.method": job.method})
+        files["int8"] = str(result.path)
+        h = result.holdout
+        files["int8_holdout"] = {"crops": h.crops, "reference": h.reference, "float_psnr": h.float_psnr,
+                                 "int8_psnr": h.int8_psnr, "drop": h.drop}
+    except SlkdError as exc:  # the float files are safe; say why the INT8 one is missing
+        files["int8_note"] = f"not written: {exc}"
+        log(f"note: student.int8.onnx {files['int8_note']}")
+    models = {"student_onnx": OnnxModel(files["onnx"])}
+    if files["int8"]:
+        models["student_int8"] = OnnxModel(files["int8"])
+    return models
 
 
 def _export(prep: Prepared, student: torch.nn.Module, log: Log) -> dict:
@@ -210,7 +254,8 @@ def labels(prep: Prepared) -> dict[str, str]:
     method = prep.job.method
     return {"input": prep.job.input_label or INPUT_LABELS[prep.job.task], "teacher_a": "Teacher A",
             "teacher_b": "Teacher B", prep.student_stage: f"student ({'SLKD' if method == 'slkd' else method})",
-            "student_scratch": "student (scratch)", "ground_truth": "ground truth"}
+            "student_scratch": "student (scratch)", "ground_truth": "ground truth",
+            **{name: label for name, (label, _) in DEPLOYED.items()}}
 
 
 def _sentence(prep: Prepared, means: dict, n_images: int) -> str:
@@ -227,6 +272,21 @@ def _sentence(prep: Prepared, means: dict, n_images: int) -> str:
                  f"({means['student_scratch']['psnr']:.2f} dB, {d:+.2f} dB) at equal iterations and "
                  "data; one seed: a few tenths of a dB are within run-to-run noise.")
     return text
+
+
+def deploy_sentence(models: dict, files: dict) -> str:
+    """What the report says about the INT8 file: its PSNR against the float ONNX file's, its
+    latency against it, and the hold-out check it passed (or why it was not written)."""
+    if not files.get("int8"):
+        return f"student.int8.onnx {files.get('int8_note') or 'was not written'}."
+    f, q = models["student_onnx"], models["student_int8"]
+    h = files["int8_holdout"]
+    check = (f"{h['drop']:.2f} dB below float on {h['crops']} held-out training crops" if h["drop"] is not None
+             else f"{h['int8_psnr']:.2f} dB PSNR from the float output on {h['crops']} held-out crops")
+    return (f"The INT8 file scores {q['psnr']:.2f} dB ({q['psnr'] - f['psnr']:+.2f} dB against the float "
+            f"ONNX file) and takes {q['latency_ms_256']:.1f} ms at 256² against {f['latency_ms_256']:.1f} ms "
+            f"({f['latency_ms_256'] / q['latency_ms_256']:.2f}×, same rounds as the table); export check: "
+            f"{check}.")
 
 
 def restore_command(student: str, weights: str) -> str:
@@ -278,6 +338,9 @@ def _report(prep: Prepared, summary: dict, shown: dict, curves: Path | None) -> 
     teacher_b_note = ("\n¹ Teacher B is a clean → clean network: its scores are the reconstruction of the "
                       "*clean* image (its training task), not restoration.\n" if "teacher_b" in summary["models"] else "")
     onnx_line = f"`{f['onnx']}`" if f["onnx"] else f["onnx_note"]
+    if "int8" in f:
+        onnx_line += "\n- INT8 ONNX: " + (f"`{f['int8']}`" if f["int8"] else f["int8_note"])
+    deployed = f"\n\n**Deployed.** {c['deploy_sentence']}" if c.get("deploy_sentence") else ""
     text = f"""# slkd compress — {s['teacher']} → {s['student']}, {s['task']}
 
 Command: `{s['command']}` ({summary['seconds'] / 60:.1f} min on {s['machine']}).
@@ -295,7 +358,7 @@ median of the per-round ratios.
 **Result.** {c['sentence']}
 
 The student has {100 * c['params_reduction']:.1f}% fewer parameters and {100 * c['macs_reduction']:.1f}% fewer
-MACs than Teacher A. {c['latency_sentence']}
+MACs than Teacher A. {c['latency_sentence']}{deployed}
 
 ## Images
 
@@ -334,12 +397,18 @@ def finish(prep: Prepared, timing: dict[str, float], *, device: str = "auto", lo
     models = {}
     for name, (arch, options, weights) in specs.items():
         models[name] = load_pretrained(arch, weights, options=options).to(dev).eval()
+    files = _export(prep, models[prep.student_stage], log)
+    if job.deploy == "int8":  # the deployed files are scored and timed beside the PyTorch models
+        for name, model in _deploy_int8(prep, models[prep.student_stage], files, log).items():
+            models[name] = model
+            specs[name] = (prep.student, {}, Path(model.path))
+    models[prep.student_stage].to(dev)  # the export ran it on the CPU
     sets, shown = _evaluate_all(prep, models, dev, log)
     profile, latency = _profile(specs, models, job.plan.latency_runs, prep.student_stage)
 
-    log(f"[{k + 1}/{total}] writing student.safetensors, student.onnx, summary.json, report.md, "
+    log(f"[{k + 1}/{total}] writing student.safetensors, student.onnx"
+        + (", student.int8.onnx" if files.get("int8") else "") + ", summary.json, report.md, "
         "grid.png and curves.png")
-    files = _export(prep, models[prep.student_stage], log)
     if len(sets) == 1:
         only = next(iter(sets.values()))
         evaluation = {"means": only["means"], "per_image": only["per_image"], "sets": sets}
@@ -378,13 +447,15 @@ def finish(prep: Prepared, timing: dict[str, float], *, device: str = "auto", lo
         "latency_sentence": latency_sentence(latency, job.teacher, prep.student),
         "sentence": _sentence(prep, means, n_images),
     }
+    if job.deploy:
+        comparison["deploy_sentence"] = deploy_sentence(summary_models, files)
     if "student_scratch" in models:
         comparison["student_minus_scratch_psnr"] = means[prep.student_stage]["psnr"] - means["student_scratch"]["psnr"]
         comparison["student_minus_scratch_psnr_per_image"] = {
             n: r[prep.student_stage]["psnr"] - r["student_scratch"]["psnr"]
             for n, r in evaluation["per_image"].items()}
     settings = dict(prep.settings)
-    settings.update(command=job.command, train_data=prep.train_described, patch=job.plan.patch,
+    settings.update(command=job.command, deploy=job.deploy, train_data=prep.train_described, patch=job.plan.patch,
                     batch=job.plan.batch, latency_runs=job.plan.latency_runs, device=str(dev),
                     convention=Convention.for_task(job.task).describe(),
                     val_sets={n: len(s) for n, s in prep.eval_sets.items()},
