@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["COMPILE_MIN_ITERS", "RECOMPILE_LIMIT", "cache_dir", "compile_inference", "compile_step", "wants_compile"]
+__all__ = ["COMPILE_MIN_ITERS", "RECOMPILE_LIMIT", "backend", "cache_dir", "compile_inference", "compile_step",
+           "wants_compile"]
 
 #: ``train.compile: auto`` compiles a CPU run of at least this many iterations: below it the
 #: compilation (minutes cold) costs more than the faster steps save (BENCHMARKS.md §8)
@@ -52,25 +53,32 @@ def wants_compile(setting: bool | str, device: torch.device, iters: int) -> bool
     return device.type == "cpu" and iters >= COMPILE_MIN_ITERS
 
 
-def _prepare() -> None:
+def backend() -> str:
+    """The compiler: Inductor, unless ``$SLKD_COMPILE_BACKEND`` names another torch.compile
+    backend — tests and dry runs set ``eager`` to trace the very same graphs without generating
+    code (seconds instead of minutes)."""
+    return os.environ.get("SLKD_COMPILE_BACKEND", "inductor")
+
+
+def _compile(module: nn.Module, **inductor) -> nn.Module:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir())
     import torch._dynamo
 
     torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
+    if backend() != "inductor":
+        return torch.compile(module, dynamic=False, backend=backend())
+    return torch.compile(module, dynamic=False, **inductor)
 
 
 def compile_step(module: nn.Module, device: torch.device) -> nn.Module:
     """``module`` compiled for training on ``device`` (the first call compiles)."""
-    _prepare()
-    mode = "reduce-overhead" if device.type == "cuda" else None
-    return torch.compile(module, dynamic=False, mode=mode)
+    return _compile(module, mode="reduce-overhead" if device.type == "cuda" else None)
 
 
 def compile_inference(model: nn.Module, device: torch.device) -> nn.Module:
     """``model`` compiled for inference on ``device``: weights frozen into the graph (constant
     folding, pre-packed convolutions) on the CPU, CUDA graphs on a GPU; one compilation per input
     shape (the first call with it)."""
-    _prepare()
     if device.type == "cuda":
-        return torch.compile(model, dynamic=False, mode="reduce-overhead")
-    return torch.compile(model, dynamic=False, options={"freezing": True})
+        return _compile(model, mode="reduce-overhead")
+    return _compile(model, options={"freezing": True})
