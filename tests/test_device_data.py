@@ -1,6 +1,6 @@
 """The device-resident training data (slkd.data.device): on the CPU its batches are the
-DataLoader's, bit for bit, for every kind of data it takes; its flip/rotation index maps are
-the dataset's transforms; what it does not take stays with the DataLoader, saying why; and with
+DataLoader's, bit for bit, for every kind of data it takes (crops, flips/rotations, grey and
+16-bit files, σ, noise); what it does not take stays with the DataLoader, saying why; and with
 a generator of its own for the noise (another device's stream) the distribution is the same."""
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import torch
 from slkd.data import write_image
 from slkd.data.datasets import DegradedImageDataset, PairedImageDataset
 from slkd.data.degrade import GaussianNoise, build_degradation
-from slkd.data.device import DeviceBatches, device_batches, device_data_reason, dihedral_source
+from slkd.data.device import DeviceBatches, device_batches, device_data_reason
 from slkd.data.sampler import TrainSampler
-from slkd.data.transforms import dihedral
 
 
 def _image(c, h, w, seed):
@@ -43,13 +42,6 @@ def _loader_batch(dataset, batch_size, seed, step, rank=0, world=1):
     sampler = TrainSampler(len(dataset), batch_size, seed, rank=rank, world_size=world)
     items = [dataset[pair] for pair in sampler.batch(step)]
     return {k: torch.stack([it[k] for it in items]) for k in ("lq", "gt")}
-
-
-@pytest.mark.parametrize("code", range(8))
-def test_the_index_maps_are_the_datasets_flips_and_rotations(code):
-    x = torch.arange(5 * 5).view(1, 5, 5)
-    rows, cols = dihedral_source(5, code)
-    assert torch.equal(x[0][torch.from_numpy(rows), torch.from_numpy(cols)], dihedral(x, code)[0])
 
 
 def test_paired_batches_are_the_dataloaders_bit_for_bit(paired):

@@ -1,11 +1,11 @@
 """Training batches made on the training device: :class:`DeviceBatches`.
 
 The images of a training set are decoded once (the dataset's :class:`~slkd.data.cache.ImageCache`)
-and copied as integers into one flat buffer on the training device. Each step's batch is then
-cut out of that buffer by a single gather whose indices carry the crop *and* the flip/rotation
-of every sample, converted to float there, and — for clean images degraded on the fly — given
-its Gaussian noise there. Nothing goes through a DataLoader, a worker process or a per-sample
-Python transform, so a GPU is never left waiting for crops made on the host.
+and copied as integers to the training device. Each step's batch is cut out of them there — per
+sample a view of its crop, flipped/rotated, copied into the batch (a few small device kernels,
+no host data) — converted to float in one go and, for clean images degraded on the fly, given
+its Gaussian noise there. Nothing goes through a DataLoader, a worker process, a float copy of
+a whole window or a per-sample collate, so a GPU is never left waiting for crops made on the host.
 
 The stream is today's. Which image, crop, flip/rotation and noise a slot of a step gets is the
 function of ``(seed, step, slot)`` that :class:`slkd.data.sampler.TrainSampler` and the
@@ -35,7 +35,7 @@ from slkd.data.datasets import DegradedImageDataset, PairedImageDataset
 from slkd.data.degrade import GaussianNoise
 from slkd.data.sampler import TrainSampler
 
-__all__ = ["DeviceBatches", "device_batches", "device_data_reason", "dihedral_source", "host_side"]
+__all__ = ["DeviceBatches", "device_batches", "device_data_reason", "host_side"]
 
 #: the device data path takes at most this share of the memory free on the device (the rest is
 #: for the networks, their activations and the optimiser)
@@ -57,20 +57,6 @@ class _HostSide:
 
 
 host_side = _HostSide
-
-
-def dihedral_source(p: int, code: int) -> tuple[np.ndarray, np.ndarray]:
-    """For a P×P patch flipped/rotated by :func:`slkd.data.transforms.dihedral` with ``code``:
-    the (row, column) inside the source patch that each output pixel comes from (P×P each).
-
-    ``dihedral`` flips horizontally first (code >= 4), then turns ``code % 4`` quarter turns
-    counter-clockwise; a quarter turn maps out[r, q] = in[q, P−1−r]."""
-    r, q = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
-    for _ in range(code % 4):  # undo the turns, last one first
-        r, q = q, p - 1 - r
-    if code >= 4:  # undo the flip
-        q = p - 1 - q
-    return r, q
 
 
 def device_data_reason(dataset) -> str | None:
@@ -127,23 +113,15 @@ class DeviceBatches:
         self.augment = dataset.augment
         self.channels = dataset.channels
         self.sizes = list(dataset._sizes)  # (height, width) per item
-        cache = dataset.image_cache
-        arrays = cache._arrays
-        wide = any(a.dtype != np.uint8 for a in arrays)
-        # one flat integer buffer (int32 when a 16-bit file is among them: torch.take needs one dtype)
-        dtype = np.int32 if wide else np.uint8
-        flat = np.concatenate([a.reshape(-1).astype(dtype, copy=False) for a in arrays])
-        self.buffer = torch.from_numpy(flat).to(self.device)
-        offsets = np.cumsum([0] + [a.size for a in arrays[:-1]])
-        # per file, on the device: offset in the buffer, plane size (0 for a grey file made
-        # 3-channel: its one plane repeats), row length and the integer scale (255 or 65535)
-        grey_to_rgb = [a.shape[0] == 1 and self.channels == 3 for a in arrays]
-        self._offset = torch.tensor(offsets, dtype=torch.int64, device=self.device)
-        self._plane = torch.tensor([0 if g else a.shape[1] * a.shape[2] for a, g in zip(arrays, grey_to_rgb)],
-                                   dtype=torch.int64, device=self.device)
-        self._width = torch.tensor([a.shape[2] for a in arrays], dtype=torch.int64, device=self.device)
-        self._scale = torch.tensor([65535.0 if a.dtype == np.uint16 else 255.0 for a in arrays],
-                                   dtype=torch.float32, device=self.device)
+        arrays = dataset.image_cache._arrays
+        # each decoded file once on the device, as integers (int32 when a 16-bit file is among
+        # them: one batch tensor holds every sample before the conversion to float)
+        dtype = torch.int32 if any(a.dtype != np.uint8 for a in arrays) else torch.uint8
+        self.images = [torch.from_numpy(a).to(dtype).to(self.device) for a in arrays]
+        scales = [65535.0 if a.dtype == np.uint16 else 255.0 for a in arrays]
+        #: one integer scale for every file (the usual case: a Python number), else per file
+        self._scale: float | list[float] = scales[0] if len(set(scales)) == 1 else scales
+        self._dtype = dtype
         if isinstance(dataset, PairedImageDataset):
             self._files = list(dataset._index)  # (degraded file, clean file) per item
             self.sigma = None
@@ -151,18 +129,13 @@ class DeviceBatches:
             self._files = [(i, i) for i in range(len(dataset))]
             sigma = dataset.degradation.sigma
             self.sigma = (sigma, sigma) if not isinstance(sigma, tuple) else sigma
-        p = self.patch
-        maps = [dihedral_source(p, code) for code in range(8)]
-        self._rows = torch.from_numpy(np.stack([m[0] for m in maps])).to(self.device)  # 8×P×P
-        self._cols = torch.from_numpy(np.stack([m[1] for m in maps])).to(self.device)
-        self._chan = torch.arange(self.channels, device=self.device).view(1, -1, 1, 1)
-        self.nbytes = self.buffer.numel() * self.buffer.element_size()
+        self.nbytes = sum(t.numel() * t.element_size() for t in self.images)
         #: draw the noise from a generator of the device seeded with the sample's seed (another
         #: device's stream) instead of continuing the sample's CPU generator (the dataset's numbers)
         self.fresh_noise = self.device.type != "cpu"
 
     # ------------------------------------------------------------------ one step
-    def _draw(self, step: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Generator]]:
+    def _draw(self, step: int) -> tuple[list[tuple[int, int, int, int, int]], list[float], list[torch.Generator]]:
         """Host side, exactly as the dataset's item draws them: per sample (degraded file, clean
         file, top, left, flip/rotation code), σ (from a σ range: drawn next, before the noise)
         and the sample's generator, positioned where the dataset draws the noise."""
@@ -175,13 +148,31 @@ class DeviceBatches:
                 top = int(torch.randint(h - p + 1, (), generator=gen))
                 left = int(torch.randint(w - p + 1, (), generator=gen))
                 code = int(torch.randint(8, (), generator=gen)) if self.augment else 0
-                params.append([*self._files[index], top, left, code])
+                params.append((*self._files[index], top, left, code))
                 if self.sigma is not None:
                     lo, hi = self.sigma
                     sigmas.append(lo if lo == hi else
                                   lo + (hi - lo) * float(torch.rand(1, generator=gen, dtype=torch.float64)[0]))
                 gens.append(gen)
-        return torch.tensor(params, dtype=torch.int64), torch.tensor(sigmas, dtype=torch.float64), gens
+        return params, sigmas, gens
+
+    def _crops(self, files: list[int], params) -> torch.Tensor:
+        """The B×C×P×P crops of ``files`` (flipped/rotated as drawn) as float32 in [0, 1]: each
+        cut as a view of its image, turned, copied into the batch; then one conversion (each
+        file's integers over 255 or 65535, as the cache converts them)."""
+        p = self.patch
+        out = torch.empty(len(files), self.channels, p, p, dtype=self._dtype, device=self.device)
+        for b, (f, (_, _, top, left, code)) in enumerate(zip(files, params)):
+            crop = self.images[f][:, top:top + p, left:left + p]
+            if code >= 4:  # as slkd.data.transforms.dihedral: the flip first, then the turns
+                crop = crop.flip(-1)
+            if code % 4:
+                crop = torch.rot90(crop, code % 4, dims=(-2, -1))
+            out[b].copy_(crop)  # a grey file made 3-channel: its plane repeats
+        if isinstance(self._scale, float):
+            return out.to(torch.float32) / self._scale
+        scale = torch.tensor([self._scale[f] for f in files], dtype=torch.float32).view(-1, 1, 1, 1)
+        return out.to(torch.float32) / self._to_device(scale)
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         """A small host tensor to the device without waiting for it (pinned, asynchronous)."""
@@ -189,34 +180,22 @@ class DeviceBatches:
             return t
         return t.pin_memory().to(self.device, non_blocking=True)
 
-    def _gather(self, files: torch.Tensor, top: torch.Tensor, left: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-        """The B×C×P×P crops of ``files`` at (``top``, ``left``), flipped/rotated by ``code``, as
-        float32 in [0, 1] (each file's integers over 255 or 65535, as the cache converts them)."""
-        view = (-1, 1, 1, 1)
-        rows = self._rows[code].unsqueeze(1) + top.view(view)  # B×1×P×P rows in the image
-        cols = self._cols[code].unsqueeze(1) + left.view(view)
-        index = (self._offset[files].view(view) + self._chan * self._plane[files].view(view)
-                 + rows * self._width[files].view(view) + cols)  # B×C×P×P
-        return torch.take(self.buffer, index).to(torch.float32) / self._scale[files].view(view)
-
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         """This rank's batch of global step ``step``."""
         params, sigmas, gens = self._draw(step)
-        lq_file, gt_file, top, left, code = self._to_device(params).unbind(1)
-        gt = self._gather(gt_file, top, left, code)
+        gt = self._crops([c for _, c, *_ in params], params)
         if self.sigma is None:
-            return {"lq": self._gather(lq_file, top, left, code), "gt": gt}
+            return {"lq": self._crops([d for d, *_ in params], params), "gt": gt}
         # the noise of each sample from its generator: its own on the CPU (the dataset's very
         # numbers), one seeded with the same seed on another device
-        dev, shape = self.device, gt.shape[1:]
-        noise = []
-        for gen in gens:
+        noise = torch.empty_like(gt)
+        for b, gen in enumerate(gens):
             if self.fresh_noise:
                 with host_side():
-                    gen = torch.Generator(dev).manual_seed(gen.initial_seed())
-            noise.append(torch.randn(shape, generator=gen, dtype=gt.dtype, device=dev))
-        scale = self._to_device((sigmas / 255.0).to(torch.float32)).view(-1, 1, 1, 1)
-        return {"lq": gt + torch.stack(noise) * scale, "gt": gt}
+                    gen = torch.Generator(self.device).manual_seed(gen.initial_seed())
+            torch.randn(gt.shape[1:], generator=gen, dtype=gt.dtype, device=self.device, out=noise[b])
+        scale = (torch.tensor(sigmas, dtype=torch.float64) / 255.0).to(torch.float32).view(-1, 1, 1, 1)
+        return {"lq": noise.mul_(self._to_device(scale)).add_(gt), "gt": gt}
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         step = self.sampler.start_step
