@@ -254,16 +254,16 @@ def test_restore_tiled(cli, tmp_path, tiny_weights):
 
 
 def test_restore_channels_last_gives_the_same_image(cli, tmp_path, tiny_weights):
-    """--channels-last lays the weights out NHWC (BENCHMARKS.md §8: faster on CPU); the restored
-    image is the library's NCHW result to float rounding (at most one 8-bit level here)."""
+    """--inference channels_last lays the weights out NHWC; the restored image is the library's
+    NCHW result to float rounding (at most one 8-bit level here)."""
     from slkd.cli.common import load_model
 
-    model = load_model("res-sl-tiny", tiny_weights, torch.device("cpu"), channels_last=True)
+    model = load_model("res-sl-tiny", tiny_weights, torch.device("cpu"), path="channels_last")
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
     src = write_image(tmp_path / "cl.png", _rand(3, 40, 56, seed=9))
     dest = tmp_path / "cl_out.png"
-    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU, "--channels-last",
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU, "--inference", "channels_last",
             "--tile", 32, "--overlap", 8, src, dest)
     assert r.code == 0, r.err
     expected = _levels(restore(_model(tiny_weights), read_image(src).tensor[None], tile=32, overlap=8)[0])
@@ -395,13 +395,13 @@ def test_eval_text_output(cli, derain_folder):
     assert "[3/3]" in r.err
 
 
-def test_eval_denoise_clean_only_with_model(cli, tmp_path, tiny_weights):
+def test_eval_denoise_clean_only_with_model(cli, tmp_path, tiny_weights, monkeypatch):
     root = tmp_path / "clean"
     for name, seed in (("a", 40), ("b", 41)):
         write_image(root / f"{name}.png", _smooth(3, 24, 32, seed=seed))
     save = tmp_path / "saved"
     r = cli("eval", "--model", "res-sl-tiny", "--weights", tiny_weights, "--data", root,
-            "--task", "denoise", "--sigma", 25, "--save", save, "--json", *CPU)
+            "--task", "denoise", "--sigma", 25, "--save", save, "--json", "--inference", "eager", *CPU)
     assert r.code == 0, r.err
     result = json.loads(r.out)
     assert result["count"] == 2 and result["layout"] == "clean-only"
@@ -417,12 +417,15 @@ def test_eval_denoise_clean_only_with_model(cli, tmp_path, tiny_weights):
         out = restore(model, add_test_noise(clean, 25.0, seed=0)[None])[0]
         assert row["psnr"] == pytest.approx(float(psnr(out, clean)), abs=1e-9)
         assert row["ssim"] == pytest.approx(float(ssim(out, clean)), abs=1e-9)
-    # channels-last: the same scores to float rounding
-    r = cli("eval", "--model", "res-sl-tiny", "--weights", tiny_weights, "--data", root,
-            "--task", "denoise", "--sigma", 25, "--json", "--channels-last", *CPU)
-    assert r.code == 0, r.err
-    for row, cl in zip(result["images"], json.loads(r.out)["images"]):
-        assert cl["psnr"] == pytest.approx(row["psnr"], abs=1e-3)
+    # every other way to run the network (auto: the fastest on the device): the same scores to
+    # float rounding; compiled traced by Dynamo alone (Inductor's code generation takes minutes)
+    monkeypatch.setenv("SLKD_COMPILE_BACKEND", "eager")
+    for path in ("auto", "channels_last", "compiled"):
+        r = cli("eval", "--model", "res-sl-tiny", "--weights", tiny_weights, "--data", root,
+                "--task", "denoise", "--sigma", 25, "--json", "--inference", path, *CPU)
+        assert r.code == 0, r.err
+        for row, other in zip(result["images"], json.loads(r.out)["images"]):
+            assert other["psnr"] == pytest.approx(row["psnr"], abs=1e-3)
 
 
 def test_eval_denoise_input_uses_seeded_noise(cli, tmp_path):

@@ -177,7 +177,7 @@ def test_restore_tiled_and_channels_last_on_cuda(cli, setup, tiny_weights, tmp_p
     src = setup / "data" / "val" / "im0.png"
     outs = {}
     for tag, extra in (("cpu", ["--device", "cpu"]), ("cuda", ["--device", "cuda"]),
-                       ("cuda-cl", ["--device", "cuda", "--channels-last"])):
+                       ("cuda-cl", ["--device", "cuda", "--inference", "channels_last"])):
         dest = tmp_path / tag / "im0.png"
         r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *extra,
                 "--tile", "16", "--overlap", "8", src, dest)

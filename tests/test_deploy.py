@@ -151,7 +151,7 @@ def test_an_identity_graph_from_elsewhere_runs_and_gets_a_probed_multiple(tmp_pa
 @pytest.mark.parametrize("argv, fragment", [
     (["--onnx", "X", "--model", "res-sl-tiny"], "leave --model out"),
     (["--onnx", "X", "--weights", "w.pth"], "leave --weights out"),
-    (["--onnx", "X", "--channels-last"], "--channels-last"),
+    (["--onnx", "X", "--inference", "channels_last"], "--inference channels_last"),
     (["--onnx", "X", "--device", "cuda"], "CPU provider"),
     ([], "give --model NAME"),
 ])

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import torch
+
+from slkd.engine.inference import INFERENCE_PATHS
 from torch import nn
 
 from slkd.engine.config import ConfigError, load_config
@@ -101,21 +103,28 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_model(name: str, weights: str | Path | None, device: torch.device,
-               channels_last: bool = False) -> nn.Module:
+def load_model(name: str, weights: str | Path | None, device: torch.device, path: str = "eager") -> nn.Module:
     """:func:`slkd.models.load_pretrained` (official variants adapted, the note on stderr) on
-    ``device``, in eval mode; with ``channels_last`` the weights are laid out NHWC, so that
-    every convolution (and what follows it) runs channels-last while inputs and outputs stay
-    ordinary N×C×H×W tensors."""
-    model = load_pretrained(name, weights, note=note).to(device).eval()
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+    ``device``, in eval mode, prepared to run the ``path`` way
+    (:func:`slkd.engine.inference.inference_model`: ``auto`` is the fastest measured on the
+    device)."""
+    from slkd.engine.inference import inference_model
+
+    return inference_model(load_pretrained(name, weights, note=note).to(device).eval(), device, path)
 
 
-def add_model_arguments(parser, *, weights_required: bool) -> None:
-    parser.add_argument("--model", required=True, metavar="NAME",
+def add_model_arguments(parser, *, weights_required: bool, onnx: bool = False) -> None:
+    """``--model NAME`` and ``--weights FILE``; with ``onnx`` also ``--onnx FILE`` in their place
+    (then neither is required by argparse: :func:`slkd.cli.onnx_option.check_model_or_onnx` asks
+    for one of the two)."""
+    parser.add_argument("--model", required=not onnx, metavar="NAME",
                         help=f"model preset ({', '.join(list_models())})")
-    parser.add_argument("--weights", required=weights_required, metavar="FILE",
+    parser.add_argument("--weights", required=weights_required and not onnx, metavar="FILE",
                         help="weights file (.pth/.pt with params/params_ema/state_dict, or .safetensors)")
+    if onnx:
+        from slkd.cli.onnx_option import ONNX_HELP
+
+        parser.add_argument("--onnx", metavar="FILE", default=None, help=ONNX_HELP)
 
 
 #: --overlap and --blend when --tile is given without them
@@ -154,10 +163,11 @@ def add_tiling_arguments(parser) -> None:
                         "as Restormer)")
     parser.add_argument("--device", type=device_option(), default="auto",
                         help="auto (default), cpu, cuda or cuda:N")
-    parser.add_argument("--channels-last", action="store_true",
-                        help="run the network in channels-last memory format (same outputs to "
-                        "float rounding; on a 2-core CPU res-sl 1.15x and restormer 1.38x faster "
-                        "at 256x256, BENCHMARKS.md §8)")
+    parser.add_argument("--inference", choices=("auto", *INFERENCE_PATHS), default="auto",
+                        help="how the network runs: auto (default: the fastest measured on the device, "
+                        "BENCHMARKS.md §8 and §10), eager, channels_last (weights laid out NHWC) or "
+                        "compiled (torch.compile, one compilation per image size: for many images of "
+                        "one size or a fixed --tile); the same outputs to float rounding")
 
 
 def add_run_arguments(parser) -> None:

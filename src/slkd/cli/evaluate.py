@@ -16,7 +16,7 @@ from slkd.cli.common import (
     number,
     resolve_device,
 )
-from slkd.cli.onnx_option import add_onnx_argument, check_model_or_onnx, load_onnx
+from slkd.cli.onnx_option import check_model_or_onnx, load_onnx
 from slkd.data.folders import EvalSamples, scan_eval_folder
 from slkd.data.image_io import write_image
 from slkd.engine.evaluation import NO_REFERENCE, Convention, evaluate as evaluate_model
@@ -34,8 +34,7 @@ def add_parser(subparsers) -> None:
         "Gaussian noise). Pairs are matched by file name. Use --model input to score the "
         "degraded inputs themselves, --onnx FILE to score an exported network.",
     )
-    add_model_arguments(p, weights_required=False)
-    add_onnx_argument(p)
+    add_model_arguments(p, weights_required=False, onnx=True)
     p.add_argument("--data", required=True, metavar="DIR", help="benchmark folder")
     p.add_argument("--task", required=True, choices=BENCHMARK_TASKS,
                    help="sets the metric convention: derain → Y channel, others → RGB")
@@ -191,7 +190,7 @@ def evaluate(args) -> dict:
         model = load_onnx(args)
     else:
         model = (None if args.model == INPUT_MODEL
-                 else load_model(args.model, args.weights, device, channels_last=args.channels_last))
+                 else load_model(args.model, args.weights, device, path=args.inference))
     scores = (_no_reference if no_reference else _full_reference)(args, folder, items, model, device)
     return {
         "model": args.model,

@@ -10,15 +10,6 @@ ONNX_HELP = ("an exported ONNX file (slkd export) to run with ONNX Runtime on th
              "--model/--weights: same padding, tiling, clamping and metrics as the PyTorch model")
 
 
-def add_onnx_argument(parser) -> None:
-    """Add ``--onnx FILE`` to a parser that has ``--model``/``--weights`` (from
-    :func:`slkd.cli.common.add_model_arguments`); they are no longer required by argparse:
-    :func:`check_model_or_onnx` asks for one of the two."""
-    for option in ("--model", "--weights"):
-        parser._option_string_actions[option].required = False
-    parser.add_argument("--onnx", metavar="FILE", default=None, help=ONNX_HELP)
-
-
 def check_model_or_onnx(args, *, weights_needed: bool) -> None:
     """One of ``--model`` (with ``--weights`` where ``weights_needed``) or ``--onnx``; with
     ``--onnx`` the options that only mean something for a PyTorch model are refused."""
@@ -32,9 +23,9 @@ def check_model_or_onnx(args, *, weights_needed: bool) -> None:
     if given:
         raise SlkdError(f"--onnx {args.onnx} is the network (weights included): leave "
                         f"{' and '.join(given)} out")
-    if getattr(args, "channels_last", False):
-        raise SlkdError("--channels-last lays out a PyTorch model's weights; an ONNX file's layout is "
-                        "ONNX Runtime's choice: leave it out with --onnx")
+    if getattr(args, "inference", "auto") != "auto":
+        raise SlkdError(f"--inference {args.inference} prepares a PyTorch model; an ONNX file runs as "
+                        "ONNX Runtime chooses: leave it out with --onnx")
     if getattr(args, "device", "auto") not in ("auto", "cpu"):
         raise SlkdError(f"--onnx runs on ONNX Runtime's CPU provider, not --device {args.device}; "
                         "leave --device out or give cpu")

@@ -14,7 +14,7 @@ from slkd.cli.common import (
     note,
     resolve_device,
 )
-from slkd.cli.onnx_option import add_onnx_argument, check_model_or_onnx, load_onnx
+from slkd.cli.onnx_option import check_model_or_onnx, load_onnx
 from slkd.data.image_io import IMAGE_EXTENSIONS, list_images, read_image, write_image
 from slkd.engine.inference import restore
 from slkd.engine.memory import available_memory, estimate_memory, format_bytes as _gib
@@ -39,8 +39,7 @@ def add_parser(subparsers) -> None:
         "the memory available is skipped with the estimate and a suggested --tile. --onnx FILE "
         "runs an exported network instead of --model/--weights (its memory is not estimated).",
     )
-    add_model_arguments(p, weights_required=True)
-    add_onnx_argument(p)
+    add_model_arguments(p, weights_required=True, onnx=True)
     add_tiling_arguments(p)
     p.add_argument("--force", action="store_true",
                    help="restore even an image whose memory estimate exceeds the memory available")
@@ -137,7 +136,7 @@ def run(args) -> int:
         device, model = resolve_device("cpu"), load_onnx(args)
     else:
         device = resolve_device(args.device)
-        model = load_model(args.model, args.weights, device, channels_last=args.channels_last)
+        model = load_model(args.model, args.weights, device, path=args.inference)
     failed = []
     for i, (src, dest) in enumerate(plan, 1):
         start = time.perf_counter()
