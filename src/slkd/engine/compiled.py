@@ -26,8 +26,10 @@ __all__ = ["COMPILE_MIN_ITERS", "RECOMPILE_LIMIT", "backend", "cache_dir", "comp
 #: ``train.compile: auto`` compiles a CPU run of at least this many iterations: below it the
 #: compilation (minutes cold) costs more than the faster steps save (BENCHMARKS.md §8)
 COMPILE_MIN_ITERS = 1000
-#: compiled variants of one step before the compiler gives up and runs it eagerly
-RECOMPILE_LIMIT = 4
+#: compiled variants of one function before the compiler gives up and runs it eagerly: every
+#: network of one family shares its forward's code, so a teacher, its student and a few input
+#: sizes in one process each take one; an input size that keeps changing stops compiling here
+RECOMPILE_LIMIT = 8
 
 
 def cache_dir() -> Path:
