@@ -274,9 +274,19 @@ def quantize_graph(float_model, inputs: Sequence[np.ndarray], *, keep_float: Seq
             method = getattr(CalibrationMethod, calibrate_method)
         except AttributeError:
             raise SlkdError(f"unknown calibration method {calibrate_method!r}") from None
-        class Reader(CalibrationDataReader):  # one crop per batch
+        class Reader(CalibrationDataReader):
+            """One crop per batch, one crop per collection: ONNX Runtime keeps every intermediate
+            output of the crops of one collection (a full-size Restormer's, at 128², is over a
+            GiB a crop) and merges the ranges and histograms across collections."""
+
             def __init__(self) -> None:
-                self.feeds = iter([{name: x} for x in inputs])
+                self.feeds = iter(())
+
+            def __len__(self) -> int:
+                return len(inputs)
+
+            def set_range(self, start_index: int, end_index: int) -> None:
+                self.feeds = iter([{name: x} for x in inputs[start_index:end_index]])
 
             def get_next(self):
                 return next(self.feeds, None)
@@ -286,7 +296,7 @@ def quantize_graph(float_model, inputs: Sequence[np.ndarray], *, keep_float: Seq
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             nodes_to_exclude=excluded, calibrate_method=method,
-            extra_options=dict(extra_options or {}),
+            extra_options={"CalibStridedMinMax": 1, **dict(extra_options or {})},
         )
         quantized = onnx.load(str(out))
     ops = {n.op_type for n in prepared.graph.node}
