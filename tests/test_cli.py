@@ -23,6 +23,9 @@ from slkd.models import build_model, count_parameters, list_models, load_weights
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CPU = ("--device", "cpu")
+#: the library's own NCHW path, for outputs compared with restore() to the bit (the fastest path
+#: on the CPU, channels-last, agrees to float rounding: its own tests)
+EAGER = (*CPU, "--inference", "eager")
 
 
 def _rand(c: int, h: int, w: int, seed: int) -> torch.Tensor:
@@ -190,7 +193,7 @@ def test_profile_bad_threads_is_a_user_error(cli, capsys):
 def test_restore_single_odd_sized_file_matches_library(cli, tmp_path, tiny_weights):
     src = write_image(tmp_path / "odd.png", _rand(3, 29, 37, seed=1))  # 37 wide, 29 high
     dest = tmp_path / "out" / "restored.png"
-    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU, src, dest)
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *EAGER, src, dest)
     assert r.code == 0, r.err
     got = _read_rgb_levels(dest)
     assert got.shape == (29, 37, 3)
@@ -244,7 +247,7 @@ def test_restore_folder_mixed_formats_and_a_corrupt_file(cli, tmp_path, tiny_wei
 def test_restore_tiled(cli, tmp_path, tiny_weights):
     src = write_image(tmp_path / "big.png", _rand(3, 40, 56, seed=8))
     dest = tmp_path / "big_out.png"
-    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *CPU,
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", tiny_weights, *EAGER,
             "--tile", 16, "--overlap", 4, src, dest)
     assert r.code == 0, r.err
     got = _read_rgb_levels(dest)
@@ -332,7 +335,7 @@ def test_restore_weights_of_another_preset(cli, tmp_path, teacher_tiny_weights):
 def test_restore_biasfree_weights_are_adapted(cli, tmp_path, biasfree_tiny_weights):
     src = write_image(tmp_path / "a.png", _rand(3, 24, 24, seed=16))
     dest = tmp_path / "o.png"
-    r = cli("restore", "--model", "res-sl-tiny", "--weights", biasfree_tiny_weights, *CPU, src, dest)
+    r = cli("restore", "--model", "res-sl-tiny", "--weights", biasfree_tiny_weights, *EAGER, src, dest)
     assert r.code == 0, r.err
     assert "LayerNorm_type='BiasFree'" in r.err
     model = _model(biasfree_tiny_weights, LayerNorm_type="BiasFree")
