@@ -26,7 +26,7 @@ test: $(STAMP)
 # every study of the reproduction study (benchmarks/study) end to end at toy size (1 seed, a few iterations):
 # checks the scripts, not SLKD; needs ../shared/data (or SLKD_DATA)
 bench-quick: $(STAMP)
-	$(BIN)/python -m benchmarks.reproduce all --quick --jobs 2
+	$(BIN)/python -m benchmarks.study all --quick --jobs 2
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,4 +1,4 @@
-"""The reproduction study (benchmarks/study, run as `python -m benchmarks.reproduce`): the configs
+"""The reproduction study (benchmarks/study, run as `python -m benchmarks.study`): the configs
 it writes are valid training configs, deraining trains on Rain100L/train only, reruns are reused
 or refused, failures propagate, and the statistics that decide "beyond seed noise" are right. The
 study itself runs with `make bench-quick`."""
@@ -18,7 +18,7 @@ from benchmarks.study.plan import Plan, build_plan
 from benchmarks.study.report import markdown
 from benchmarks.study.scheduler import Job, holder, lock_path, prepare, run_jobs, train_finished
 from benchmarks.study.settings import FULL, QUICK, STUDIES, Scale, StudyError
-from benchmarks.study.statistics import compare
+from benchmarks.study.paired import compare
 from benchmarks.study.summaries import summarise_denoise, summarise_precision
 from slkd.engine.config import load_config
 
@@ -128,11 +128,18 @@ def test_the_data_a_study_needs_is_checked_first(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_reproduce_is_the_study_command(tmp_path):
-    """README and BENCHMARKS.md run `python -m benchmarks.reproduce`; it is the study's CLI."""
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.reproduce", "--help"], capture_output=True,
-                          text=True, cwd=Path(__file__).resolve().parents[1], timeout=120)
+def test_the_study_command_is_the_package(tmp_path):
+    """BENCHMARKS.md and `make bench-quick` run `python -m benchmarks.study`; it is the study's CLI,
+    and no other module name for it is left in the documents."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.study", "--help"], capture_output=True,
+                          text=True, cwd=root, timeout=120)
     assert proc.returncode == 0 and "Rain100L/train" in proc.stdout and "--teachers-from" in proc.stdout
+    assert "usage: python -m benchmarks.study " in proc.stdout
+    assert "python -m benchmarks.study all --quick" in (root / "Makefile").read_text()
+    for doc in ("README.md", "BENCHMARKS.md", "Makefile", "benchmarks/README.md"):
+        path = root / doc
+        assert not path.is_file() or "benchmarks.reproduce" not in path.read_text(), doc
 
 
 def test_a_run_folder_with_other_settings_is_refused(tmp_path):

@@ -22,9 +22,9 @@ launched as subprocesses from configs written to ``<out>/<study>/configs/``:
 * ``compression``  blocks/widths per level, parameters, MACs and CPU latency at 256×256 of each
                    teacher–student pair (latencies interleaved in one run), PSNR from ``denoise``.
 
-    python -m benchmarks.reproduce denoise ablations --jobs 2 --threads 1
-    python -m benchmarks.reproduce all --quick          # what `make bench-quick` runs
-    python -m benchmarks.reproduce report               # tables/plots from finished runs only
+    python -m benchmarks.study denoise ablations --jobs 2 --threads 1
+    python -m benchmarks.study all --quick          # what `make bench-quick` runs
+    python -m benchmarks.study report               # tables/plots from finished runs only
 
 Runs are reused: a finished run is skipped, an interrupted one resumed, and a run folder holding
 other settings is refused (nothing is deleted). Results: ``<results>/reproduce_<study>.json`` and
@@ -32,12 +32,12 @@ PNG plots (``benchmarks/results`` for the default study, ``<out>/results`` for a
 
 A longer student schedule against the same teachers, a few methods, one seed:
 
-    python -m benchmarks.reproduce denoise --out runs/study-long --teachers-from runs/study \
+    python -m benchmarks.study denoise --out runs/study-long --teachers-from runs/study \
         --student-iters 2000 --seeds 0 --methods scratch slkd_balanced fitnet_balanced --jobs 2 --threads 1
 
 The package, one concern per module: :mod:`.settings` (the design: methods, ablations, weights,
 scales), :mod:`.configs` (tasks, their data and schedules), :mod:`.plan` (which jobs, with which
-configs and dependencies), :mod:`.scheduler` (running them), :mod:`.statistics` (families and
+configs and dependencies), :mod:`.scheduler` (running them), :mod:`.paired` (seed families and
 paired comparisons), :mod:`.summaries` (one summary per study), :mod:`.compression` (the
 compression table), :mod:`.report` (Markdown tables and plots) and :mod:`.cli`.
 """

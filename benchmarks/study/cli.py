@@ -1,4 +1,4 @@
-"""The study's command line (``python -m benchmarks.reproduce`` or ``python -m benchmarks.study``):
+"""The study's command line (``python -m benchmarks.study``):
 plan the chosen studies, run their jobs, summarise, and write the JSON files, plots and tables."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def data_root(arg: str | None, studies=()) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.reproduce", description=study_doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.study", description=study_doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("studies", nargs="+", choices=STUDIES + ("all", "report"),
                    help="which studies to run ('report' only summarises finished runs)")
     p.add_argument("--quick", action="store_true", help="1 seed, a few iterations, 2 test images: checks the "
@@ -104,7 +104,7 @@ def _main(args) -> int:
         failed = [n for n, s in state.items() if s != "done"]
     else:
         failed = []
-    env = {"machine": machine(), "command": "python -m benchmarks.reproduce " + " ".join(args.argv),
+    env = {"machine": machine(), "command": "python -m benchmarks.study " + " ".join(args.argv),
            "scale": scale.__dict__, "seeds": list(plan.seeds),
            "data": str(data), "jobs": args.jobs, "threads": threads}
     written = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 from benchmarks.study.configs import TASKS
 from benchmarks.study.plan import Plan
 from benchmarks.study.settings import STUDENT, TEACHER
-from benchmarks.study.statistics import family, single
+from benchmarks.study.paired import family, single
 
 
 def compression(plan: Plan) -> dict:

@@ -53,7 +53,7 @@ import yaml
 from benchmarks.study.configs import schedule
 from benchmarks.study.scheduler import Job, eval_argv, json_default, run_jobs, run_study
 from benchmarks.study.settings import ROOT, STUDENT, TEACHER, StudyError
-from benchmarks.study.statistics import paired, spread
+from benchmarks.study.paired import paired, spread
 from slkd.cli.common import device_option, max_threads, number, resolve_device
 from slkd.engine.report import read_events
 from slkd.errors import SlkdError

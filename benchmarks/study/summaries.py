@@ -16,7 +16,7 @@ from benchmarks.study.settings import (
     TASK_METHODS,
     TEACHER,
 )
-from benchmarks.study.statistics import compare, family, load_eval, single, teacher_b_check, train_seconds
+from benchmarks.study.paired import compare, family, load_eval, single, teacher_b_check, train_seconds
 
 
 def summarise_denoise(plan: Plan, ablations: bool) -> dict:
