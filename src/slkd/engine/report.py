@@ -7,7 +7,6 @@ atomically, like every other file slkd writes.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -15,7 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from slkd.errors import SlkdError
+from slkd.engine.runlog import logged_seconds, read_events
 from slkd.fileio import atomic_write
 
 __all__ = [
@@ -24,44 +23,13 @@ __all__ = [
     "logged_seconds",
     "markdown_table",
     "plot_curves",
+    "read_events",
     "read_train_events",
 ]
 
 #: how the pixel loss is called in ``metrics.jsonl``: ``loss_pix`` for distillation runs,
 #: ``loss_<name>`` of ``train.loss`` for supervised ones
 PIXEL_LOSS_KEYS = ("loss_pix", "loss_l1", "loss_charbonnier", "loss_mse")
-
-
-def read_events(run_dir: str | Path) -> list[dict]:
-    """Every event of a run's ``metrics.jsonl`` in file order. A missing file is an error; a
-    line cut off by a crash is skipped."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise SlkdError(f"no metrics.jsonl in {run_dir}; is it a run folder of slkd train/distill?")
-    events = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return events
-
-
-def logged_seconds(events: list[dict]) -> float:
-    """A run's training seconds from its log, summed over the processes that ran it (one per
-    ``start`` event): each from its start to its last checkpoint, so a process killed without
-    warning (``kill -9``) still counts up to its last checkpoint. Work after a process's last
-    checkpoint was lost and done again by the resume, so it is counted once, in the process that
-    kept it; time between processes (a run resumed the next day) is not counted."""
-    total, start, last = 0.0, None, None
-    for e in events + [{"event": "start"}]:
-        if e.get("event") == "start":
-            if start is not None and last is not None:
-                total += last - start
-            start, last = e.get("time"), None
-        elif e.get("event") == "checkpoint":
-            last = e["time"]
-    return total
 
 
 def read_train_events(run_dir: str | Path) -> list[dict]:

@@ -20,6 +20,7 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +30,7 @@ import yaml
 import slkd
 from slkd.engine.allocator import allocator_status
 from slkd.errors import SlkdError
+from slkd.models.pretrained import RUN_WEIGHTS
 from slkd.fileio import atomic_write_bytes
 
 
@@ -69,6 +71,86 @@ def write_run_files(run_dir: Path, config: dict, world_size: int, argv: list[str
     atomic_write_bytes(run_dir / "command.txt", (command + "\n").encode())
     atomic_write_bytes(run_dir / "environment.json",
                        (json.dumps(environment(world_size), indent=2) + "\n").encode())
+
+
+def read_events(run_dir: str | Path) -> list[dict]:
+    """Every event of a run's ``metrics.jsonl`` in file order. A missing file is an error; a
+    line cut off by a crash is skipped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise SlkdError(f"no metrics.jsonl in {run_dir}; is it a run folder of slkd train/distill?")
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
+def logged_seconds(events: list[dict]) -> float:
+    """A run's training seconds from its log, summed over the processes that ran it (one per
+    ``start`` event): each from its start to its last checkpoint, so a process killed without
+    warning (``kill -9``) still counts up to its last checkpoint. Work after a process's last
+    checkpoint was lost and done again by the resume, so it is counted once, in the process that
+    kept it; time between processes (a run resumed the next day) is not counted."""
+    total, start, last = 0.0, None, None
+    for e in events + [{"event": "start"}]:
+        if e.get("event") == "start":
+            if start is not None and last is not None:
+                total += last - start
+            start, last = e.get("time"), None
+        elif e.get("event") == "checkpoint":
+            last = e["time"]
+    return total
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What a run folder's log says about the run (:func:`run_state`): the one reading of
+    ``metrics.jsonl`` that decides whether a run is finished, how long it trained and its best
+    validation, for every caller that skips, resumes or publishes runs."""
+
+    #: the log records a checkpoint at ``iters`` (or later) and the final weights file exists
+    finished: bool
+    #: the step of the last checkpoint in the log (-1: none; 0 runs have no log)
+    last_checkpoint: int
+    #: training seconds over every process that ran it (:func:`logged_seconds`); None when the
+    #: log cannot tell (no log, or events without times)
+    seconds: float | None
+    #: the best validation event (highest PSNR; the first on a tie) of each validation set
+    best: dict[str, dict] = field(default_factory=dict)
+
+
+def run_state(run_dir: str | Path, iters: int, weights: str = RUN_WEIGHTS) -> RunState:
+    """The state of the run in ``run_dir`` that should reach ``iters`` steps: finished when its
+    log holds a checkpoint event at step ``iters`` or later and ``weights`` (the run's final
+    weights file) is there. A folder without a log is an unstarted run, never an error; a line
+    cut off by a crash is skipped (:func:`read_events`)."""
+    run_dir = Path(run_dir)
+    try:
+        events = read_events(run_dir)
+    except (SlkdError, OSError):
+        return RunState(finished=False, last_checkpoint=-1, seconds=None)
+    last = -1
+    best: dict[str, dict] = {}
+    for event in events:
+        kind = event.get("event")
+        try:
+            if kind == "checkpoint":
+                last = max(last, int(event.get("step", -1)))
+            elif kind == "val" and "psnr" in event:
+                held = best.get(event.get("dataset"))
+                if held is None or event["psnr"] > held["psnr"]:
+                    best[event.get("dataset")] = event
+        except (TypeError, ValueError):
+            continue
+    try:
+        seconds = logged_seconds(events)
+    except (KeyError, TypeError, ValueError):
+        seconds = None
+    return RunState(finished=last >= iters and (run_dir / weights).is_file(), last_checkpoint=last,
+                    seconds=seconds, best=best)
 
 
 def _fmt(value: Any) -> str:

@@ -13,34 +13,15 @@ import yaml
 
 from slkd.engine.compress.plan import TIMES_FILE, Log, Prepared, log_silent
 from slkd.engine.distributed import barrier, init_distributed, shutdown
-from slkd.engine.report import logged_seconds, read_events
 from slkd.engine.runlock import lock_on_rank0
+from slkd.engine.runlog import run_state
 from slkd.engine.runner import log_stderr, run_config
 from slkd.engine.runstate import CHECKPOINT, WEIGHTS, earlier_run_files
 from slkd.engine.trainer import RunWords
-from slkd.errors import SlkdError
 from slkd.fileio import atomic_write_bytes, remove_stale_temps
 
 #: how the stages' messages tell the user to continue (compress and demo have no --resume)
 WORDS = RunWords(resume="rerun the same command to continue it", new_run="give a new --out")
-
-
-def _finished(run_dir: Path, iters: int) -> bool:
-    """The stage's run reached ``iters`` and saved it (its last checkpoint event)."""
-    if not (run_dir / CHECKPOINT).is_file() or not (run_dir / WEIGHTS).is_file():
-        return False
-    last = -1
-    try:
-        for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == "checkpoint":
-                last = max(last, int(event.get("step", -1)))
-    except OSError:
-        return False
-    return last >= iters
 
 
 def _clear_unstarted(run_dir: Path) -> None:
@@ -60,16 +41,6 @@ def duration(seconds: float) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
-def _stage_seconds(run_dir: Path) -> float | None:
-    """The training seconds of a stage over every process that trained it, from its log
-    (:func:`slkd.engine.report.logged_seconds`): a process killed with ``kill -9`` counts up to
-    its last checkpoint (the pipeline's own clock dies with it)."""
-    try:
-        return logged_seconds(read_events(run_dir))
-    except (SlkdError, OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def train_stages(prep: Prepared, *, device: str = "auto", log: Log = log_stderr) -> dict[str, float]:
@@ -105,10 +76,11 @@ def _train_stage(prep: Prepared, k: int, stage, dist, device: str, log: Log, sec
         log(f"[{k}/{total}] {stage.what}, {iters} iterations" + (" (resuming / reusing)" if resume else ""))
         atomic_write_bytes(out / "configs" / f"{stage.name}.yaml",
                            yaml.safe_dump(stage.config, sort_keys=False).encode())
-    if resume and _finished(run_dir, iters):
+    earlier = run_state(run_dir, iters) if resume else None
+    if earlier is not None and earlier.finished:
         if rank0:
             log(f"      finished earlier ({iters} iterations in {run_dir}); skipped")
-        return _stage_seconds(run_dir) or 0.0
+        return earlier.seconds or 0.0
     if not resume and rank0 and earlier_run_files(run_dir):
         _clear_unstarted(run_dir)
     barrier()  # every rank sees the cleared folder before the trainer checks it
@@ -118,7 +90,9 @@ def _train_stage(prep: Prepared, k: int, stage, dist, device: str, log: Log, sec
     run_config(stage.cfg, make_task=stage.make_task, resume=resume, device=device,
                log=log if rank0 else log_silent, words=WORDS)
     elapsed = time.perf_counter() - start
-    done = _stage_seconds(run_dir) or elapsed
+    # from the log, over every process that trained the stage: a process killed with ``kill -9``
+    # counts up to its last checkpoint (the pipeline's own clock dies with it)
+    done = run_state(run_dir, iters).seconds or elapsed
     if rank0:
         atomic_write_bytes(out / TIMES_FILE, json.dumps({**seconds, stage.name: done}, indent=2).encode())
         log(f"      {stage.name} done in {duration(elapsed)}")
