@@ -268,3 +268,27 @@ def test_distill_scratch_needs_no_teachers_but_teacher_methods_do():
     del data["distill"]
     with pytest.raises(ConfigError, match=r"^distill: role 'distill' needs a distill section"):
         from_dict(TrainRunConfig, data)
+
+
+def test_a_task_is_one_table_entry_from_which_the_config_and_its_labels_derive(monkeypatch):
+    import argparse
+
+    from slkd.cli import compress as compress_cli
+    from slkd.data import tasks
+    from slkd.engine.evaluation import Convention
+    from slkd.metrics import task_uses_y_channel
+
+    with pytest.raises(ConfigError, match=r"eval\.task: expected 'denoise' or .*'reconstruct', got 'desnow'"):
+        from_dict(TrainRunConfig, minimal(**{"eval.task": "desnow"}))
+    monkeypatch.setattr(tasks, "_TASKS", dict(tasks._TASKS))  # the entry is gone after the test
+    tasks.register_task(tasks.TaskSpec("desnow", y_channel=True, input_label="snowy input",
+                                       layouts=(("snowy", "clear"),)))
+    assert from_dict(TrainRunConfig, minimal(**{"eval.task": "desnow"})).eval.task == "desnow"
+    assert task_uses_y_channel("desnow") and Convention.for_task("desnow").y_channel
+    assert tasks.task_spec("desnow").input_label == "snowy input"
+    parser = argparse.ArgumentParser()
+    compress_cli.add_parser(parser.add_subparsers())
+    assert parser.parse_args(["compress", "--teacher", "t", "--task", "desnow", "--train", "a",
+                              "--val", "b"]).task == "desnow"
+    with pytest.raises(ValueError, match="registered already"):
+        tasks.register_task(tasks.TaskSpec("desnow", y_channel=False, input_label="x"))

@@ -40,10 +40,10 @@ from dataclasses import replace
 
 from slkd.cli.common import device_option, note, number, resolve_device
 from slkd.distill import DEFAULT_METHOD, registered_methods
-from slkd.engine.compress import DEPLOYS, INITS, INPUT_LABELS, PLANS, Job, run_job
+from slkd.data.tasks import benchmark_tasks, task_spec
+from slkd.engine.compress import DEPLOYS, INITS, PLANS, Job, run_job
 from slkd.engine.compress.report import DEPLOYED
 from slkd.errors import SlkdError
-from slkd.metrics import BENCHMARK_TASKS
 from slkd.models import default_student
 
 
@@ -54,7 +54,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--teacher", required=True, metavar="MODEL:WEIGHTS",
                    help="the trained network: a preset (slkd models) and its weights file or run "
                    "folder, e.g. restormer:deraining.pth; MODEL alone trains Teacher A on --train first")
-    p.add_argument("--task", required=True, choices=BENCHMARK_TASKS,
+    p.add_argument("--task", required=True, choices=benchmark_tasks(),
                    help="sets the metric convention (derain: Y channel; others RGB)")
     p.add_argument("--train", required=True, metavar="DIR", help="training pairs (or clean images "
                    "for denoise)")
@@ -167,7 +167,7 @@ def run(args) -> int:
     if summary is None:  # another rank of torchrun
         return 0
     names = list(summary["models"])
-    label = {"input": INPUT_LABELS[job.task], "teacher_a": "Teacher A", "teacher_b": "Teacher B ¹",
+    label = {"input": task_spec(job.task).input_label, "teacher_a": "Teacher A", "teacher_b": "Teacher B ¹",
              f"student_{job.method}": f"student ({job.method})", "student_scratch": "student (scratch)",
              **{name: words for name, (words, _) in DEPLOYED.items()}}
     for set_name, result in summary["evaluation"]["sets"].items():

@@ -38,6 +38,7 @@ import torch
 
 from slkd.data.image_io import list_images, read_image
 from slkd.data.selection import names_list, unread_warnings
+from slkd.data.tasks import task_spec
 from slkd.errors import DatasetError
 
 #: (degraded folder, clean folder) names, tried in order
@@ -110,7 +111,7 @@ class EvalSamples:
                                    f"target {item.clean.name} is {channels_word(clean.shape[0])}: a "
                                    "pair must have one colour type")
             return {"lq": degraded, "gt": clean, "name": item.name}
-        if self.task != "denoise":
+        if task_spec(self.task).synthetic is None:
             raise DatasetError(
                 f"--task {self.task} needs degraded/clean pairs, but {item.clean.parent} holds clean "
                 "images only (noise can be synthesised for --task denoise)"

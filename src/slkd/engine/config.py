@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from slkd.data.tasks import task_names
 from slkd.distill import DEFAULT_METHOD, DistillerConfig, config_class, distill_config, registered_methods
 from slkd.distill.registry import option_names
 from slkd.engine.typed_yaml import (
@@ -208,8 +209,9 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    #: metric convention: derain → Y channel, others RGB (docs/spec.md §6)
-    task: Literal["denoise", "derain", "deblur", "dehaze", "real", "reconstruct"] = "denoise"
+    #: a task of the task table (slkd.data.tasks), which sets the metric convention: derain → Y
+    #: channel, others RGB (docs/spec.md §6)
+    task: str = "denoise"
     y_channel: bool | None = None
     crop_border: int = 0
     tile: int | None = None
@@ -217,6 +219,9 @@ class EvalConfig:
 
     def validate(self, path: str) -> None:
         # checked now: a bad value would otherwise stop the run at its first validation
+        if self.task not in task_names():
+            raise ConfigError(f"{_join(path, 'task')}: expected {' or '.join(map(repr, task_names()))}, "
+                              f"got {self.task!r}")
         if self.crop_border < 0:
             raise ConfigError(f"{_join(path, 'crop_border')}: must be >= 0")
         if self.tile is not None and (self.tile < 8 or self.tile % 8):

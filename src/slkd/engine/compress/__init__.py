@@ -36,14 +36,14 @@ from __future__ import annotations
 import os
 import time
 
-from slkd.engine.compress.plan import (DEPLOYS, INITS, INPUT_LABELS, PLANS, SETTINGS_FILE, Job, Log, Plan, Prepared,
+from slkd.engine.compress.plan import (DEPLOYS, INITS, PLANS, SETTINGS_FILE, Job, Log, Plan, Prepared,
                                        StagePlan, log_silent)
 from slkd.engine.compress.prepare import check_out, claim_out, job_reads, prepare
 from slkd.engine.compress.report import finish
 from slkd.engine.compress.stages import train_stages
 from slkd.engine.runner import log_stderr
 
-__all__ = ["DEPLOYS", "INITS", "INPUT_LABELS", "Job", "PLANS", "Plan", "Prepared", "SETTINGS_FILE", "StagePlan", "check_out",
+__all__ = ["DEPLOYS", "INITS", "Job", "PLANS", "Plan", "Prepared", "SETTINGS_FILE", "StagePlan", "check_out",
            "claim_out", "prepare", "run_job"]
 
 

@@ -26,9 +26,6 @@ OUT_FILES = frozenset({SETTINGS_FILE, TIMES_FILE, "configs", "images", "report.m
 #: the values of ``Job.deploy`` (``slkd compress --deploy``): also write and score the student in
 #: that precision beside the float ONNX file
 DEPLOYS = ("int8",)
-#: how the degraded input is called in reports, per task
-INPUT_LABELS = {"denoise": "noisy input", "derain": "rainy input", "deblur": "blurred input",
-                "dehaze": "hazy input", "real": "noisy input"}
 #: rows of the comparison grid
 GRID_ROWS = 4
 
@@ -100,7 +97,7 @@ class Job:
     #: its weights (a file, official checkpoints included, or a run folder); None trains
     #: Teacher A here first (``plan.teacher_a``)
     weights: str | Path | None
-    #: one of :data:`slkd.metrics.BENCHMARK_TASKS`; sets the metric convention
+    #: a benchmark task of the task table (:mod:`slkd.data.tasks`); sets the metric convention
     task: str
     #: a paired folder, or (denoising) a folder of clean images, searched recursively
     train: str | Path

@@ -16,6 +16,7 @@ import torch
 from slkd.data.folders import PAIRED_LAYOUTS, EvalItem, EvalSamples, scan_eval_sets
 from slkd.data.overlap import check_held_out, held_out_warning
 from slkd.data.selection import collect_images, names_list
+from slkd.data.tasks import benchmark_tasks, task_spec
 from slkd.distill import distill_config, registered_methods
 from slkd.engine.builders import build_dataset
 from slkd.engine.compress.plan import (DEPLOYS, INITS, OUT_FILES, SETTINGS_FILE, Job, Log, Prepared, Stage,
@@ -30,7 +31,7 @@ from slkd.engine.tasks import distiller_task, supervised_task
 from slkd.engine.runner import log_stderr
 from slkd.errors import SlkdError
 from slkd.fileio import atomic_write_bytes, file_in_the_way
-from slkd.metrics import BENCHMARK_TASKS, create_metric, task_uses_y_channel
+from slkd.metrics import create_metric, task_uses_y_channel
 from slkd.metrics.fullref import SSIM_WINDOW
 from slkd.models import (
     build_model,
@@ -83,17 +84,29 @@ def _train_data(job: Job, train: Path, sigma: float) -> tuple[dict, str, bool]:
     if not collect_images(train, recursive=True):
         raise SlkdError(f"training data {train}: no images and no paired layout; expected pairs in "
                         + ", ".join(f"{a}/+{b}/" for a, b in PAIRED_LAYOUTS)
-                        + " or, for --task denoise, a folder of clean images")
-    if job.task != "denoise":
+                        + f" or, for {_synthesised()}, a folder of clean images")
+    spec = task_spec(job.task)
+    if spec.synthetic is None:
+        layouts = ", ".join(f"{a}/+{b}/" for a, b in spec.layouts or PAIRED_LAYOUTS[:1])
         raise SlkdError(f"training data {train} holds clean images only, no degraded/clean pairs "
-                        f"(input/+target/, hazy/+clear/ …); --task {job.task} needs pairs (noise "
-                        "can be synthesised for --task denoise)")
+                        f"({layouts} …); --task {job.task} needs pairs (noise can be synthesised for "
+                        f"{_synthesised()})")
     data = {"type": "degraded", "roots": [str(train.resolve())], "recursive": True,
-            "degradation": {"name": "gaussian_noise", "params": {"sigma": sigma}},
+            "degradation": _synthetic_node(spec.synthetic, sigma),
             "patch_size": job.plan.patch, "augment": True}
     if job.train_exclude:
         data["exclude"] = list(job.train_exclude)
     return data, f"{train} (clean images, Gaussian noise σ={sigma:g})", True
+
+
+def _synthesised() -> str:
+    """The tasks whose degraded images are made from clean ones, as options: "--task denoise"."""
+    return " or ".join(f"--task {name}" for name in benchmark_tasks() if task_spec(name).synthetic)
+
+
+def _synthetic_node(degradation: str, sigma: float | None) -> dict:
+    """The config node of the degradation that makes a task's inputs from clean images."""
+    return {"name": degradation, "params": {"sigma": sigma}}
 
 
 def job_reads(job: Job) -> list[Path]:
@@ -141,9 +154,9 @@ def _eval_sets(job: Job, sigma: float, notes: list[str]) -> tuple[dict[str, Eval
         if layout == "degraded-only":
             raise SlkdError(f"{label} holds degraded images only, no clean targets to score against")
         if layout == "clean-only":
-            if job.task != "denoise":
+            if task_spec(job.task).synthetic is None:
                 raise SlkdError(f"{label} holds clean images only; --task {job.task} needs "
-                                "degraded/clean pairs (noise can be synthesised for --task denoise)")
+                                f"degraded/clean pairs (noise can be synthesised for {_synthesised()})")
             synthetic = True
         items = tuple(items)[: job.eval_images] if job.eval_images else tuple(items)
         seen: dict[str, Any] = {}
@@ -298,7 +311,7 @@ def _val_nodes(job: Job, sigma: float | None) -> list[dict]:
             node = {"name": name, "type": "paired", "roots": [root]}
         else:
             node = {"name": name, "type": "degraded", "roots": [root],
-                    "degradation": {"name": "gaussian_noise", "params": {"sigma": sigma}}}
+                    "degradation": _synthetic_node(task_spec(job.task).synthetic, sigma)}
         limit = min(job.plan.val_images, job.eval_images or job.plan.val_images)
         node["limit"] = limit
         nodes.append(node)
@@ -428,8 +441,8 @@ def prepare(job: Job, log: Log | None = log_stderr, device: str = "auto") -> Pre
     """Check the job and decide its stages; nothing is written. Every problem a user can
     cause is one :class:`~slkd.errors.SlkdError` line. ``device`` (auto, cpu, cuda …) is where
     the stages will train (a batch that cannot fit there is refused)."""
-    if job.task not in BENCHMARK_TASKS:
-        raise SlkdError(f"unknown task {job.task!r}; known: {', '.join(BENCHMARK_TASKS)}")
+    if job.task not in benchmark_tasks():
+        raise SlkdError(f"unknown task {job.task!r}; known: {', '.join(benchmark_tasks())}")
     if job.method not in registered_methods():
         raise SlkdError(f"unknown method {job.method!r}; known: {', '.join(registered_methods())}")
     if job.init not in INITS:

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from slkd.data.image_io import write_image
-from slkd.engine.compress.plan import GRID_ROWS, INPUT_LABELS, Log, Prepared
+from slkd.data.tasks import task_spec
+from slkd.engine.compress.plan import GRID_ROWS, Log, Prepared
 from slkd.engine.compress.stages import duration
 from slkd.engine.evaluation import Convention, evaluate
 from slkd.engine.report import image_grid, markdown_table, plot_curves
@@ -256,7 +257,7 @@ def _not_held_out(prep: Prepared) -> str:
 def labels(prep: Prepared) -> dict[str, str]:
     """Report names of every model of the job."""
     method = prep.job.method
-    return {"input": prep.job.input_label or INPUT_LABELS[prep.job.task], "teacher_a": "Teacher A",
+    return {"input": prep.job.input_label or task_spec(prep.job.task).input_label, "teacher_a": "Teacher A",
             "teacher_b": "Teacher B", prep.student_stage: f"student ({'SLKD' if method == 'slkd' else method})",
             "student_scratch": "student (scratch)", "ground_truth": "ground truth",
             **{name: label for name, (label, _) in DEPLOYED.items()}}
