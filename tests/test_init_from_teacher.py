@@ -10,6 +10,8 @@ from slkd.errors import SlkdError
 from slkd.models import build_model
 from slkd.models.slicing import init_from_teacher, slice_plan
 
+import benchmarks.families  # noqa: F401,E402  (res-sl-tiny-deep, the study's student, registers from there)
+
 
 def _labelled_teacher():
     """restormer-tiny whose every weight holds its own flat index: a student weight then says

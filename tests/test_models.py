@@ -137,6 +137,8 @@ def test_residual_needs_matching_channels():
 @pytest.mark.parametrize("student, teacher", [("res-sl", "restormer"), ("res-sl-tiny", "restormer-tiny"),
                                               ("res-sl-tiny-deep", "restormer-tiny")])
 def test_students_cut_params_and_macs_by_80_percent(student, teacher):
+    import benchmarks.families  # noqa: F401  (res-sl-tiny-deep, the study's, registers from there)
+
     s, t = build_model(student), build_model(teacher)
     assert count_parameters(s) <= 0.2 * count_parameters(t)
     size = (1, 3, 64, 64)
@@ -207,3 +209,47 @@ def test_feature_taps_wrong_name_fails_at_setup():
         taps["latent"]
     with pytest.raises(SlkdError, match="not tapped"):
         taps["encoder_level1"]
+
+
+TOY_FAMILY = """
+import torch
+from torch import nn
+
+from slkd.models import ModelPreset, register_preset
+
+
+class Toy(nn.Module):
+    def __init__(self, width=4, bias=True):
+        super().__init__()
+        self.body = nn.Conv2d(3, 3, 1, bias=bias)
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+def variant(kwargs, state):
+    return {"bias": False} if "body.bias" not in state and kwargs["bias"] else {}
+
+
+register_preset(ModelPreset("toy", Toy, {"width": 4, "bias": True}, "a toy family", variants=variant))
+"""
+
+
+def test_a_model_family_is_its_own_file_and_one_import(tmp_path, monkeypatch):
+    """A family outside slkd: one file that registers its presets, imported once."""
+    import importlib
+
+    from slkd.models import registry
+
+    monkeypatch.setattr(registry, "_PRESETS", dict(registry._PRESETS))  # gone after the test
+    (tmp_path / "toy_family.py").write_text(TOY_FAMILY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(__import__("sys").modules, "toy_family", raising=False)
+    importlib.import_module("toy_family")
+    assert list_models()[-1] == "toy"
+    model = build_model("toy", bias=False)
+    assert model.body.bias is None
+    assert registry.variant_overrides("toy", {"body.weight": torch.zeros(3, 3, 1, 1)}) == {"bias": False}
+    assert registry.variant_overrides("toy", model.state_dict() | {"body.bias": torch.zeros(3)}) == {}
+    with pytest.raises(SlkdError, match="'toy' is registered already"):
+        registry.register_preset(registry.get_preset("toy"))

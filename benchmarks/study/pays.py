@@ -50,6 +50,7 @@ from pathlib import Path
 
 import yaml
 
+import benchmarks.families  # noqa: F401  (registers the study's res-sl-tiny-deep)
 from benchmarks.study.configs import schedule
 from benchmarks.study.scheduler import Job, eval_argv, json_default, run_jobs, run_study
 from benchmarks.study.settings import ROOT, STUDENT, TEACHER, StudyError

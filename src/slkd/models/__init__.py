@@ -1,5 +1,11 @@
 """Restoration networks, their presets, checkpoints, feature taps and complexity."""
 
+# the model families, each registering its presets (slkd.models.registry) in this order: adding
+# a family is its own file and one line here
+from slkd.models import restormer  # noqa: F401  (first: the others reuse its blocks)
+from slkd.models import uformer  # noqa: F401
+from slkd.models import drsformer  # noqa: F401
+from slkd.models import nafnet  # noqa: F401
 from slkd.models.checkpoint import (
     LoadReport,
     layer_norm_type,
@@ -19,7 +25,8 @@ from slkd.models.complexity import (
 from slkd.models.drsformer import DRSformer
 from slkd.models.nafnet import NAFNet
 from slkd.models.pretrained import load_pretrained, weights_path
-from slkd.models.registry import build_model, default_student, get_preset, list_models, preset_config
+from slkd.models.registry import (ModelPreset, build_model, default_student, get_preset, list_models, preset_config,
+                                  register_preset)
 from slkd.models.restormer import Restormer
 from slkd.models.protocol import RestorationModel, decoder_taps, default_taps, input_channels, size_multiple
 from slkd.models.slicing import init_from_teacher
@@ -45,6 +52,7 @@ __all__ = [
     "FeatureTaps",
     "LEVEL_NAMES",
     "LoadReport",
+    "ModelPreset",
     "NAFNet",
     "DECODER_LEVELS",
     "ENCODER_LEVELS",
@@ -64,6 +72,7 @@ __all__ = [
     "load_weights",
     "preset_config",
     "read_state_dict",
+    "register_preset",
     "save_weights",
     "size_multiple",
     "weights_path",

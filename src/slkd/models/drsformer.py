@@ -35,13 +35,14 @@ with reflect padding).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from slkd.models import restormer
+from slkd.models.registry import ModelPreset, register_preset
 
 __all__ = ["DRSformer", "MEFC_OPERATIONS"]
 
@@ -287,3 +288,66 @@ class DRSformer(restormer.TransformerUNet):
             out = self.refinement(out)
         out = self.output(out)
         return out + inp_img if self.global_residual else out
+
+
+# ------------------------------------------------------------------------------- presets
+# this family's named presets (slkd.models.registry), registered when the module is imported
+
+
+def checkpoint_variant(kwargs: dict[str, Any], state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The options an official checkpoint of another DRSformer variant needs: Restormer's
+    (:func:`slkd.models.restormer.norm_and_channels`), and with or without MEFC."""
+    found = restormer.norm_and_channels(kwargs, state)
+    has_mefc = any(k.startswith("encoder_level0.") for k in state)
+    if has_mefc != bool(kwargs["mefc"]):
+        found["mefc"] = has_mefc
+    return found
+
+
+# the release's Options/Deraining.yml and test.py
+_DRSFORMER_DEFAULT: dict[str, Any] = dict(
+    inp_channels=3,
+    out_channels=3,
+    dim=48,
+    num_blocks=[4, 6, 6, 8],
+    heads=[1, 2, 4, 8],
+    ffn_expansion_factor=2.66,
+    bias=False,
+    LayerNorm_type="WithBias",
+    mefc=True,
+)
+
+
+def _drsformer(**changes: Any) -> dict[str, Any]:
+    return {**_DRSFORMER_DEFAULT, **changes}
+
+
+register_preset(ModelPreset(
+    "drsformer", DRSformer, _drsformer(),
+    "official DRSformer for deraining (33.66 M params, with the MEFC compensators)",
+    student="drs-sl",
+    variants=checkpoint_variant,
+))
+register_preset(ModelPreset(
+    "drsformer-no-mefc", DRSformer, _drsformer(mefc=False),
+    "official DRSformer without MEFC (the release's Rain200L / SPA-Data variant)",
+    variants=checkpoint_variant,
+))
+register_preset(ModelPreset(
+    "drs-sl", DRSformer, _drsformer(dim=24, num_blocks=[2, 3, 3, 4]),
+    "DRS-SL student: half the width, half the blocks of drsformer (MEFC kept)",
+    teacher="drsformer",
+    variants=checkpoint_variant,
+))
+register_preset(ModelPreset(
+    "drsformer-tiny", DRSformer, _drsformer(dim=16, num_blocks=[2, 2, 2, 2]),
+    "tiny DRSformer teacher (with MEFC) for CPU runs",
+    student="drs-sl-tiny",
+    variants=checkpoint_variant,
+))
+register_preset(ModelPreset(
+    "drs-sl-tiny", DRSformer, _drsformer(dim=6, num_blocks=[1, 1, 1, 1]),
+    "tiny DRS-SL student of drsformer-tiny (dim 6: the MEFC cost scales with width²)",
+    teacher="drsformer-tiny",
+    variants=checkpoint_variant,
+))

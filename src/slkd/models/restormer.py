@@ -15,12 +15,14 @@ feed-forward layers.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slkd.models.checkpoint import layer_norm_type
+from slkd.models.registry import ModelPreset, register_preset
 from slkd.models.taps import DECODER_LEVELS, ENCODER_LEVELS
 
 LAYER_NORM_TYPES = ("WithBias", "BiasFree")
@@ -30,8 +32,8 @@ def _channel_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and population variance over the channels of an N×C×H×W map (two-pass, stable).
 
     Written as two channel means instead of ``x.var(dim=1)``: on CPU the strided variance
-    kernel is ~20× slower than a channel mean (BENCHMARKS.md §8), and the norms run twice per
-    transformer block.
+    kernel is much slower than a channel mean (measured: BENCHMARKS.md §8), and the norms run
+    twice per transformer block.
     """
     mu = x.mean(dim=1, keepdim=True)
     centred = x - mu
@@ -324,3 +326,104 @@ class Restormer(TransformerUNet):
             return self.output(out + self.skip_conv(x1))
         out = self.output(out)
         return out + inp_img if self.global_residual else out
+
+
+# ------------------------------------------------------------------------------- presets
+# this family's named presets (slkd.models.registry), registered when the module is imported
+
+
+def norm_and_channels(kwargs: dict[str, Any], state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The options an official checkpoint of another variant of a Restormer-style network needs
+    (a preset's constructor keywords ``kwargs`` against the file's ``state``): its LayerNorm
+    type, and grey or colour input and output."""
+    found: dict[str, Any] = {}
+    ln = layer_norm_type(state)
+    if ln and ln != kwargs["LayerNorm_type"]:
+        found["LayerNorm_type"] = ln
+    embed, out = state.get("patch_embed.proj.weight"), state.get("output.weight")
+    if embed is not None and embed.dim() == 4 and embed.shape[1] != kwargs["inp_channels"]:
+        found["inp_channels"] = int(embed.shape[1])
+    if out is not None and out.dim() == 4 and out.shape[0] != kwargs["out_channels"]:
+        found["out_channels"] = int(out.shape[0])
+    return found
+
+
+def checkpoint_variant(kwargs: dict[str, Any], state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """:func:`norm_and_channels`, and dual-pixel input (``skip_conv``) or not."""
+    found = norm_and_channels(kwargs, state)
+    if ("skip_conv.weight" in state) != bool(kwargs["dual_pixel_task"]):
+        found["dual_pixel_task"] = "skip_conv.weight" in state
+    return found
+
+
+_RESTORMER_DEFAULT: dict[str, Any] = dict(
+    inp_channels=3,
+    out_channels=3,
+    dim=48,
+    num_blocks=[4, 6, 6, 8],
+    num_refinement_blocks=4,
+    heads=[1, 2, 4, 8],
+    ffn_expansion_factor=2.66,
+    bias=False,
+    LayerNorm_type="WithBias",
+    dual_pixel_task=False,
+)
+
+
+def restormer_options(**changes: Any) -> dict[str, Any]:
+    """The official Restormer's constructor keywords with ``changes``."""
+    return {**_RESTORMER_DEFAULT, **changes}
+
+
+register_preset(ModelPreset(
+    "restormer", Restormer, restormer_options(),
+    "official Restormer (26.1 M params); deraining / motion deblurring checkpoints (WithBias)",
+    student="res-sl",
+    variants=checkpoint_variant,
+))
+register_preset(ModelPreset(
+    "restormer-denoise", Restormer, restormer_options(LayerNorm_type="BiasFree"),
+    "official Restormer for colour Gaussian and real denoising checkpoints (BiasFree)",
+    student="res-sl",
+    variants=checkpoint_variant,
+))
+register_preset(ModelPreset(
+    "restormer-denoise-gray", Restormer,
+    restormer_options(inp_channels=1, out_channels=1, LayerNorm_type="BiasFree"),
+    "official Restormer for grey Gaussian denoising checkpoints (1→1 channel, BiasFree)",
+    variants=checkpoint_variant,
+))
+register_preset(ModelPreset(
+    "restormer-dual-pixel", Restormer, restormer_options(inp_channels=6, dual_pixel_task=True),
+    "official Restormer for dual-pixel defocus deblurring (6→3 channels)",
+    variants=checkpoint_variant,
+))
+register_preset(ModelPreset(
+    "res-sl", Restormer,
+    restormer_options(dim=24, num_blocks=[2, 3, 3, 4], num_refinement_blocks=2),
+    "Res-SL student: half the width, about half the blocks of restormer",
+    teacher="restormer",
+    variants=checkpoint_variant,
+))
+register_preset(ModelPreset(
+    "res-sl-hw", Restormer,
+    restormer_options(dim=32, num_blocks=[1, 2, 2, 3], num_refinement_blocks=1, ffn_expansion_factor=2.0),
+    "Res-SL shaped for CPU kernels: every channel count a multiple of 16 (feed-forward hidden "
+    "widths included), fewer and wider blocks, no more MACs than res-sl; cut from restormer like it",
+    teacher="restormer",
+    variants=checkpoint_variant,
+))
+register_preset(ModelPreset(
+    "restormer-tiny", Restormer,
+    restormer_options(dim=16, num_blocks=[2, 2, 2, 2], num_refinement_blocks=2),
+    "tiny Restormer teacher that trains on a CPU in minutes",
+    student="res-sl-tiny",
+    variants=checkpoint_variant,
+))
+register_preset(ModelPreset(
+    "res-sl-tiny", Restormer,
+    restormer_options(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1),
+    "tiny Res-SL student of restormer-tiny",
+    teacher="restormer-tiny",
+    variants=checkpoint_variant,
+))

@@ -53,12 +53,13 @@ Differences from the release that do not touch the parameters:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slkd.models.registry import ModelPreset, register_preset
 from slkd.models.taps import DECODER_LEVELS, ENCODER_LEVELS, levels_by_resolution
 
 __all__ = ["Uformer"]
@@ -456,3 +457,80 @@ class Uformer(nn.Module):
         if self.global_residual:
             y = y + x
         return y[:, :, :h, :w]
+
+
+# ------------------------------------------------------------------------------- presets
+# this family's named presets (slkd.models.registry), registered when the module is imported
+
+
+def checkpoint_variant(kwargs: dict[str, Any], state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The options an official checkpoint of another Uformer variant needs: with or without the
+    modulator."""
+    has_modulator = any(k.endswith(".modulator.weight") for k in state)
+    return {"modulator": has_modulator} if has_modulator != bool(kwargs["modulator"]) else {}
+
+
+# the release's get_arch(): win_size 8, linear token projection, LeFF, modulator on; img_size
+# is the training patch size of the checkpoint (GoPro 256, SIDD 128), see slkd.models.uformer
+_UFORMER_DEFAULT: dict[str, Any] = dict(
+    img_size=256,
+    in_chans=3,
+    dd_in=3,
+    embed_dim=32,
+    depths=[2, 2, 2, 2, 2, 2, 2, 2, 2],
+    num_heads=[1, 2, 4, 8, 16, 16, 8, 4, 2],
+    win_size=8,
+    mlp_ratio=4.0,
+    token_projection="linear",
+    token_mlp="leff",
+    modulator=True,
+)
+
+
+def _uformer(**changes: Any) -> dict[str, Any]:
+    return {**_UFORMER_DEFAULT, **changes}
+
+
+_UFORMER_B_DEPTHS = [1, 2, 8, 8, 2, 8, 8, 2, 1]
+
+register_preset(ModelPreset(
+    "uformer-t", Uformer, _uformer(embed_dim=16),
+    "Uformer-T of the official release (embed_dim 16, 5.29 M params)",
+    variants=checkpoint_variant,
+))
+register_preset(ModelPreset(
+    "uformer-s", Uformer, _uformer(embed_dim=32),
+    "Uformer-S of the official release (embed_dim 32, 20.75 M params)",
+    variants=checkpoint_variant,
+))
+register_preset(ModelPreset(
+    "uformer-b", Uformer, _uformer(depths=_UFORMER_B_DEPTHS),
+    "Uformer-B (50.88 M params), as the released GoPro deblurring checkpoint (img_size 256)",
+    student="ufor-sl",
+    variants=checkpoint_variant,
+))
+register_preset(ModelPreset(
+    "uformer-b-sidd", Uformer, _uformer(depths=_UFORMER_B_DEPTHS, img_size=128),
+    "Uformer-B as the released SIDD denoising checkpoint (img_size 128: no shift in the bottleneck)",
+    student="ufor-sl",
+    variants=checkpoint_variant,
+))
+register_preset(ModelPreset(
+    "ufor-sl", Uformer, _uformer(embed_dim=16, depths=[1, 1, 4, 4, 1, 4, 4, 1, 1]),
+    "Ufor-SL student: half the width and about half the blocks of uformer-b",
+    teacher="uformer-b",
+    variants=checkpoint_variant,
+))
+register_preset(ModelPreset(
+    "uformer-tiny", Uformer, _uformer(embed_dim=8, img_size=32, win_size=4),
+    "tiny Uformer teacher (embed_dim 8, 4×4 windows, img_size 32) for CPU runs",
+    student="ufor-sl-tiny",
+    variants=checkpoint_variant,
+))
+register_preset(ModelPreset(
+    "ufor-sl-tiny", Uformer,
+    _uformer(embed_dim=4, img_size=32, win_size=4, depths=[1, 1, 1, 1, 1, 1, 1, 1, 1]),
+    "tiny Ufor-SL student of uformer-tiny",
+    teacher="uformer-tiny",
+    variants=checkpoint_variant,
+))
