@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("studies", nargs="+", choices=STUDIES + ("all", "report"),
                    help="which studies to run ('report' only summarises finished runs)")
     p.add_argument("--quick", action="store_true", help="1 seed, a few iterations, 2 test images: checks the "
-                   "scripts end to end (≈ 10 min on 2 cores), numbers mean nothing")
+                   "scripts end to end in minutes (BENCHMARKS.md §9 has the time), numbers mean nothing")
     p.add_argument("--data", help="benchmark folder (default $SLKD_DATA, else ../shared/data)")
     p.add_argument("--out", help="run folder (default runs/study, runs/bench-quick with --quick)")
     p.add_argument("--results", help="where JSON and plots go (default benchmarks/results for the default "

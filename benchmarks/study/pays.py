@@ -51,6 +51,7 @@ from pathlib import Path
 import yaml
 
 import benchmarks.families  # noqa: F401  (registers the study's res-sl-tiny-deep)
+import benchmarks.variants  # noqa: F401  (registers the losing SLKD variants the screen still lists)
 from benchmarks.study.configs import schedule
 from benchmarks.study.scheduler import Job, eval_argv, json_default, run_jobs, run_study
 from benchmarks.study.settings import ROOT, STUDENT, TEACHER, StudyError
@@ -62,8 +63,7 @@ from slkd.errors import SlkdError
 #: a budget is at the plateau when its last quarter gains less than this on validation (dB), and
 #: the next rung of the ladder (a longer schedule) ends less than this above it: the last quarter
 #: of a short cosine schedule runs at a small learning rate, so it can gain nothing while a
-#: longer schedule still gains much (denoising: −0.04 dB over the last quarter of 1000
-#: iterations, where 2000 iterations had ended 0.4 dB higher in §9)
+#: longer schedule still gains much (the denoising ladder in BENCHMARKS.md §12.1 shows it)
 PLATEAU_GAIN = 0.05
 WEIGHTS = ROOT / "benchmarks" / "weights"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -105,8 +105,8 @@ TASKS = {
 #: so the stage may span several sessions. Teacher A keeps an EMA of its weights (0.999: about
 #: the last 1000 of its 12 000–20 000 steps); Teacher B does not: its 1000-step fine-tune starts
 #: from A's function with the global residual removed, and an EMA of decay 0.999 would still hold
-#: 0.999^1000 = 37 % of those starting weights at its end (measured: the EMA reconstructed the
-#: held-out clean images at 9.1 dB after 250 steps).
+#: 0.999^1000 = 37 % of those starting weights at its end (what that EMA did to the held-out
+#: reconstruction: BENCHMARKS.md §12).
 TEACHER_COMMON = ["train.ckpt_every=250", "train.log_every=100"]
 TEACHER_RECIPES = {
     "denoise": {"a": ("configs/denoise25/teacher_a_tiny.yaml",
@@ -140,14 +140,15 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "slkd_mscn": ("slkd", {"extractor_nc": "mscn"}),
     "slkd_edge": ("slkd", {"extractor_et": "edge"}),
     "slkd_mscn_edge_img": ("slkd", {"extractor_nc": "mscn", "extractor_et": "edge", "loss_weights": {"img": 0.5}}),
-    "slkd_decay": ("slkd", {"teacher_decay": "linear", "teacher_decay_start": 0.5}),
-    "slkd_img_decay": ("slkd", {"loss_weights": {"img": 0.5}, "teacher_decay": "linear", "teacher_decay_start": 0.5}),
+    "slkd_decay": ("slkd_decay", {"teacher_decay": "linear", "teacher_decay_start": 0.5}),
+    "slkd_img_decay": ("slkd_decay", {"loss_weights": {"img": 0.5}, "teacher_decay": "linear",
+                                      "teacher_decay_start": 0.5}),
     "slkd_deep_levels": ("slkd", {"encoder_taps": ["encoder_level3", "latent"],
                                   "decoder_taps": ["decoder_level3", "decoder_level2"]}),
     "slkd_paper": ("slkd", {"loss_weights": {"nc": 0.1, "et": 0.1}}),
-    # the feature terms at a tenth of the defaults: at the defaults λ_nc·L_NC + λ_et·L_ET
-    # (≈ 0.039) outweigh the pixel loss (≈ 0.025) in the 2000-iteration screen, and
-    # slkd_img(+init) lost 0.24–0.32 dB to its scratch twin
+    # the feature terms at a tenth of the defaults: at the defaults the weighted feature terms
+    # outweighed the pixel loss in the screen and slkd_img(+init) lost to its scratch twin
+    # (docs/method.md, BENCHMARKS.md §12.1)
     "slkd_img_light": ("slkd", {"loss_weights": {"img": 0.5, "nc": 0.001, "et": 0.003}}),
     # SLKD's structure, DRL (Teacher A on x → the encoder) + IRL (Teacher B on y → the decoder),
     # with distances known to work here instead of our BRISQUE/PIQE extractors: FAKD's affinity
@@ -292,7 +293,7 @@ class Study:
             config["teachers"] = {"a": {"name": TEACHER, "weights": str(self.teacher("a"))},
                                   "b": {"name": TEACHER, "weights": str(self.teacher(v.teacher_b)),
                                         "options": {"global_residual": False}}}
-        job = Job(name, ["distill"], [], config, self.out / "configs" / f"{name}.yaml", self.out / name)
+        job = Job(name, ["distill", "--plugin", "benchmarks.variants"], [], config, self.out / "configs" / f"{name}.yaml", self.out / name)
         self.jobs[name] = job
         return job
 
