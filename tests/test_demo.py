@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = ["--quick", "--iters-scale", "0.02"]
 #: the default method's student (slkd's demo adds Teacher B before it)
 STUDENT = f"student_{DEFAULT_METHOD}"
-MODELS = ("input", "teacher_a", *(("teacher_b",) if distill_config().uses_teacher_b() else ()), STUDENT,
+MODELS = ("input", "teacher_a", *(("teacher_b",) if "b" in distill_config().teacher_roles() else ()), STUDENT,
           "student_scratch")
 
 

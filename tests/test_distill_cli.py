@@ -226,10 +226,10 @@ def test_slkd_without_the_et_term_neither_needs_nor_loads_teacher_b(setup, capsy
     config check and loaded by the command (docs/reliability.md §8, item 10)."""
     from slkd.distill import distill_config
 
-    assert not distill_config("slkd", loss_weights={"et": 0.0}).uses_teacher_b()
-    assert distill_config("slkd").uses_teacher_b() and not distill_config("slkd", irl=False).uses_teacher_b()
-    assert not distill_config("slkd", teacher_b="same_as_a").uses_teacher_b()
-    assert not distill_config(method="fitnet").uses_teacher_b()
+    assert "b" not in distill_config("slkd", loss_weights={"et": 0.0}).teacher_roles()
+    assert "b" in distill_config("slkd").teacher_roles() and "b" not in distill_config("slkd", irl=False).teacher_roles()
+    assert "b" not in distill_config("slkd", teacher_b="same_as_a").teacher_roles()
+    assert "b" not in distill_config(method="fitnet").teacher_roles()
     cfg = write_config(setup, "no-et", **{"distill.loss_weights": {"et": 0.0}})
     assert main(["distill", "--config", str(cfg), "--device", "cpu", "teachers.b=null"]) == 0, \
         capsys.readouterr().err

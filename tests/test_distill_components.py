@@ -232,7 +232,7 @@ def test_scm_resize_channels_and_standardisation():
     torch.manual_seed(0)
     scm = ScaleConversion([4, 8], [6, 10])
     assert len(scm) == 2
-    assert scm.parameter_count() == (4 * 6 + 6) + (8 * 10 + 10)
+    assert sum(p.numel() for p in scm.parameters()) == (4 * 6 + 6) + (8 * 10 + 10)
     s = [torch.randn(2, 4, 8, 8, generator=_gen(9)), torch.randn(2, 8, 4, 4, generator=_gen(10))]
     t = [5 + 3 * torch.randn(2, 6, 16, 16, generator=_gen(11)),
          torch.randn(2, 10, 4, 4, generator=_gen(12))]
@@ -414,7 +414,7 @@ def test_total_loss_weighting():
     assert total_loss({"pix": torch.tensor(2.0)}, w).item() == 2.0
     with pytest.raises(ValueError):
         total_loss({"bogus": torch.tensor(1.0)}, w)
-    with pytest.raises(SlkdError, match="distill.loss_weights.kl: must be a finite number >= 0"):
+    with pytest.raises(SlkdError, match="distill.loss_weights.kl: expected a finite number >= 0"):
         SLKDConfig(loss_weights={"kl": -1.0})
     with pytest.raises(SlkdError, match="distill.temperature: must be > 0"):
         SLKDConfig(temperature=0)

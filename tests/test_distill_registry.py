@@ -1,6 +1,7 @@
 """A new KD method is one file plus its registration: the toy method below is defined and
-registered here, in a test file, and trained by `slkd distill` through the config path; the
-trainer tells the distiller its progress; the config's teacher rule and the distiller agree."""
+registered here, in a test file, and trained by `slkd distill` through the config path (and one
+written into a temporary module is trained by `slkd distill --plugin`); the trainer tells a
+distiller that asks its progress; the config's teacher rule and the distiller agree."""
 
 from __future__ import annotations
 
@@ -53,16 +54,17 @@ SEEN_PROGRESS: list[float] = []
 
 @register_distiller("toy_match", ToyMatchConfig)
 class ToyMatchDistiller(Distiller):
-    def __init__(self, cfg: ToyMatchConfig, student, teachers) -> None:
-        super().__init__(student, teachers, cfg.loss_weights)
-        self.scale = cfg.scale
+    progress = 0.0
+
+    def set_progress(self, step: int, total: int) -> None:  # optional: the trainer calls it if present
+        self.progress = step / total
 
     def compute_terms(self, x, y):
         if self.training:
             SEEN_PROGRESS.append(self.progress)
         out, _ = self.run_student(x)
         a_out, _ = self.run_teacher("a", x)
-        return {"pix": self.pixel_term(out, y), "match": self.scale * (out - a_out).pow(2).mean()}
+        return {"pix": self.pixel_term(out, y), "match": self.cfg.scale * (out - a_out).pow(2).mean()}
 
 
 # ------------------------------------------------------------------ tiny data and teachers
@@ -121,8 +123,7 @@ def test_a_method_registered_outside_the_package_trains_through_the_config_path(
     assert set(torch.load(run / "weights.pth", weights_only=True)["params"]) == \
         set(build_model("res-sl-tiny").state_dict())  # the student only
     stored = yaml.safe_load((run / "config.yaml").read_text())["distill"]
-    assert stored == {"method": "toy_match", "loss_weights": {"pix": 1.0, "match": 0.25}, "scale": 2.0,
-                      "teacher_decay": "none", "teacher_decay_start": 0.75}
+    assert stored == {"method": "toy_match", "loss_weights": {"pix": 1.0, "match": 0.25}, "scale": 2.0}
     # teachers.b is not loaded: the toy method does not run one (a missing file does not matter)
     capsys.readouterr()
     data = config_data(setup, "toy-no-b", {"method": "toy_match"})
@@ -163,8 +164,9 @@ def test_registration_refuses_clashes():
 
 
 def test_the_trainer_tells_the_distiller_its_progress_also_after_resume(setup, capsys):
-    """Before step k (k = 0 … iters-1) the distiller's ``progress`` is k / iters; a resumed run
-    continues from the checkpoint's step, so a schedule reads what an uninterrupted run reads."""
+    """Before step k (k = 0 … iters-1) the trainer calls ``set_progress(k, iters)`` on a
+    distiller that has it; a resumed run continues from the checkpoint's step, so a schedule
+    reads what an uninterrupted run reads."""
     SEEN_PROGRESS.clear()
     data = config_data(setup, "toy-progress", {"method": "toy_match"}, iters=4,
                        scheduler={"type": "constant"})
@@ -176,12 +178,6 @@ def test_the_trainer_tells_the_distiller_its_progress_also_after_resume(setup, c
     assert main(["distill", "--config", str(path), "--device", "cpu", "--resume"]) == 0, \
         capsys.readouterr().err
     assert SEEN_PROGRESS == [0.5, 0.75]  # steps 2 and 3 of 4
-    d = build_distiller("scratch", build_model("res-sl-tiny"))
-    assert d.progress == 0.0
-    d.set_progress(3, 4)
-    assert d.progress == 0.75
-    d.set_progress(9, 4)
-    assert d.progress == 1.0
 
 
 # ------------------------------------------------------------------ one node for every method
@@ -200,7 +196,8 @@ def test_options_of_other_methods_are_checked_then_left_out(setup, capsys):
                                                 "loss_weights.kl", "loss_weights.nc", "loss_weights.et"}
     assert "drl" not in to_dict(cfg)["distill"]
     assert from_dict(TrainRunConfig, to_dict(cfg)) == cfg
-    with pytest.raises(ConfigError, match=r"^distill.extractor_nc: expected 'brisque' or 'mscn' or 'identity'"):
+    with pytest.raises(ConfigError, match=r"^distill.extractor_nc: expected 'brisque' or 'identity' or .*'affinity', "
+                                          r"got 'sobel'"):
         load_config(repo_config, ["distill.method=fitnet", "distill.extractor_nc=sobel"])
     with pytest.raises(ConfigError, match=r"^distill.fakd_pool: must be >= 1"):
         load_config(repo_config, ["distill.fakd_pool=0"])  # FAKD's key under SLKD
@@ -242,10 +239,10 @@ def test_the_teacher_rule_is_the_same_for_the_config_check_and_the_distiller(set
     torch.manual_seed(0)
     nets = {"a": build_model("restormer-tiny"), "b": build_model("restormer-tiny", global_residual=False)}
     d = build_distiller(cfg, build_model("res-sl-tiny"), nets)
-    assert tuple(d.teachers) == roles
+    assert tuple(r for r in d.probe if r != "student") == roles  # the teachers it holds (and probed)
     d.close()
     d = build_distiller(cfg, build_model("res-sl-tiny"), {r: nets[r] for r in roles})
-    assert tuple(d.teachers) == roles
+    assert tuple(r for r in d.probe if r != "student") == roles
     d.close()
     for missing in roles:
         with pytest.raises(SlkdError, match=f"Teacher {missing.upper()}"):
@@ -283,3 +280,64 @@ def test_train_loss_is_the_pixel_term_of_every_method_and_of_supervised_training
     with pytest.raises(SlkdError, match="unknown loss 'l2'"):
         build_distiller("scratch", student, pixel_loss="l2")
     assert not student._forward_hooks  # a refused build leaves no hook behind
+
+
+# ------------------------------------------------------------------ a method in a module of the user's, from the command line
+
+PLUGIN = '''
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from slkd.distill import Distiller, DistillerConfig, register_distiller
+
+
+@dataclass
+class GapConfig(DistillerConfig):
+    DEFAULT_WEIGHTS = MappingProxyType({"pix": 1.0, "gap": 0.5})
+    offset: float = 0.0
+
+
+@register_distiller("toy_plugin_gap", GapConfig)
+class GapDistiller(Distiller):
+    def compute_terms(self, x, y):
+        out, _ = self.run_student(x)
+        a_out, _ = self.run_teacher("a", x)
+        return {"pix": self.pixel_term(out, y), "gap": (out - a_out - self.cfg.offset).abs().mean()}
+'''
+
+
+def test_slkd_distill_plugin_trains_a_method_from_a_module_of_the_users(setup, tmp_path, capsys):
+    plugin = tmp_path / "toy_plugin_gap_method.py"
+    plugin.write_text(PLUGIN)
+    data = config_data(setup, "plugin", {"method": "toy_plugin_gap", "offset": 0.1, "loss_weights": {"gap": 0.25}})
+    path = write(setup, data)
+    assert main(["distill", "--config", str(path), "--device", "cpu"]) == 2  # not registered without it
+    assert "distill.method: expected" in capsys.readouterr().err
+    assert main(["distill", "--plugin", str(plugin), "--config", str(path), "--device", "cpu"]) == 0, \
+        capsys.readouterr().err
+    logged = events(setup / "runs" / "plugin", "train")
+    assert [e["step"] for e in logged] == [1, 2]
+    for e in logged:  # the plugin's own terms, weighted as configured
+        assert e["loss_gap"] > 0 and e["loss"] == pytest.approx(e["loss_pix"] + 0.25 * e["loss_gap"], rel=1e-5)
+    stored = yaml.safe_load((setup / "runs" / "plugin" / "config.yaml").read_text())["distill"]
+    assert stored == {"method": "toy_plugin_gap", "loss_weights": {"pix": 1.0, "gap": 0.25}, "offset": 0.1}
+    # slkd compress offers it as a --method once the plugin is given (the same --plugin)
+    with pytest.raises(SystemExit):
+        main(["compress", "--plugin", str(plugin), "--help"])
+    assert "toy_plugin_gap" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("body, message", [
+    ("raise ValueError('no GPU here')\n", "cannot import it (ValueError: no GPU here)"),
+    ("def broken(:\n", "cannot import it (SyntaxError"),
+])
+def test_a_plugin_that_fails_to_import_is_a_one_line_error_naming_it(tmp_path, capsys, body, message):
+    plugin = tmp_path / "toy_broken_plugin.py"
+    plugin.write_text(body)
+    for command in ("distill", "compress"):
+        assert main([command, "--plugin", str(plugin), "--help"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"slkd: error: --plugin {plugin}: {message}") and err.count("\n") == 1, err
+    assert main(["distill", "--plugin", "toy_no_such_module", "--help"]) == 2
+    assert capsys.readouterr().err == ("slkd: error: --plugin toy_no_such_module: cannot import it "
+                                       "(ModuleNotFoundError: No module named 'toy_no_such_module')\n")

@@ -1,12 +1,15 @@
-"""The variants of the distillation study: the teacher-term schedule, Φ_N as a dense MSCN
-comparison and Φ_E as an edge weighting of the decoder-feature distance."""
+"""The variants of the distillation study: the teacher-term schedule (method ``slkd_decay``),
+Φ_N as a dense MSCN comparison and Φ_E as an edge weighting of the decoder-feature distance.
+The losing ones live in benchmarks/variants.py and register into the library's registries from
+there, as a user's own module would."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from slkd.distill import EdgeWeightExtractor, MSCNExtractor, build_distiller, distill_config, et_loss, mscn, nc_loss
+from benchmarks.variants import EdgeWeightExtractor, MSCNExtractor
+from slkd.distill import build_distiller, distill_config, et_loss, mscn, nc_loss
 from slkd.errors import ConfigError
 from test_distillers import CallLog, _batch, _nets
 
@@ -16,19 +19,19 @@ from test_distillers import CallLog, _batch, _nets
     ("linear", 1.0, 0.0), ("step", 0.74, 1.0), ("step", 0.75, 0.0),
 ])
 def test_teacher_factor_follows_the_schedule(mode, progress, factor):
-    cfg = distill_config("fitnet", teacher_decay=mode, teacher_decay_start=0.75)
+    cfg = distill_config("slkd_decay", teacher_decay=mode, teacher_decay_start=0.75)
     assert cfg.teacher_factor(progress) == pytest.approx(factor)
 
 
 @pytest.mark.parametrize("start", [-0.1, 1.0, 2])
 def test_teacher_decay_start_must_be_a_fraction(start):
     with pytest.raises(ConfigError, match="teacher_decay_start"):
-        distill_config("slkd", teacher_decay="linear", teacher_decay_start=start)
+        distill_config("slkd_decay", teacher_decay="linear", teacher_decay_start=start)
 
 
 def test_linear_decay_scales_every_teacher_term_but_not_pix():
     student, a, b = _nets()
-    d = build_distiller(distill_config("slkd", teacher_decay="linear", teacher_decay_start=0.5), student, a, b)
+    d = build_distiller(distill_config("slkd_decay", teacher_decay="linear", teacher_decay_start=0.5), student, a, b)
     batch = _batch()
     d.set_progress(0, 100)
     full, terms = d(batch)
@@ -43,7 +46,7 @@ def test_linear_decay_scales_every_teacher_term_but_not_pix():
 
 def test_switched_off_teachers_are_not_run_and_adapters_get_zero_gradients():
     student, a, b = _nets()
-    d = build_distiller(distill_config("slkd", teacher_decay="step", teacher_decay_start=0.5), student, a, b)
+    d = build_distiller(distill_config("slkd_decay", teacher_decay="step", teacher_decay_start=0.5), student, a, b)
     log_a, log_b = CallLog(a), CallLog(b)
     d.set_progress(60, 100)
     loss, terms = d(_batch())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from slkd.cli.common import add_run_arguments, run_training
+from slkd.cli.plugins import add_plugin_argument
 from slkd.engine.tasks import distiller_task
 
 
@@ -14,9 +15,10 @@ def add_parser(subparsers) -> None:
         "weight files or run folders of `slkd train`; official Restormer checkpoints work as "
         "Teacher A. Overrides like distill.method=fitnet or distill.irl=false follow the config "
         "path. Each loss term is logged separately in metrics.jsonl. The run folder's weights.pth "
-        "holds the student only (adapters are dropped).",
+        "holds the student only (adapters are dropped). A method of your own: --plugin my_method.py.",
     )
     add_run_arguments(p)
+    add_plugin_argument(p)
     p.set_defaults(func=run)
 
 

@@ -8,6 +8,7 @@ import sys
 
 from slkd import __version__
 from slkd.cli import compress, demo, distill, evaluate, export, profile, restore, train
+from slkd.cli.plugins import load_plugins, plugin_arguments
 from slkd.engine.allocator import tune_allocator
 from slkd.engine.memory import format_bytes
 from slkd.errors import SlkdError
@@ -60,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     tune_allocator()  # before the first tensor: freed activations stay in the heap for reuse
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:  # before the parser: a plugin's methods are choices of its options
+        load_plugins(plugin_arguments(argv))
+    except SlkdError as exc:
+        print(f"slkd: error: {exc}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

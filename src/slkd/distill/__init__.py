@@ -17,7 +17,6 @@ from slkd.distill.base import Distiller, ProbeResult, RecordingTaps
 from slkd.distill.config import DistillerConfig
 from slkd.distill.registry import (
     DEFAULT_METHOD,
-    DISTILLERS,
     build_distiller,
     config_class,
     distill_config,
@@ -27,7 +26,7 @@ from slkd.distill.registry import (
 )
 
 # the built-in methods register themselves on import: SLKD first, then the baselines
-from slkd.distill.slkd_method import SLKDConfig, SLKDDistiller  # noqa: E402  isort: skip
+from slkd.distill.slkd_method import SLKDConfig, SLKDDistiller, register_extractor  # noqa: E402  isort: skip
 from slkd.distill.baselines import (  # noqa: E402  isort: skip
     ATConfig,
     ATDistiller,
@@ -50,8 +49,6 @@ from slkd.distill.extractors import (
     BRISQUE_STATS,
     PIQE_CUES,
     BrisqueExtractor,
-    EdgeWeightExtractor,
-    MSCNExtractor,
     IdentityExtractor,
     NSSFeatures,
     PiqeExtractor,
@@ -71,7 +68,6 @@ __all__ = [
     "ATConfig",
     "ATDistiller",
     "DEFAULT_METHOD",
-    "DISTILLERS",
     "Distiller",
     "DistillerConfig",
     "FAKDConfig",
@@ -97,11 +93,10 @@ __all__ = [
     "distiller_class",
     "fakd_loss",
     "register_distiller",
+    "register_extractor",
     "registered_methods",
     "BRISQUE_STATS",
     "BrisqueExtractor",
-    "EdgeWeightExtractor",
-    "MSCNExtractor",
     "IdentityExtractor",
     "NSSFeatures",
     "PIQE_CUES",

@@ -191,9 +191,6 @@ class FAKDConfig(FeatureKDConfig):
 class ScratchDistiller(Distiller):
     """L_pix only: the honest reference. No teacher is held or run."""
 
-    def __init__(self, cfg: ScratchConfig, student: nn.Module, teachers: Mapping[str, nn.Module]) -> None:
-        super().__init__(student, teachers, cfg.loss_weights)
-
     def compute_terms(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         out, _ = self.run_student(x)
         return {"pix": self.pixel_term(out, y)}
@@ -203,8 +200,9 @@ class ScratchDistiller(Distiller):
 class OutputKDDistiller(Distiller):
     """L_pix + img·L1(S(x), A(x)) + kl·L_KL, each teacher term only when its weight is > 0."""
 
-    def __init__(self, cfg: OutputKDConfig, student: nn.Module, teachers: Mapping[str, nn.Module]) -> None:
-        super().__init__(student, teachers, cfg.loss_weights)
+    def __init__(self, cfg: OutputKDConfig, student: nn.Module, teachers: Mapping[str, nn.Module],
+                 pixel_loss: str = "l1") -> None:
+        super().__init__(cfg, student, teachers, pixel_loss)
         self.temperature = float(cfg.temperature)
         with self.closing_on_error():
             self._check_same_output("a")
@@ -224,11 +222,12 @@ class FeatureDistiller(Distiller):
     """Base of the feature baselines: L_pix + feature·(a loss over the tapped levels of the
     student and of Teacher A, both on x)."""
 
-    def __init__(self, cfg: FeatureKDConfig, student: nn.Module, teachers: Mapping[str, nn.Module]) -> None:
+    def __init__(self, cfg: FeatureKDConfig, student: nn.Module, teachers: Mapping[str, nn.Module],
+                 pixel_loss: str = "l1") -> None:
         names = list(dict.fromkeys(cfg.levels(student)))
         if not names:
             raise SlkdError(f"{self.method} needs at least one tapped level (encoder_taps/decoder_taps)")
-        super().__init__(student, teachers, cfg.loss_weights, student_taps=names, teacher_taps={"a": names})
+        super().__init__(cfg, student, teachers, pixel_loss, student_taps=names, teacher_taps={"a": names})
         self.levels = names
         if self.weights["img"] > 0:
             with self.closing_on_error():
@@ -253,8 +252,9 @@ class FitNetDistiller(FeatureDistiller):
     """FitNet: Σ_levels MSE(SCM(F_S), F_A). With ``scm_standardize: false`` the SCM is the
     classic 1×1 regressor; by default both sides are standardised as in SLKD (§2.3)."""
 
-    def __init__(self, cfg: FitNetConfig, student: nn.Module, teachers: Mapping[str, nn.Module]) -> None:
-        super().__init__(cfg, student, teachers)
+    def __init__(self, cfg: FitNetConfig, student: nn.Module, teachers: Mapping[str, nn.Module],
+                 pixel_loss: str = "l1") -> None:
+        super().__init__(cfg, student, teachers, pixel_loss)
         with self.closing_on_error():
             self.adapters["features"] = ScaleConversion(
                 self.probe["student"].channels(self.levels), self.probe["a"].channels(self.levels),
@@ -278,9 +278,5 @@ class ATDistiller(FeatureDistiller):
 class FAKDDistiller(FeatureDistiller):
     """Feature-affinity KD (:func:`fakd_loss`, pooled to ``pool``×``pool``); no adapters."""
 
-    def __init__(self, cfg: FAKDConfig, student: nn.Module, teachers: Mapping[str, nn.Module]) -> None:
-        super().__init__(cfg, student, teachers)
-        self.pool = int(cfg.fakd_pool)
-
     def feature_loss(self, student_feats: list[Tensor], teacher_feats: list[Tensor]) -> Tensor:
-        return fakd_loss(student_feats, teacher_feats, self.pool)
+        return fakd_loss(student_feats, teacher_feats, int(self.cfg.fakd_pool))

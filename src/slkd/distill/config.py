@@ -18,11 +18,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import ClassVar, Literal, Mapping
+from typing import ClassVar, Mapping
 
 from slkd.errors import ConfigError
 
-__all__ = ["DistillerConfig"]
+__all__ = ["DistillerConfig", "check_weight"]
+
+
+def check_weight(term: str, value, path: str = "distill") -> float:
+    """A loss weight as a float: a finite number >= 0, or a :class:`ConfigError` with its key."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{_join(path, 'loss_weights')}.{term}: expected a finite number >= 0, got {value!r}")
+    return float(value)
 
 
 @dataclass
@@ -38,12 +45,6 @@ class DistillerConfig:
     method: str = ""
     #: term (without ``loss_``) → weight of L = Σ weight·term
     loss_weights: dict[str, float] = field(default_factory=dict)
-    #: schedule of every term but ``pix`` (the teacher terms) over training: ``none`` keeps
-    #: their weights; ``linear`` decays them linearly from ``teacher_decay_start`` (a fraction
-    #: of the iterations) to 0 at the end; ``step`` switches them off at ``teacher_decay_start``
-    #: (as CSD switches its teacher term off late in training)
-    teacher_decay: Literal["none", "linear", "step"] = "none"
-    teacher_decay_start: float = 0.75
 
     #: the method's loss terms and their default weights; one mapping per method class
     DEFAULT_WEIGHTS: ClassVar[Mapping[str, float]] = MappingProxyType({"pix": 1.0})
@@ -74,24 +75,15 @@ class DistillerConfig:
         if unknown:
             raise ConfigError(f"distill.loss_weights: unknown term(s) {', '.join(map(str, unknown))} for "
                               f"method {self.method}; its terms: {', '.join(defaults)}")
-        for term, value in given.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or value < 0:
-                raise ConfigError(f"distill.loss_weights.{term}: must be a finite number >= 0, got {value!r}")
+        given = {t: check_weight(t, v) for t, v in given.items()}
         return {t: float(given.get(t, w)) for t, w in defaults.items()}
 
     # ------------------------------------------------------------------ checks
     def validate(self, path: str = "distill") -> None:
         """Refuse impossible settings with the key's path. Subclasses extend it (and call it)."""
-        if self.teacher_decay not in ("none", "linear", "step"):
-            raise ConfigError(f"{_join(path, 'teacher_decay')}: 'none', 'linear' or 'step', got {self.teacher_decay!r}")
-        if not (isinstance(self.teacher_decay_start, (int, float)) and 0 <= self.teacher_decay_start < 1):
-            raise ConfigError(f"{_join(path, 'teacher_decay_start')}: a fraction of the training in [0, 1), "
-                              f"got {self.teacher_decay_start!r}")
-        weights = self._resolve_weights(self.loss_weights)
-        if not any(w > 0 for w in weights.values()):
+        if not any(w > 0 for w in self.loss_weights.values()):
             raise ConfigError(f"{_join(path, 'loss_weights')}: every loss weight of {self.method} "
-                              f"({', '.join(weights)}) is 0")
+                              f"({', '.join(self.loss_weights)}) is 0")
 
     # ------------------------------------------------------------------ teachers
     def teacher_roles(self) -> tuple[str, ...]:
@@ -100,27 +92,9 @@ class DistillerConfig:
         teacher whose terms all have weight 0 is not listed (it is neither needed nor loaded)."""
         return type(self).TEACHERS
 
-    def uses_teacher_a(self) -> bool:
-        return "a" in self.teacher_roles()
-
-    def uses_teacher_b(self) -> bool:
-        return "b" in self.teacher_roles()
-
     def missing_teacher(self, role: str) -> str:
         """What to say when teacher ``role`` is needed but not given."""
         return f"method {self.method!r} needs Teacher {role.upper()} (teachers.{role})"
-
-    def teacher_factor(self, progress: float) -> float:
-        """The multiplier of the teacher terms' weights at ``progress`` (fraction done)."""
-        if self.teacher_decay == "none" or progress < self.teacher_decay_start:
-            return 1.0
-        if self.teacher_decay == "step":
-            return 0.0
-        return max(0.0, (1.0 - progress) / (1.0 - self.teacher_decay_start))
-
-    def weight(self, term: str) -> float:
-        """The weight of ``term`` (0 for a term the method does not have)."""
-        return self.loss_weights.get(term, 0.0)
 
 
 def _join(path: str, key: str) -> str:

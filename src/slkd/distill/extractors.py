@@ -35,9 +35,7 @@ from torch import Tensor, nn
 __all__ = [
     "BRISQUE_STATS",
     "BrisqueExtractor",
-    "EdgeWeightExtractor",
     "IdentityExtractor",
-    "MSCNExtractor",
     "NSSFeatures",
     "PIQE_CUES",
     "PiqeExtractor",
@@ -82,8 +80,8 @@ def gaussian_window(window: int = 7, sigma: float = 7 / 6, *, dtype=None, device
 def _blur(x: Tensor, g: Tensor) -> Tensor:
     """Separable Gaussian blur of a B×C×H×W map, same size out.
 
-    Two depthwise 1-D convolutions (``groups=C``): an order of magnitude faster on CPU, forward
-    and backward, than folding the channels into the batch of a one-channel convolution.
+    Two depthwise 1-D convolutions (``groups=C``): faster on CPU, forward and backward, than
+    folding the channels into the batch of a one-channel convolution.
     """
     c, h, w = x.shape[1:]
     r = g.numel() // 2
@@ -373,47 +371,14 @@ class PiqeExtractor(nn.Module):
         n = mscn(x, self.window, self.sigma, self.c, self.eps)
         return block_cues(n, self.block_size, self.std_eps, self.ratio_eps)
 
-
-class MSCNExtractor(nn.Module):
-    """``extractor_nc: mscn`` [spec, variant]: Φ_N keeps only the MSCN map N, compared densely
-    (position by position) — BRISQUE's normalisation without its summary statistics, which keep
-    18 numbers per channel of a whole map and so let very different maps match.
-
-    ``forward(x)`` returns :class:`NSSFeatures` with ``maps = [N]`` and no statistics."""
-
-    def __init__(self, window: int = 7, sigma: float = 7 / 6, c: float = 1e-2, eps: float = 1e-8) -> None:
-        super().__init__()
-        gaussian_window(window, sigma)  # validates
-        self.window, self.sigma, self.c, self.eps = window, sigma, c, eps
-
-    def forward(self, x: Tensor) -> NSSFeatures:
-        return NSSFeatures([mscn(x, self.window, self.sigma, self.c, self.eps)], None)
-
-
-class EdgeWeightExtractor(nn.Module):
-    """``extractor_et: edge`` [spec, variant]: instead of comparing PIQE block statistics, L_ET
-    compares the decoder features themselves, position by position, weighted by where the
-    *teacher's* features have edges and texture — PIQE's cue (activity) as a soft spatial weight.
-
-    The weight of a position is ``1 + g/mean(g)`` with g the Sobel gradient magnitude of the
-    channel-mean of the teacher's (standardised) features, so flat regions weigh 1 and edges
-    several times that; :func:`slkd.distill.losses.et_loss` divides by the mean weight."""
-
-    def weight(self, t: Tensor, eps: float = 1e-8) -> Tensor:
-        """B×1×H×W weights from teacher features ``t`` (no gradient flows into them)."""
-        _check_map(t)
-        m = t.mean(dim=1, keepdim=True)
-        if min(m.shape[-2:]) < 2:  # a 1×1 map has no gradient: uniform weights
-            return torch.ones_like(m)
-        k = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], dtype=t.dtype, device=t.device)
-        padded = F.pad(m, (1, 1, 1, 1), mode="replicate")
-        gx = F.conv2d(padded, k.view(1, 1, 3, 3))
-        gy = F.conv2d(padded, k.t().contiguous().view(1, 1, 3, 3))
-        g = torch.sqrt(gx * gx + gy * gy + eps)
-        return 1.0 + g / (g.mean(dim=(-2, -1), keepdim=True) + eps)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x
+    def distance(self, s: Tensor, t: Tensor, eps: float = 1e-8) -> Tensor:
+        """One level of L_ET: mean(w ⊙ |Φ_E(S) − Φ_E(T)|)/mean(w), w the activity weight of the
+        teacher's block variance broadcast over the cues; ``eps`` guards the division."""
+        cs = self(s)
+        with torch.no_grad():
+            ct = self(t)
+            w = self.activity_weight(ct[..., 0]).unsqueeze(-1)
+        return (w * (cs - ct).abs()).mean() / (w.mean() + eps)
 
 
 class IdentityExtractor(nn.Module):
@@ -422,6 +387,10 @@ class IdentityExtractor(nn.Module):
 
     def forward(self, x: Tensor) -> NSSFeatures:
         return NSSFeatures([x], None)
+
+    def distance(self, s: Tensor, t: Tensor, eps: float = 1e-8) -> Tensor:
+        """One level of L_ET as plain L1: mean|S − T|."""
+        return (s - t).abs().mean()
 
 
 def piqe_extractors(level_indices: Sequence[int], **kwargs) -> list[PiqeExtractor]:

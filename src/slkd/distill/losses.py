@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slkd.distill.extractors import EdgeWeightExtractor, IdentityExtractor
 from slkd.distill.scm import teacher_constant
 
 __all__ = [
@@ -98,30 +97,19 @@ def et_loss(
     extractors_per_level,
     eps: float = 1e-8,
 ) -> Tensor:
-    """L_ET (docs/spec.md §2.5) between converted student and Teacher B decoder features.
+    """L_ET (docs/spec.md §2.5) between converted student and Teacher B decoder features:
+    Σ_levels ``extractor.distance(S, T, eps)``.
 
     ``extractors_per_level``: one :class:`PiqeExtractor` per level (its ``level_index`` sets
-    the block size), a single extractor for all levels, :class:`IdentityExtractor`
-    (ablation: Σ_levels mean|S − T|) or :class:`EdgeWeightExtractor` (variant: Σ_levels
-    mean(w ⊙ |S − T|)/mean(w), w from the teacher's edges, broadcast over channels). The activity weight comes from the TEACHER's block
-    variance; ``eps`` guards the division by mean(w).
+    the block size; the activity weight comes from the TEACHER's block variance, ``eps`` guards
+    the division by mean(w)), a single extractor for all levels, or
+    :class:`IdentityExtractor` (ablation: Σ_levels mean|S − T|); any module with that
+    ``distance`` method will do.
     """
     extractors = _per_level(extractors_per_level, len(student_feats), "et_loss")
     total = None
     for i, s, t in _pairs(student_feats, teacher_feats, "et_loss"):
-        ext = extractors[i]
-        if isinstance(ext, IdentityExtractor):
-            level = (s - t).abs().mean()
-        elif isinstance(ext, EdgeWeightExtractor):
-            with torch.no_grad():
-                w = ext.weight(t)
-            level = (w * (s - t).abs()).mean() / (w.mean() + eps)
-        else:
-            cs = ext(s)
-            with torch.no_grad():
-                ct = ext(t)
-                w = ext.activity_weight(ct[..., 0]).unsqueeze(-1)
-            level = (w * (cs - ct).abs()).mean() / (w.mean() + eps)
+        level = extractors[i].distance(s, t, eps)
         total = level if total is None else total + level
     return total
 

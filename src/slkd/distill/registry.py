@@ -10,24 +10,19 @@ A method is a :class:`~slkd.distill.Distiller` subclass and its
 
     @register_distiller("margin", MarginConfig)
     class MarginDistiller(Distiller):
-        def __init__(self, cfg, student, teachers):
-            super().__init__(student, teachers, cfg.loss_weights)
-            self.margin = cfg.margin
-
         def compute_terms(self, x, y):
             out, _ = self.run_student(x)
             a_out, _ = self.run_teacher("a", x)
             return {"pix": self.pixel_term(out, y),
-                    "margin": ((out - a_out).abs() - self.margin).clamp(min=0).mean()}
+                    "margin": ((out - a_out).abs() - self.cfg.margin).clamp(min=0).mean()}
 
-After the import of that file, ``distill: {method: margin, margin: 0.1}`` is a valid config
-node and ``slkd distill`` trains it; nothing else changes.
+After the import of that file (``slkd distill --plugin margin.py``), ``distill: {method: margin,
+margin: 0.1}`` is a valid config node and ``slkd distill`` trains it; nothing else changes.
 """
 
 from __future__ import annotations
 
 from dataclasses import fields, is_dataclass
-from types import MappingProxyType
 from typing import Callable, Mapping
 
 from torch import nn
@@ -35,11 +30,9 @@ from torch import nn
 from slkd.distill.base import Distiller
 from slkd.distill.config import DistillerConfig
 from slkd.errors import ConfigError, SlkdError
-from slkd.losses import check_pixel_loss
 
 __all__ = [
     "DEFAULT_METHOD",
-    "DISTILLERS",
     "build_distiller",
     "config_class",
     "distill_config",
@@ -55,8 +48,6 @@ DEFAULT_METHOD = "fakd"
 
 _CONFIGS: dict[str, type[DistillerConfig]] = {}
 _DISTILLERS: dict[str, type[Distiller]] = {}
-#: method name → distiller class (a read-only, live view of the registry)
-DISTILLERS = MappingProxyType(_DISTILLERS)
 
 
 def register_distiller(name: str,
@@ -64,8 +55,8 @@ def register_distiller(name: str,
     """Class decorator: register a :class:`Distiller` subclass as method ``name``, configured by
     the dataclass ``config_cls`` (a :class:`DistillerConfig` subclass used by no other method).
 
-    The distiller is built as ``cls(cfg, student, teachers)`` with ``teachers`` holding exactly
-    the roles of ``cfg.teacher_roles()``."""
+    The distiller is built as ``cls(cfg, student, teachers, pixel_loss)`` with ``teachers``
+    holding exactly the roles of ``cfg.teacher_roles()``."""
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"a method name is a plain word (letters, digits, _), got {name!r}")
     if not (isinstance(config_cls, type) and issubclass(config_cls, DistillerConfig) and is_dataclass(config_cls)):
@@ -171,16 +162,12 @@ def build_distiller(
     if not isinstance(cfg, config_class(cfg.method)):
         raise SlkdError(f"method {cfg.method!r} is configured by {config_class(cfg.method).__name__}, "
                         f"got a {type(cfg).__name__}")
-    check_pixel_loss(pixel_loss)  # before any hook is put on the caller's networks
     given = _given_teachers(teachers, teacher_b)
     roles = cfg.teacher_roles()
     for role in roles:
         if given.get(role) is None:
             raise SlkdError(cfg.missing_teacher(role))
     try:
-        distiller = cls(cfg, student, {role: given[role] for role in roles})
+        return cls(cfg, student, {role: given[role] for role in roles}, pixel_loss)
     except ValueError as exc:  # parameter checks of the extractors, SCMs and loss functions
         raise SlkdError(f"distill ({cfg.method}): {exc}") from exc
-    distiller.set_pixel_loss(pixel_loss)
-    distiller.config = cfg
-    return distiller

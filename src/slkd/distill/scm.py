@@ -52,7 +52,7 @@ def standardize_channels(x: Tensor, eps: float = 1e-5) -> Tensor:
     if x.dim() != 4:
         raise ValueError(f"expected a B×C×H×W tensor, got shape {tuple(x.shape)}")
     if x.shape[-2] * x.shape[-1] > 1:
-        # the same maths as below in one native kernel, forward and backward (~3× faster on CPU)
+        # the same maths as below in one native kernel, forward and backward (faster on CPU)
         return F.instance_norm(x, eps=eps)
     mean = x.mean(dim=(-2, -1), keepdim=True)  # a 1×1 map (instance_norm refuses it): all zeros
     centred = x - mean
@@ -72,8 +72,8 @@ class ScaleConversion(nn.Module):
             and only matters with ``standardize=False``].
         mode: interpolation used when spatial sizes differ [spec, "bilinear"].
 
-    The adapters train with the student and are not part of the deployable student; use
-    :meth:`parameter_count` to report their size separately.
+    The adapters train with the student and are not part of the deployable student
+    (:meth:`slkd.distill.Distiller.adapter_parameter_count` reports their size separately).
     """
 
     def __init__(
@@ -112,10 +112,6 @@ class ScaleConversion(nn.Module):
 
     def __len__(self) -> int:
         return len(self.convs)
-
-    def parameter_count(self) -> int:
-        """Number of trainable parameters of all adapters (reported apart from the student)."""
-        return sum(p.numel() for p in self.parameters())
 
     def convert_level(self, index: int, student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
         """Convert level ``index``: returns (converted student, processed teacher constant)."""

@@ -21,28 +21,44 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal, Mapping
+from typing import Callable, Literal, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from slkd.distill.base import Distiller
 from slkd.distill.config import DistillerConfig
-from slkd.distill.extractors import (
-    BrisqueExtractor,
-    EdgeWeightExtractor,
-    IdentityExtractor,
-    MSCNExtractor,
-    level_indices_from_sizes,
-    piqe_extractors,
-)
-from slkd.distill.losses import et_loss, fakd_loss, image_l1, kl_loss, nc_loss, total_loss
+from slkd.distill.extractors import BrisqueExtractor, IdentityExtractor, level_indices_from_sizes, piqe_extractors
+from slkd.distill.losses import et_loss, fakd_loss, image_l1, kl_loss, nc_loss
 from slkd.distill.registry import register_distiller
 from slkd.distill.scm import ScaleConversion
 from slkd.errors import ConfigError, SlkdError
 from slkd.models.protocol import default_taps
 
-__all__ = ["SLKDConfig", "SLKDDistiller"]
+__all__ = ["SLKDConfig", "SLKDDistiller", "register_extractor"]
+
+#: Φ_N and Φ_E by name: name → factory(cfg, level_indices) of the extractor (the resolution
+#: level of each tapped feature, 0 at full size). Φ_N returns :class:`NSSFeatures`; Φ_E has
+#: ``distance(student, teacher, eps)``, or is a list of such, one per level
+#: (:func:`~slkd.distill.losses.et_loss`)
+_EXTRACTORS: dict[str, dict[str, Callable]] = {"nc": {}, "et": {}}
+#: the distance of ``extractor_nc/et: affinity``: FAKD's on the raw features, no SCM
+AFFINITY = "affinity"
+
+
+def register_extractor(part: Literal["nc", "et"], name: str) -> Callable[[Callable], Callable]:
+    """Decorator: register ``factory(cfg, level_indices)`` as ``distill.extractor_<part>: name``."""
+    if part not in _EXTRACTORS or not name.isidentifier() or name == AFFINITY:
+        raise ValueError(f"register_extractor: part 'nc' or 'et' and a plain word other than "
+                         f"{AFFINITY!r}, got {part!r}, {name!r}")
+
+    def decorate(factory: Callable) -> Callable:
+        if _EXTRACTORS[part].get(name, factory) is not factory:
+            raise ValueError(f"an extractor_{part} named {name!r} is already registered")
+        _EXTRACTORS[part][name] = factory
+        return factory
+
+    return decorate
 
 
 @dataclass
@@ -51,24 +67,23 @@ class SLKDConfig(DistillerConfig):
 
     Loss weights: the paper's three trade-off weights are 0.5, 0.1, 0.1 [paper]; which belongs
     to which term is [spec] (λ_kl 0.5, λ_nc 0.1, λ_et 0.1). Our L_NC and L_ET are
-    reconstructions whose scale the paper's weights were not tuned for: with 0.1/0.1 their
-    gradients outweigh the pixel gradient at a trained student, and the student ends worse on
-    every seed than with the defaults here, λ_nc 0.01 and λ_et 0.03 [spec, measured:
-    BENCHMARKS.md §9, docs/method.md]. λ_img 0, λ_pix 1 [spec].
+    reconstructions whose scale the paper's weights were not tuned for, so the defaults here
+    (``DEFAULT_WEIGHTS``) weigh them less [spec; why, as measured: BENCHMARKS.md §9,
+    docs/method.md]. λ_img 0, λ_pix 1 [spec].
     ``loss_weights: {kl: 0.5, nc: 0.1, et: 0.1}`` gives the paper's.
     """
 
     #: ablation switches (docs/spec.md §2.7)
     drl: bool = True
     irl: bool = True
-    #: Φ_N: BRISQUE maps + statistics; ``mscn``: the MSCN map alone, compared densely
-    #: [variant]; ``identity``: plain L1 on the SCM's standardised features (ablation; FitNet's
-    #: normalised distance); ``affinity``: FAKD's spatial-affinity distance on the raw features,
-    #: no SCM (the dual-teacher split with a distance that works, [variant])
-    extractor_nc: Literal["brisque", "mscn", "identity", "affinity"] = "brisque"
-    #: Φ_E: PIQE block cues; ``edge``: the features compared densely, weighted by the teacher's
-    #: edges [variant]; ``identity``: plain L1 (ablation); ``affinity``: as for ``extractor_nc``
-    extractor_et: Literal["piqe", "edge", "identity", "affinity"] = "piqe"
+    #: Φ_N: BRISQUE maps + statistics; ``identity``: plain L1 on the SCM's standardised
+    #: features (ablation; FitNet's normalised distance); ``affinity``: FAKD's spatial-affinity
+    #: distance on the raw features, no SCM (the dual-teacher split with a distance that works,
+    #: [variant]); or a name registered with :func:`register_extractor`
+    extractor_nc: str = "brisque"
+    #: Φ_E: PIQE block cues; ``identity``: plain L1 (ablation); ``affinity``: as for
+    #: ``extractor_nc``; or a registered name
+    extractor_et: str = "piqe"
     #: IRL's teacher: a separate clean → clean Teacher B, or Teacher A run on the clean image
     teacher_b: Literal["separate", "same_as_a"] = "separate"
     #: levels read by DRL (encoder) and IRL (decoder); null: the student's own level names
@@ -116,6 +131,11 @@ class SLKDConfig(DistillerConfig):
             raise ConfigError(f"{path}.piqe_block: must be >= 1, got {self.piqe_block}")
         if self.affinity_pool < 1:
             raise ConfigError(f"{path}.affinity_pool: must be >= 1, got {self.affinity_pool}")
+        for part in ("nc", "et"):
+            known = [*_EXTRACTORS[part], AFFINITY]
+            if getattr(self, f"extractor_{part}") not in known:
+                raise ConfigError(f"{path}.extractor_{part}: expected {' or '.join(map(repr, known))}, "
+                                  f"got {getattr(self, f'extractor_{part}')!r}")
 
     # ------------------------------------------------------------------ which parts run
     @property
@@ -134,13 +154,19 @@ class SLKDConfig(DistillerConfig):
         w = self.loss_weights
         return self.uses_drl or w["kl"] > 0 or w["img"] > 0
 
+    @property
+    def irl_teacher(self) -> str:
+        """The teacher IRL runs on the clean image: B, or A with ``teacher_b: same_as_a``."""
+        return "b" if self.teacher_b == "separate" else "a"
+
     def teacher_roles(self) -> tuple[str, ...]:
         """Teacher A for DRL, KL, img, and for IRL with ``teacher_b: same_as_a``; Teacher B only
         for IRL (et > 0) with ``teacher_b: separate``. A term whose weight is 0 is not computed,
         so its teacher is neither needed nor loaded."""
-        irl_on_a = self.uses_irl and self.teacher_b == "same_as_a"
-        roles = ("a",) if self.teacher_a_on_degraded or irl_on_a else ()
-        return roles + (("b",) if self.uses_irl and self.teacher_b == "separate" else ())
+        roles = {"a"} if self.teacher_a_on_degraded else set()
+        if self.uses_irl:
+            roles.add(self.irl_teacher)
+        return tuple(r for r in ("a", "b") if r in roles)
 
     def missing_teacher(self, role: str) -> str:
         if role == "b":
@@ -175,29 +201,25 @@ class SLKDDistiller(Distiller):
     with ``teacher_b: separate``.
     """
 
-    def __init__(self, cfg: SLKDConfig, student: nn.Module, teachers: Mapping[str, nn.Module]) -> None:
+    def __init__(self, cfg: SLKDConfig, student: nn.Module, teachers: Mapping[str, nn.Module],
+                 pixel_loss: str = "l1") -> None:
         enc, dec = cfg.drl_irl_taps(student)
         if cfg.uses_drl and not enc:
             raise SlkdError("DRL needs at least one encoder tap (distill.encoder_taps)")
         if cfg.uses_irl and not dec:
             raise SlkdError("IRL needs at least one decoder tap (distill.decoder_taps)")
-        roles = cfg.teacher_roles()
-        if "b" in roles:
+        if "b" in teachers:
             _check_teacher_b(teachers["b"])
-        irl_role = "b" if cfg.teacher_b == "separate" else "a"
-        a_on_x = cfg.teacher_a_on_degraded
-        super().__init__(
-            student,
-            {role: teachers[role] for role in roles},
-            cfg.loss_weights,
-            student_taps=enc + dec,
-            teacher_taps={"a": (enc if a_on_x else []) + (dec if irl_role == "a" else []),
-                          "b": dec if "b" in roles else []},
-        )
+        reads: dict[str, list[str]] = {role: [] for role in teachers}
+        if cfg.teacher_a_on_degraded:
+            reads["a"] += enc
+        if cfg.uses_irl:
+            reads[cfg.irl_teacher] += dec
+        super().__init__(cfg, student, teachers, pixel_loss, student_taps=enc + dec, teacher_taps=reads)
         self.gamma_stat, self.temperature = float(cfg.gamma_stat), float(cfg.temperature)
         self.drl, self.irl = cfg.uses_drl, cfg.uses_irl
-        self.a_on_x = a_on_x
-        self.irl_role = irl_role
+        self.a_on_x = cfg.teacher_a_on_degraded
+        self.irl_role = cfg.irl_teacher
         self.encoder_taps, self.decoder_taps = enc, dec
         with self.closing_on_error():
             self._build_adapters(cfg)
@@ -210,37 +232,22 @@ class SLKDDistiller(Distiller):
             self._et_fn = torch.compile(self._et_term, dynamic=False)
 
     def _build_adapters(self, cfg: SLKDConfig) -> None:
-        enc, dec, w, irl_role = self.encoder_taps, self.decoder_taps, self.weights, self.irl_role
+        enc, dec, w = self.encoder_taps, self.decoder_taps, self.weights
         if w["kl"] > 0 or w["img"] > 0:
             self._check_same_output("a")
         self.affinity_pool = int(cfg.affinity_pool)
         # an affinity distance compares positions with positions (HW×HW), whatever the channel
         # counts: it needs no SCM, as in FAKD
-        if self.drl and cfg.extractor_nc != "affinity":
-            self.adapters["encoder"] = ScaleConversion(
-                self.probe["student"].channels(enc), self.probe["a"].channels(enc),
-                standardize=cfg.scm_standardize,
-            )
-            self.extractor_nc = {
-                "brisque": lambda: BrisqueExtractor(scales=cfg.brisque_scales, c=cfg.mscn_c),
-                "mscn": lambda: MSCNExtractor(c=cfg.mscn_c),
-                "identity": IdentityExtractor,
-            }[cfg.extractor_nc]()
-        if self.irl and cfg.extractor_et != "affinity":
-            teacher_probe = self.probe[irl_role]
-            self.adapters["decoder"] = ScaleConversion(
-                self.probe["student"].channels(dec), teacher_probe.channels(dec),
-                standardize=cfg.scm_standardize,
-            )
-            if cfg.extractor_et == "piqe":
-                levels = level_indices_from_sizes(teacher_probe.sizes(dec), teacher_probe.image_size)
-                self.extractors_et = nn.ModuleList(piqe_extractors(
-                    levels, block=cfg.piqe_block, tau=cfg.piqe_tau, temperature=cfg.piqe_temperature,
-                    c=cfg.mscn_c))
-            elif cfg.extractor_et == "edge":
-                self.extractors_et = EdgeWeightExtractor()
-            else:
-                self.extractors_et = IdentityExtractor()
+        for part, key, names, role in (("nc", "encoder", enc, "a"), ("et", "decoder", dec, self.irl_role)):
+            name = getattr(cfg, f"extractor_{part}")
+            if not names or name == AFFINITY:
+                continue
+            teacher = self.probe[role]
+            self.adapters[key] = ScaleConversion(self.probe["student"].channels(names), teacher.channels(names),
+                                                 standardize=cfg.scm_standardize)
+            levels = level_indices_from_sizes(teacher.sizes(names), teacher.image_size)
+            setattr(self, f"extractor_{part}" if part == "nc" else "extractors_et",
+                    _EXTRACTORS[part][name](cfg, levels))
 
     def compute_terms(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         out, s_feats = self.run_student(x)
@@ -284,5 +291,10 @@ class SLKDDistiller(Distiller):
                                 "false to train eagerly") from exc
             raise
 
-    def combine(self, terms: Mapping[str, Tensor]) -> Tensor:
-        return total_loss(terms, self.scheduled_weights())
+
+# the built-in Φ_N and Φ_E (a variant registers its own the same way, e.g. benchmarks/variants.py)
+register_extractor("nc", "brisque")(lambda cfg, levels: BrisqueExtractor(scales=cfg.brisque_scales, c=cfg.mscn_c))
+register_extractor("nc", "identity")(lambda cfg, levels: IdentityExtractor())
+register_extractor("et", "piqe")(lambda cfg, levels: nn.ModuleList(piqe_extractors(
+    levels, block=cfg.piqe_block, tau=cfg.piqe_tau, temperature=cfg.piqe_temperature, c=cfg.mscn_c)))
+register_extractor("et", "identity")(lambda cfg, levels: IdentityExtractor())

@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 from slkd.data.tasks import task_names
 from slkd.distill import DEFAULT_METHOD, DistillerConfig, config_class, distill_config, registered_methods
+from slkd.distill.config import check_weight
 from slkd.distill.registry import option_names
 from slkd.engine.typed_yaml import (
     ConfigLoader,
-    _convert,
     _join,
     apply_overrides,
     from_dict,
@@ -292,7 +292,7 @@ def _distill_node(value: Any, path: str) -> DistillerConfig:
             raise ConfigError(f"{_join(path, 'loss_weights')}: unknown term(s) {', '.join(unknown)}; "
                               f"known: {', '.join(known_terms)}")
         for term, w in weights.items():
-            _convert(w, float, f"{path}.loss_weights.{term}")
+            check_weight(term, w, path)
         data["loss_weights"] = {t: w for t, w in weights.items() if t in terms}
         ignored += [f"loss_weights.{t}" for t in weights if t not in terms]
     cfg = from_dict(cls, data, path)
