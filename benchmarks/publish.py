@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from slkd.engine.report import logged_seconds, read_events
+from slkd.engine.runlog import read_events, run_state
 from slkd.errors import SlkdError
 from slkd.fileio import atomic_write_bytes
 from slkd.models import load_pretrained
@@ -55,18 +55,17 @@ def provenance(run: Path, which: str = "best") -> tuple[dict, Path]:
     if not config_file.is_file() or not (run / "metrics.jsonl").is_file():
         raise PublishError(f"{run} is not a run folder of slkd train/distill (no config.yaml/metrics.jsonl)")
     config = yaml.safe_load(config_file.read_text())
-    events = read_events(run)
     iters = config["train"]["iters"]
-    finished = any(e.get("event") == "checkpoint" and e.get("step") == iters for e in events)
-    if not finished:
-        last = max((e.get("step", 0) for e in events), default=0)
-        raise PublishError(f"{run} has not finished: step {last} of {iters} (resume it first)")
-    vals = [e for e in events if e.get("event") == "val"]
+    state = run_state(run, iters)
+    if not state.finished:
+        raise PublishError(f"{run} has not finished: last checkpoint at step {max(state.last_checkpoint, 0)} "
+                           f"of {iters} (resume it first)")
+    vals = [e for e in read_events(run) if e.get("event") == "val"]
     if not vals:
         raise PublishError(f"{run} has no validation: provenance needs a validation PSNR")
     if which == "best":
         dataset = vals[-1]["dataset"]
-        best = max((e for e in vals if e["dataset"] == dataset), key=lambda e: e["psnr"])
+        best = state.best[dataset]
         source = run / f"best_{dataset}.pth"
         chosen = {"step": best["step"], "dataset": dataset, "psnr": best["psnr"], "ssim": best["ssim"]}
     else:
@@ -80,7 +79,7 @@ def provenance(run: Path, which: str = "best") -> tuple[dict, Path]:
     env = json.loads((run / "environment.json").read_text()) if (run / "environment.json").is_file() else {}
     command = (run / "command.txt").read_text().strip() if (run / "command.txt").is_file() else None
     model = config["model"]
-    seconds = _train_seconds(events)
+    seconds = None if state.seconds is None else round(state.seconds, 1)
     record = {
         "model": model["name"], "options": model.get("options") or {},
         "role": config.get("role"), "weights": which, "validation": chosen,
@@ -89,11 +88,6 @@ def provenance(run: Path, which: str = "best") -> tuple[dict, Path]:
         "run_commit": env.get("git_commit"), "environment": {k: env.get(k) for k in ("torch", "python", "cpu_threads", "gpu")},
     }
     return record, source
-
-
-def _train_seconds(events: list[dict]) -> float:
-    """Training wall-clock summed over the run's sessions (:func:`slkd.engine.report.logged_seconds`)."""
-    return round(logged_seconds(events), 1)
 
 
 def destinations(dest: Path) -> tuple[Path, Path]:

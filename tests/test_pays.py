@@ -258,8 +258,29 @@ def test_publish_writes_safetensors_with_provenance_and_refuses_to_replace(tmp_p
 def test_publish_refuses_an_unfinished_run(tmp_path):
     run = tmp_path / "run"
     _finished_run(run, iters=8)
-    with pytest.raises(PublishError, match="has not finished: step 4 of 8"):
+    with pytest.raises(PublishError, match="has not finished: last checkpoint at step 4 of 8"):
         publish(run, tmp_path / "w" / "x")
+
+
+def test_publish_and_the_study_runner_read_a_runs_seconds_alike(tmp_path):
+    """A run stopped and resumed: the runner (train_finished, what study.json records) and the
+    publisher count the same seconds, each process from its start to its last checkpoint."""
+    from benchmarks.study.scheduler import train_finished
+
+    run = tmp_path / "run"
+    _finished_run(run, iters=4)
+    events = [{"event": "start", "step": 0, "time": 10.0},
+              {"event": "val", "step": 2, "time": 11.0, "dataset": "val32", "psnr": 25.0, "ssim": 0.6},
+              {"event": "checkpoint", "step": 2, "time": 11.5},
+              {"event": "train", "step": 3, "time": 12.0},                       # lost at the kill
+              {"event": "start", "step": 2, "time": 5000.0, "resumed": True},
+              {"event": "val", "step": 4, "time": 5002.0, "dataset": "val32", "psnr": 24.0, "ssim": 0.5},
+              {"event": "checkpoint", "step": 4, "time": 5002.25}]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(e) for e in events) + "\n")
+    meta = json.loads(publish(run, tmp_path / "w" / "student").read_text())
+    assert train_finished(run, 4) == pytest.approx(1.5 + 2.25)
+    assert meta["train_seconds"] == round(train_finished(run, 4), 1) == 3.8
+    assert meta["validation"]["step"] == 2  # the best of the set, across both processes
 
 
 @pytest.mark.slow

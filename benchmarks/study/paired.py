@@ -7,6 +7,7 @@ import json
 import statistics
 
 from benchmarks.study.plan import Plan, eval_path
+from benchmarks.study.scheduler import recorded_seconds
 
 
 def load_eval(plan: Plan, task_key: str, run: str, data: str) -> dict | None:
@@ -71,8 +72,7 @@ def family(plan: Plan, task_key: str, runs: list[str], data: str) -> dict | None
 
 
 def train_seconds(plan: Plan, task_key: str, run: str) -> float | None:
-    done = plan.root(run) / task_key / run / "study.json"
-    return json.loads(done.read_text())["seconds"] if done.is_file() else None
+    return recorded_seconds(plan.root(run) / task_key / run)
 
 
 def single(plan: Plan, task_key: str, run: str, data: str) -> dict | None:

@@ -53,7 +53,7 @@ import yaml
 import benchmarks.families  # noqa: F401  (registers the study's res-sl-tiny-deep)
 import benchmarks.variants  # noqa: F401  (registers the losing SLKD variants the screen still lists)
 from benchmarks.study.configs import schedule
-from benchmarks.study.scheduler import Job, eval_argv, json_default, run_jobs, run_study
+from benchmarks.study.scheduler import Job, eval_argv, json_default, recorded_seconds, run_jobs, run_study
 from benchmarks.study.settings import ROOT, STUDENT, TEACHER, StudyError
 from benchmarks.study.paired import paired, spread
 from slkd.cli.common import device_option, max_threads, number, resolve_device
@@ -330,11 +330,6 @@ def validations(run_dir: Path) -> list[dict]:
             for e in read_events(run_dir) if e.get("event") == "val"]
 
 
-def run_seconds(run_dir: Path) -> float | None:
-    done = run_dir / "study.json"
-    return json.loads(done.read_text())["seconds"] if done.is_file() else None
-
-
 def last_quarter_gain(vals: list[dict], iters: int) -> float | None:
     """Validation PSNR at the end minus at three quarters of the run (None if either is missing)."""
     at = {v["step"]: v["psnr"] for v in vals}
@@ -405,7 +400,7 @@ def plateau(study: Study, ladder: list[int]) -> tuple[list[Job], callable]:
         for iters, job in zip(ladder, jobs):
             vals = validations(job.run_dir)
             rungs.append({"iters": iters, "val_psnr": vals[-1]["psnr"] if vals and vals[-1]["step"] == iters else None,
-                          "last_quarter_gain": last_quarter_gain(vals, iters), "seconds": run_seconds(job.run_dir),
+                          "last_quarter_gain": last_quarter_gain(vals, iters), "seconds": recorded_seconds(job.run_dir),
                           "curve": vals})
         for r, longer in zip(rungs, rungs[1:] + [{}]):
             r["next_rung_gain"] = (None if r["val_psnr"] is None or longer.get("val_psnr") is None
@@ -456,7 +451,7 @@ def screen(study: Study, names: list[str], iters: int, seed: int = 0) -> tuple[l
             end = vals[-1]["psnr"] if vals and vals[-1]["step"] == iters else None
             rows[v.name] = {"method": v.method, "distill": v.distill, "init": v.init, "student": v.student,
                             "val_psnr": end, "best_val_psnr": max((x["psnr"] for x in vals), default=None),
-                            "seconds": run_seconds(run), "scratch_twin": v.scratch_twin}
+                            "seconds": recorded_seconds(run), "scratch_twin": v.scratch_twin}
         for row in rows.values():
             twin = rows.get(row["scratch_twin"], {}).get("val_psnr")
             row["minus_scratch_twin"] = None if twin is None or row["val_psnr"] is None else row["val_psnr"] - twin
@@ -512,9 +507,9 @@ def budget_suffix(iters: int, budget: int) -> str:
 def parity_budgets(study: Study, families: dict[str, "Variant"], seeds, iters: int) -> dict[str, int | None]:
     """Compute parity, measured: for each distilled finalist, the scratch iterations that take its
     wall-clock — ``iters`` × (its mean seconds over the seeds) / (scratch's), from the runs' own
-    logs (each run's seconds: :func:`run_seconds`). None while a run has not finished."""
+    logs (each run's seconds: :func:`~benchmarks.study.scheduler.recorded_seconds`). None while a run has not finished."""
     def seconds(v: Variant) -> list[float | None]:
-        return [run_seconds(study.out / study.run_name(v, s, iters)) for s in seeds]
+        return [recorded_seconds(study.out / study.run_name(v, s, iters)) for s in seeds]
 
     scratch = seconds(families["scratch"])
     out: dict[str, int | None] = {}

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.study.settings import ROOT, StudyError
-from slkd.engine.report import logged_seconds, read_events
+from slkd.engine.runlog import run_state
 
 
 @dataclass
@@ -39,20 +39,28 @@ class Job:
         return base / "logs" / (self.name.replace("/", "__") + ".log")
 
 
+#: what the runner writes into a training run's folder when the run has finished: its seconds
+#: (:func:`train_finished`) and how it ran (threads, parallel runs, device)
+DONE = "study.json"
+
+
 def train_finished(run_dir: Path, iters: int) -> float | None:
-    """Seconds the run took (:func:`logged_seconds`) if ``run_dir`` holds a run that reached
-    ``iters``, else None."""
-    done = run_dir / "study.json"
-    if done.is_file():
-        return json.loads(done.read_text())["seconds"]
-    log = run_dir / "metrics.jsonl"
-    if not (run_dir / "weights.pth").is_file() or not log.is_file():
-        return None
-    events = read_events(run_dir)
-    ends = [e for e in events if e.get("event") == "checkpoint" and e.get("step") == iters]
-    if not ends or not any(e.get("event") == "start" for e in events):
-        return None
-    return logged_seconds(events)
+    """Seconds the run took if ``run_dir`` holds a run that reached ``iters``, else None: what
+    the runner recorded (:func:`recorded_seconds`), else the library's reading of the run's log
+    (:func:`slkd.engine.runlog.run_state`: finished, and its training seconds summed over the
+    processes that ran it). The one rule for a study run's seconds."""
+    seconds = recorded_seconds(run_dir)
+    if seconds is not None:
+        return seconds
+    state = run_state(run_dir, iters)
+    return state.seconds if state.finished else None
+
+
+def recorded_seconds(run_dir: Path) -> float | None:
+    """The seconds the runner recorded for the finished run in ``run_dir`` (None while it has
+    not finished)."""
+    done = run_dir / DONE
+    return json.loads(done.read_text())["seconds"] if done.is_file() else None
 
 
 def lock_path(job: Job) -> Path:
@@ -92,7 +100,7 @@ def prepare(job: Job) -> str:
         job.config_path.write_text(yaml.safe_dump(job.config, sort_keys=False))
         seconds = train_finished(job.run_dir, job.config["train"]["iters"])
         if seconds is not None:
-            done = job.run_dir / "study.json"
+            done = job.run_dir / DONE
             if not done.is_file():
                 done.write_text(json.dumps({"seconds": seconds, "source": "metrics.jsonl"}))
             return "done"
@@ -182,8 +190,8 @@ def _loop(pending, running, state, parallel, threads, child_env, total, device) 
                 if job.eval_out is not None:
                     job.eval_out.with_suffix(".tmp").replace(job.eval_out)
                 else:  # a resumed run's wall-clock spans its earlier processes too: read from its log
-                    seconds = logged_seconds(read_events(job.run_dir)) or seconds
-                    (job.run_dir / "study.json").write_text(json.dumps({"seconds": seconds, "threads": threads,
+                    seconds = run_state(job.run_dir, job.config["train"]["iters"]).seconds or seconds
+                    (job.run_dir / DONE).write_text(json.dumps({"seconds": seconds, "threads": threads,
                                                                        "parallel": parallel, "device": device}))
                 state[name] = "done"
                 print(f"  done {name} in {seconds:.0f} s", flush=True)
