@@ -12,9 +12,13 @@
    pair at 1024² too): every path of :data:`slkd.engine.inference.INFERENCE_PATHS` for each model,
    interleaved; the speed-up of the student's fastest path over the teacher's fastest, against
    the MACs ratio.
+4. **Traffic** (nothing timed): the elements every operator of an eager inference forward writes,
+   teacher against student, beside the MACs ratio. A network whose time follows the memory it
+   moves, not its MACs, can only be as much faster as it writes less.
 
     python -m benchmarks.arithmetic --threads 2          # everything (~30 min on 2 cores)
     python -m benchmarks.arithmetic --parts data         # one part
+    python -m benchmarks.arithmetic --parts traffic --json benchmarks/results/arithmetic_traffic.json
     python -m benchmarks.arithmetic --quick --json /tmp/a.json   # toy sizes (seconds)
 
 Run it on a quiet machine (nothing else busy: two busy PyTorch processes slow each other down by
@@ -35,6 +39,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader
 
 from benchmarks.common import machine, refuse_existing, write_report
@@ -179,12 +184,41 @@ def inference(pair, size: int, runs: int, paths=INFERENCE_PATHS) -> dict:
             "share_of_macs_ratio": speedup / ratio, "eager_speedup": eager, "eager_share": eager / ratio}
 
 
+class _Written(TorchDispatchMode):
+    """Counts the elements written by every operator (its outputs) that runs under it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        self.elements += sum(t.numel() for t in outs if isinstance(t, torch.Tensor))
+        return out
+
+
+def traffic(pair, size: int) -> dict:
+    """Elements written by one eager forward of each model at ``size``², against its MACs."""
+    written, macs = {}, {}
+    for name in pair:
+        torch.manual_seed(0)
+        model = build_model(name).eval()
+        with torch.inference_mode(), _Written() as counter:
+            model(torch.rand(1, 3, size, size))
+        written[name] = counter.elements
+        macs[name] = count_macs(model, (1, 3, size, size)).total
+    return {"size": size, "pair": list(pair), "written_elements": written, "macs": macs,
+            "written_ratio": written[pair[0]] / written[pair[1]], "macs_ratio": macs[pair[0]] / macs[pair[1]]}
+
+
 # ------------------------------------------------------------------------------------ main
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--parts", nargs="+", choices=("data", "steps", "inference"), default=["data", "steps", "inference"])
+    p.add_argument("--parts", nargs="+", choices=("data", "steps", "inference", "traffic"),
+                   default=["data", "steps", "inference"])
     p.add_argument("--data", help="benchmark data folder (default $SLKD_DATA, else ../shared/data)")
     p.add_argument("--threads", type=number(int, minimum=1, maximum=max_threads()), default=None)
     p.add_argument("--runs", type=number(int, minimum=1), default=7)
@@ -232,6 +266,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  inference {pair[0]} → {pair[1]} at {r['size']}²: {r['speedup']:.2f}× "
                   f"({100 * r['share_of_macs_ratio']:.0f} % of the MACs ratio {r['macs_ratio']:.2f}×; "
                   f"fastest paths {r['fastest']}; eager {100 * r['eager_share']:.0f} %)", flush=True)
+    if "traffic" in args.parts:
+        cases = [(tiny, 32)] if quick else [(tiny, 256), (("restormer", "res-sl"), 256), (tiny, 1024)]
+        report["traffic"] = [traffic(pair, size) for pair, size in cases]
+        for r in report["traffic"]:
+            print(f"  traffic {r['pair'][0]} → {r['pair'][1]} at {r['size']}²: writes {r['written_ratio']:.2f}× "
+                  f"less, MACs ratio {r['macs_ratio']:.2f}×", flush=True)
     report["seconds"] = time.perf_counter() - t0
     write_report(args.json, report)
     return 0
