@@ -43,3 +43,14 @@ def test_without_its_weights_or_its_log_a_run_is_not_finished(tmp_path):
     _write(tmp_path / "noweights", EVENTS, weights=False)
     assert not run_state(tmp_path / "noweights", 10).finished
     assert run_state(tmp_path / "empty", 10) == RunState(finished=False, last_checkpoint=-1, seconds=None)
+
+
+def test_one_duration_and_number_formatter_for_logs_and_tables():
+    from slkd.engine.text import cell, duration, log_number
+
+    assert [duration(s) for s in (0, 59.4, 59.6, 127.5, 3600, 3725, float("inf"))] == [
+        "0m00s", "0m59s", "1m00s", "2m08s", "1h00m", "1h02m", "?"]
+    assert [log_number(v) for v in (0.08443, 12345.678, 0.000123, 0.0, 7)] == [
+        "0.08443", "1.235e+04", "1.23e-04", "0", "7"]
+    assert [cell(v, ".2f") for v in (28.766, float("inf"), float("-inf"), float("nan"), None)] == [
+        "28.77", "∞", "−∞", "–", "–"]

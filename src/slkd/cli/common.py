@@ -7,7 +7,6 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from torch import nn
 
 from slkd.engine.config import ConfigError, load_config
 from slkd.engine.runner import log_stderr, run_config
+from slkd.engine.text import DEVICE_NAME, resolve_device  # noqa: F401  (the CLI's --device)
 from slkd.engine.trainer import RunWords
 from slkd.errors import SlkdError
 from slkd.models import list_models, load_pretrained
@@ -69,9 +69,6 @@ def number(kind: type = float, *, minimum: float | None = None, maximum: float |
     return parse
 
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda)$|^cuda:\d+$")
-
-
 def device_option(*, indexed: bool = True):
     """The argparse ``type`` of ``--device``: auto, cpu, cuda and (with ``indexed``) cuda:N.
     Anything else (mps, xla, a typo) is refused while parsing; it used to pass torch.device()
@@ -80,27 +77,12 @@ def device_option(*, indexed: bool = True):
                                     "takes the GPU of its local rank)")
 
     def parse(text: str) -> str:
-        if not _DEVICE.match(text) or (not indexed and text.startswith("cuda:")):
+        if not DEVICE_NAME.match(text) or (not indexed and text.startswith("cuda:")):
             raise argparse.ArgumentTypeError(f"unknown device {text!r}; use {accepted}")
         return text
 
     parse.__name__ = "device"
     return parse
-
-
-def resolve_device(name: str) -> torch.device:
-    """The torch device of a ``--device`` value (the library's callers pass any string)."""
-    if not _DEVICE.match(name):
-        raise SlkdError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SlkdError(f"--device {name} requested but CUDA is not available on this machine")
-    device = torch.device(name)
-    if device.index is not None and device.index >= torch.cuda.device_count():
-        raise SlkdError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA "
-                        f"device(s), numbered from 0")
-    return device
 
 
 def load_model(name: str, weights: str | Path | None, device: torch.device, path: str = "eager") -> nn.Module:

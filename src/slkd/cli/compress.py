@@ -43,7 +43,7 @@ from slkd.cli.plugins import add_plugin_argument
 from slkd.distill import DEFAULT_METHOD, registered_methods
 from slkd.data.tasks import benchmark_tasks, task_spec
 from slkd.engine.compress import DEPLOYS, INITS, PLANS, Job, run_job
-from slkd.engine.compress.report import DEPLOYED
+from slkd.engine.compress.report import DEPLOYED, console_table
 from slkd.errors import SlkdError
 from slkd.models import default_student
 
@@ -168,18 +168,12 @@ def run(args) -> int:
     summary = run_job(job, device=args.device, log=note)
     if summary is None:  # another rank of torchrun
         return 0
-    names = list(summary["models"])
     label = {"input": task_spec(job.task).input_label, "teacher_a": "Teacher A", "teacher_b": "Teacher B ¹",
              f"student_{job.method}": f"student ({job.method})", "student_scratch": "student (scratch)",
              **{name: words for name, (words, _) in DEPLOYED.items()}}
     for set_name, result in summary["evaluation"]["sets"].items():
         print(f"{set_name} ({result['count']} images, {summary['settings']['convention']})")
-        print(f"{'model':<22}{'params':>10}{'GMACs@256':>11}{'ms@256':>9}{'PSNR':>8}{'SSIM':>8}")
-        for name in names:
-            m, score = summary["models"][name], result["means"][name]
-            latency = "–" if m["latency_ms_256"] is None else f"{m['latency_ms_256']:.1f}"
-            print(f"{label[name]:<22}{m['params'] / 1e6:>9.3f}M{m['macs_256'] / 1e9:>11.2f}"
-                  f"{latency:>9}{score['psnr']:>8.2f}{score['ssim']:>8.4f}")
+        print("\n".join(console_table(summary["models"], result["means"], label)))
     if "teacher_b" in summary["models"]:
         print("¹ Teacher B reconstructs the clean image (its training task), not the degraded one")
     print(summary["comparison"]["sentence"])

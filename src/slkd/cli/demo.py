@@ -1,4 +1,5 @@
-"""``slkd demo``: the whole distillation pipeline on one machine, offline, in about ten minutes.
+"""``slkd demo``: the whole distillation pipeline on one machine, offline, in minutes on a CPU
+(BENCHMARKS.md has the measured times).
 
 Colour Gaussian denoising (σ = 25) on small images that ship with the package (public domain
 / CC0, see ``slkd/assets/LICENSE.md``), or on your own folder of clean images (``--data``):
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -35,6 +35,7 @@ from slkd.data.image_io import IMAGE_EXTENSIONS
 from slkd.distill import DEFAULT_METHOD, registered_methods
 from slkd.engine.compress import INITS, Job, StagePlan, check_out, claim_out, run_job
 from slkd.engine.compress import Plan as PipelinePlan
+from slkd.engine.compress.report import console_table
 from slkd.errors import SlkdError
 from slkd.fileio import atomic_write_bytes
 
@@ -49,8 +50,8 @@ LABELS = {"input": "noisy input", "teacher_a": "Teacher A", "teacher_b": "Teache
 
 @dataclass(frozen=True)
 class Plan:
-    """Iterations and sizes of one demo flavour (chosen so the default takes ~10 min and
-    ``--quick`` ~2 min on a 2-core CPU; BENCHMARKS.md §9 has the measured times)."""
+    """Iterations and sizes of one demo flavour (chosen so that the default runs in minutes on a
+    small CPU and ``--quick`` in a fraction of that; BENCHMARKS.md §9 has the measured times)."""
 
     teacher_a: int
     teacher_b: int
@@ -84,7 +85,7 @@ def add_parser(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo", help="output folder: new, empty or an earlier "
                    "demo's, outside --data (default runs/demo)")
-    p.add_argument("--quick", action="store_true", help="a ~2 minute version with fewer iterations")
+    p.add_argument("--quick", action="store_true", help="a shorter version with fewer iterations")
     p.add_argument("--data", metavar="DIR", help="a folder of clean images to use instead of the "
                    "bundled ones; with train/ and test/ (or val/) sub-folders those are used, "
                    "otherwise every 10th image is held out")
@@ -145,10 +146,6 @@ def _user_data(data: Path, held_out: Path | None) -> tuple[Path, list[str] | Non
     return data, stems, held
 
 
-def _fmt(v, spec: str) -> str:
-    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
-
-
 # ------------------------------------------------------------------------------ main
 def run(args) -> int:
     out = Path(args.out)
@@ -199,10 +196,8 @@ def _run(args, out: Path, user: tuple[Path, list[str] | None, list[Path]] | None
     summary["settings"]["held_out"] = [p.name for p in held_out]
     atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
     models = summary["models"]
-    print(f"{'model':<20}{'params':>10}{'GMACs@256':>11}{'ms@256':>9}{'PSNR':>8}{'SSIM':>8}")
-    for name, m in models.items():
-        print(f"{LABELS.get(name, f'student ({args.method})'):<20}{m['params'] / 1e6:>9.3f}M{m['macs_256'] / 1e9:>11.2f}"
-              f"{_fmt(m['latency_ms_256'], '.1f'):>9}{m['psnr']:>8.2f}{m['ssim']:>8.4f}")
+    labels = {name: LABELS.get(name, f"student ({args.method})") for name in models}
+    print("\n".join(console_table(models, models, labels, width=20)))
     print(summary["comparison"]["sentence"])
     print(summary["comparison"]["latency_sentence"])
     print(f"report: {out / 'report.md'}  summary: {out / 'summary.json'}  ({summary['seconds'] / 60:.1f} min)")

@@ -29,6 +29,7 @@ import yaml
 
 import slkd
 from slkd.engine.allocator import allocator_status
+from slkd.engine.text import duration, log_number
 from slkd.errors import SlkdError
 from slkd.models.pretrained import RUN_WEIGHTS
 from slkd.fileio import atomic_write_bytes
@@ -153,12 +154,6 @@ def run_state(run_dir: str | Path, iters: int, weights: str = RUN_WEIGHTS) -> Ru
                     seconds=seconds, best=best)
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
-    return str(value)
-
-
 def repair_events(path: Path, last_step: int) -> int:
     """Keep only the complete JSON lines of ``path`` whose ``step`` is at most ``last_step``.
 
@@ -239,9 +234,9 @@ class RunLogger:
 
     def train_line(self, step: int, values: dict[str, float], lr: float, it_per_s: float) -> None:
         eta = (self.total - step) / it_per_s if it_per_s > 0 else float("inf")
-        parts = "  ".join(f"{k} {_fmt(v)}" for k, v in values.items())
+        parts = "  ".join(f"{k} {log_number(v)}" for k, v in values.items())
         self.console(f"[{step:>{len(str(self.total))}}/{self.total}] {parts}  lr {lr:.2e}  "
-                     f"{it_per_s:.2f} it/s  ETA {_duration(eta)}")
+                     f"{it_per_s:.2f} it/s  ETA {duration(eta)}")
 
     def progress(self, step: int) -> None:
         """A live one-line bar on a terminal (nothing in logs and CI output)."""
@@ -261,12 +256,3 @@ class RunLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
-
-
-def _duration(seconds: float) -> str:
-    if seconds == float("inf"):
-        return "?"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

@@ -29,6 +29,7 @@ from slkd.engine.runlock import LOCK_FILE, FolderLock, lock_on_rank0
 from slkd.engine.runstate import CONFIG, config_changes
 from slkd.engine.tasks import distiller_task, supervised_task
 from slkd.engine.runner import log_stderr
+from slkd.engine.text import resolve_device
 from slkd.errors import SlkdError
 from slkd.fileio import atomic_write_bytes, file_in_the_way
 from slkd.metrics import create_metric, task_uses_y_channel
@@ -418,9 +419,7 @@ def _check_batch_memory(job: Job, models: dict[str, torch.nn.Module], device: st
     student, or of Teacher A (run beside it when distilling), on a batch of patches is a lower
     bound of what a step needs (:func:`~slkd.engine.memory.forward_memory`, traced on the meta
     device: nothing is allocated)."""
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
-                       else "cpu" if device == "auto" else device)
-    check_batch_fits(models, job.plan.patch, job.plan.batch, dev)
+    check_batch_fits(models, job.plan.patch, job.plan.batch, resolve_device(device))
 
 
 def _check_held_out(job: Job, train_set: Any, eval_sets: dict[str, EvalSamples], notes: list[str]) -> dict:

@@ -15,10 +15,10 @@ import torch
 from slkd.data.image_io import write_image
 from slkd.data.tasks import task_spec
 from slkd.engine.compress.plan import GRID_ROWS, Log, Prepared
-from slkd.engine.compress.stages import duration
 from slkd.engine.evaluation import Convention, evaluate
 from slkd.engine.report import image_grid, markdown_table, plot_curves
 from slkd.engine.runner import log_stderr
+from slkd.engine.text import cell, duration, resolve_device
 from slkd.errors import SlkdError
 from slkd.fileio import atomic_write_bytes
 from slkd.models import build_model, compare_latency, count_macs, count_parameters, load_pretrained, save_weights
@@ -35,12 +35,6 @@ SPREAD_LIMIT = 0.3
 MIN_ROUNDS = 5
 #: the name under which the student is timed a second time when it has no scratch twin
 TWIN = "student (timed twice)"
-
-
-def _eval_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _model_specs(prep: Prepared) -> dict[str, tuple[str, dict, Path]]:
@@ -230,15 +224,23 @@ def _export(prep: Prepared, student: torch.nn.Module, log: Log) -> dict:
     return files
 
 
+def console_table(models: dict[str, dict], scores: dict[str, dict], labels: dict[str, str],
+                  width: int = 22) -> list[str]:
+    """The result table as ``slkd compress`` and ``slkd demo`` print it, one line per model:
+    ``models`` the summary's entries (parameters, MACs, latency), ``scores`` each model's PSNR and
+    SSIM (of one validation set, or the entries themselves for the pooled means), ``labels`` the
+    models' names in a column ``width`` characters wide."""
+    lines = [f"{'model':<{width}}{'params':>10}{'GMACs@256':>11}{'ms@256':>9}{'PSNR':>8}{'SSIM':>8}"]
+    for name, m in models.items():
+        score = scores[name]
+        lines.append(f"{labels[name]:<{width}}{m['params'] / 1e6:>9.3f}M{m['macs_256'] / 1e9:>11.2f}"
+                     f"{cell(m['latency_ms_256'], '.1f'):>9}{score['psnr']:>8.2f}{score['ssim']:>8.4f}")
+    return lines
+
+
 #: how the report names the students' initialisation (``settings["init"]``)
 _INIT_WORDS = {"teacher": "initialised (like its scratch twin) with a cut of Teacher A's weights",
                "random": "initialised at random"}
-
-
-def _fmt(v, spec: str) -> str:
-    if isinstance(v, float) and math.isinf(v):  # a PSNR of outputs identical to their targets
-        return "∞" if v > 0 else "−∞"
-    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
 def _held_out_words(prep: Prepared) -> str:
@@ -310,18 +312,18 @@ def _report(prep: Prepared, summary: dict, shown: dict, curves: Path | None) -> 
         for name in order:
             m, score = summary["models"][name], result["means"][name]
             rows.append([names[name] + (" ¹" if name == "teacher_b" else ""), m.get("architecture", "–"),
-                         _fmt(m["params"] / 1e6 if m["params"] else None, ".3f"),
-                         _fmt(m["macs_256"] / 1e9 if m["macs_256"] else None, ".2f"),
-                         _fmt(m.get("latency_ms_256"), ".1f"), _fmt(score["psnr"], ".2f"),
-                         _fmt(score["ssim"], ".4f"), _fmt(m.get("train_iters"), "d"),
-                         _fmt(m.get("train_seconds"), ".0f")])
+                         cell(m["params"] / 1e6 if m["params"] else None, ".3f"),
+                         cell(m["macs_256"] / 1e9 if m["macs_256"] else None, ".2f"),
+                         cell(m.get("latency_ms_256"), ".1f"), cell(score["psnr"], ".2f"),
+                         cell(score["ssim"], ".4f"), cell(m.get("train_iters"), "d"),
+                         cell(m.get("train_seconds"), ".0f")])
         table = markdown_table(["model", "architecture", "params (M)", "MACs @256² (G)",
                                 "CPU latency @256² (ms)", "PSNR (dB)", "SSIM", "iterations",
                                 "train time (s)"], rows, "llrrrrrrr")
         per = result["per_image"]
         per_table = ""
         if len(per) <= 20:
-            per_rows = [[n] + [_fmt(per[n][m]["psnr"], ".2f") for m in order] for n in per]
+            per_rows = [[n] + [cell(per[n][m]["psnr"], ".2f") for m in order] for n in per]
             per_table = "\n\nPSNR per image (dB):\n\n" + markdown_table(["image"] + [names[m] for m in order], per_rows)
         overlap = prep.val_overlap.get(set_name)
         heading = f"{result['count']} image(s)" + (
@@ -393,7 +395,7 @@ def finish(prep: Prepared, timing: dict[str, float], *, device: str = "auto", lo
     out, job = prep.out, prep.job
     k = step or len(prep.stages) + 1
     total = len(prep.stages) + 2
-    dev = _eval_device(device)
+    dev = resolve_device(device)
     n_images = sum(len(s) for s in prep.eval_sets.values())
     shared = _not_held_out(prep)
     log(f"[{k}/{total}] evaluating on {n_images} validation image(s)" + (f" ({shared})" if shared else "")

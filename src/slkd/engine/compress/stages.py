@@ -16,6 +16,7 @@ from slkd.engine.distributed import barrier, init_distributed, shutdown
 from slkd.engine.runlock import lock_on_rank0
 from slkd.engine.runlog import run_state
 from slkd.engine.runner import log_stderr, run_config
+from slkd.engine.text import duration
 from slkd.engine.runstate import CHECKPOINT, WEIGHTS, earlier_run_files
 from slkd.engine.trainer import RunWords
 from slkd.fileio import atomic_write_bytes, remove_stale_temps
@@ -34,13 +35,6 @@ def _clear_unstarted(run_dir: Path) -> None:
         else:
             path.unlink()
     remove_stale_temps(run_dir, [CHECKPOINT, WEIGHTS, "metrics.jsonl"])
-
-
-def duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
 def train_stages(prep: Prepared, *, device: str = "auto", log: Log = log_stderr) -> dict[str, float]:
