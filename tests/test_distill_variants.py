@@ -185,3 +185,24 @@ def test_the_split_with_affinity_reads_teacher_b_on_the_clean_image_at_the_decod
 def test_affinity_pool_must_be_positive():
     with pytest.raises(ConfigError, match="affinity_pool"):
         distill_config("slkd", affinity_pool=0)
+
+
+def test_extractors_register_from_outside_the_library_and_clashes_are_refused():
+    """benchmarks/variants.py registered ``mscn`` and ``edge`` (imported above): they are choices
+    of the config now, and the distiller builds them; a name cannot be taken twice."""
+    from benchmarks.variants import SLKDDecayDistiller
+    from slkd.distill import register_extractor
+
+    student, a, b = _nets()
+    d = build_distiller(distill_config("slkd", extractor_nc="mscn", extractor_et="edge"), student, a, b)
+    assert isinstance(d.extractor_nc, MSCNExtractor) and isinstance(d.extractors_et, EdgeWeightExtractor)
+    assert isinstance(build_distiller(distill_config("slkd_decay"), *_nets()), SLKDDecayDistiller)
+    with pytest.raises(ValueError, match="already registered"):
+        register_extractor("nc", "mscn")(lambda cfg, levels: MSCNExtractor())
+    with pytest.raises(ValueError, match="part 'nc' or 'et'"):
+        register_extractor("xx", "other")
+    with pytest.raises(ValueError, match="other than 'affinity'"):
+        register_extractor("et", "affinity")
+    with pytest.raises(ConfigError, match=r"^distill.extractor_et: expected 'piqe' or 'identity' or 'edge' or "
+                                          r"'affinity', got 'sobel'"):
+        distill_config("slkd", extractor_et="sobel")

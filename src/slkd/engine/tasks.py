@@ -5,16 +5,17 @@ degraded → clean; Teacher B: clean → clean). Distillation methods plug into 
 as other tasks (a :class:`slkd.distill.Distiller` is one), so every method gets the same loop,
 logging, checkpoints and ranks. :func:`task_for_run` builds the task of a run config.
 
-What the trainer asks of a task: ``model`` (evaluated and exported), ``loss(network, batch)``,
-and optionally ``trainable_module()``, ``clean_input`` (validation feeds the clean image),
-``set_progress(step, total)`` (called before every step) and ``feature_check(model, item,
-device)`` (run after every validation, see :class:`FeatureCheck`).
+What the trainer asks of a task is :class:`TrainingTask`: ``model`` (evaluated and exported),
+``trainable_module()`` and ``loss(network, batch)``; and, where a task has them,
+``clean_input`` (validation feeds the clean image), ``set_progress(step, total)`` (called before
+every step) and ``feature_check(model, item, device)`` (run after every validation, see
+:class:`FeatureCheck`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -27,11 +28,25 @@ from slkd.losses import check_pixel_loss, pixel_loss
 from slkd.models.protocol import decoder_taps, size_multiple
 from slkd.models.taps import FeatureTaps
 
-__all__ = ["FeatureCheck", "SupervisedTask", "distiller_task", "feature_spread", "supervised_task",
-           "task_for_run"]
+__all__ = ["FeatureCheck", "SupervisedTask", "TrainingTask", "distiller_task", "feature_spread",
+           "supervised_task", "task_for_run"]
 
 #: a decoder feature map whose standard deviation is below this carries nothing to distil
 FLAT_FEATURE_STD = 1e-3
+
+
+class TrainingTask(Protocol):
+    """What the trainer talks to (:class:`SupervisedTask`, :class:`slkd.distill.Distiller`)."""
+
+    #: the network that is evaluated and exported
+    model: nn.Module
+
+    def trainable_module(self) -> nn.Module:
+        """The module whose parameters are optimised, checkpointed and wrapped in DDP."""
+
+    def loss(self, network: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The total and the detached terms of ``batch``; ``network`` is the trainable module or
+        its DDP wrapper."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,9 @@ class SupervisedTask:
         self.model = model
         self.loss_name = check_pixel_loss(loss)  # an unknown name fails now
         self.clean_input = clean_input
+
+    def trainable_module(self) -> nn.Module:
+        return self.model
 
     def inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return batch["gt"] if self.clean_input else batch["lq"]

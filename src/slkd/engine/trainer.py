@@ -42,6 +42,7 @@ from slkd.engine.runstate import (
     rng_state,
     set_rng_state,
 )
+from slkd.engine.tasks import TrainingTask
 from slkd.errors import SlkdError
 from slkd.fileio import atomic_write, remove_stale_temps
 from slkd.metrics.fullref import SSIM_WINDOW
@@ -126,10 +127,11 @@ class TrainerConfig:
 class Trainer:
     """Runs ``task`` for ``cfg.train.iters`` steps.
 
-    The task exposes ``model`` (the network that is evaluated and exported) and, optionally,
-    ``trainable_module()`` — the module whose parameters are optimised, checkpointed and wrapped
-    in DistributedDataParallel (a distiller returns itself: student + adapters; teachers are not
-    part of it). ``task.loss(network, batch)`` receives that module, wrapped when distributed;
+    The task is a :class:`slkd.engine.tasks.TrainingTask`: ``model`` (the network that is
+    evaluated and exported), ``trainable_module()`` — the module whose parameters are optimised,
+    checkpointed and wrapped in DistributedDataParallel (a distiller returns itself: student +
+    adapters; teachers are not part of it) — and ``loss(network, batch)``, which receives that
+    module, wrapped when distributed.
     ``task.set_progress(step, iters)``, if the task has it, is called before every step (the
     steps done so far, so schedules read the same value after ``--resume``); ``feature_check``
     (:class:`slkd.engine.tasks.FeatureCheck`), if it has it, after every validation.
@@ -139,7 +141,7 @@ class Trainer:
     :meth:`TrainerConfig.from_run`).
     """
 
-    def __init__(self, cfg: TrainerConfig | TrainRunConfig, task, train_set, val_sets: dict[str, Any], *,
+    def __init__(self, cfg: TrainerConfig | TrainRunConfig, task: TrainingTask, train_set, val_sets: dict[str, Any], *,
                  run_dir: Path, dist: DistInfo, resume: bool = False, argv: list[str] | None = None,
                  words: RunWords | None = None) -> None:
         if isinstance(cfg, TrainRunConfig):
@@ -148,7 +150,7 @@ class Trainer:
         self.train_set, self.val_sets = train_set, val_sets
         check_val_sets(val_sets, cfg.eval)  # before anything is written or trained
         t = cfg.train
-        trainable = task.trainable_module() if hasattr(task, "trainable_module") else task.model
+        trainable = task.trainable_module()
         self.trainable: nn.Module = trainable.to(dist.device)
         self.model = task.model.to(dist.device)
         self.network: nn.Module = self.trainable
