@@ -16,6 +16,7 @@ import yaml
 
 from benchmarks.publish import PublishError, publish
 from benchmarks.study import pays
+from benchmarks.study.settings import FULL
 from benchmarks.study.settings import StudyError
 from slkd.engine.config import TrainRunConfig, from_dict
 from slkd.models import build_model
@@ -47,7 +48,7 @@ def test_variant_names_compose_init_and_student():
 
 @pytest.mark.parametrize("task", ["denoise", "derain"])
 def test_student_configs_are_valid_runs_holding_out_the_teachers_validation(task, teachers, tmp_path):
-    study = pays.Study(pays.TASKS[task], tmp_path / "out", DATA, teachers, pays.Scale())
+    study = pays.PaysStudy(pays.TASKS[task], tmp_path / "out", DATA, teachers, FULL)
     teacher_cfg = pays.TASKS[task].setting()
     for name in ("slkd_img+init", "scratch", "fakd_img@deep"):
         job = study.student(pays.variant(name), 1, 800)
@@ -64,7 +65,7 @@ def test_student_configs_are_valid_runs_holding_out_the_teachers_validation(task
 
 
 def test_missing_teachers_are_one_clear_error_and_scratch_needs_none(tmp_path):
-    study = pays.Study(pays.TASKS["denoise"], tmp_path / "out", DATA, tmp_path, pays.Scale())
+    study = pays.PaysStudy(pays.TASKS["denoise"], tmp_path / "out", DATA, tmp_path, FULL)
     jobs, summary = pays.plateau(study, [8, 16])  # the plateau stage runs while the teachers train
     assert [j.config["distill"]["method"] for j in jobs] == ["scratch", "scratch"]
     _metrics(jobs[0].run_dir, [(2, 20.0), (4, 21.0), (6, 21.5), (8, 21.52)])
@@ -87,7 +88,7 @@ def _metrics(run: Path, vals: list[tuple[int, float]], seconds: float | None = N
 
 
 def test_plateau_budget_is_the_first_rung_that_gains_little_in_its_last_quarter_and_in_the_next(teachers, tmp_path):
-    study = pays.Study(pays.TASKS["denoise"], tmp_path / "out", DATA, teachers, pays.Scale())
+    study = pays.PaysStudy(pays.TASKS["denoise"], tmp_path / "out", DATA, teachers, FULL)
     jobs, summary = pays.plateau(study, [1000, 2000, 4000])
     # 1000: its last quarter loses a little, but 2000 ends 0.44 dB higher: not the plateau
     _metrics(jobs[0].run_dir, [(250, 28.0), (500, 28.5), (750, 28.82), (1000, 28.8)])   # −0.02
@@ -131,7 +132,7 @@ def test_summary_only_starts_nothing_and_marks_the_file_part_way(teachers, tmp_p
         raise AssertionError("--summary-only started a run")
 
     monkeypatch.setattr(pays, "run_jobs", no_run)
-    study = pays.Study(pays.TASKS["denoise"], tmp_path / "out", DATA, teachers, pays.Scale())
+    study = pays.PaysStudy(pays.TASKS["denoise"], tmp_path / "out", DATA, teachers, FULL)
     jobs, _ = pays.screen(study, ["output_kd"], 200)
     _metrics(jobs[0].run_dir, [(100, 30.0), (200, 30.4)])  # output_kd finished; its scratch twin not yet
     common = ["--teachers", str(teachers), "--out", str(tmp_path / "out"), "--results", str(tmp_path / "results"),
@@ -157,7 +158,7 @@ def _eval(psnrs: dict[str, float]) -> dict:
 
 def test_final_picks_the_best_baseline_on_validation_and_writes_the_headline(teachers, tmp_path):
     task = pays.TASKS["derain"]
-    study = pays.Study(task, tmp_path / "out", DATA, teachers, pays.Scale())
+    study = pays.PaysStudy(task, tmp_path / "out", DATA, teachers, FULL)
     jobs, summary, parity = pays.final(study, "slkd_img", ["fitnet", "output_kd"], [0, 1], 100, publish=False)
     # validation: output_kd ahead of fitnet; test: fitnet ahead of output_kd (must not matter)
     val = {"slkd_img": 30.0, "scratch": 29.5, "fitnet": 29.6, "output_kd": 29.8}
@@ -349,8 +350,8 @@ def test_shipped_derain_student_configs_are_the_study_runs(name, variant_name):
     """configs/derain/{distill,scratch}_tiny.yaml give users the study's deraining students:
     the same model, cut, method, data, validation split and schedule (paths and names aside)."""
     shipped = yaml.safe_load((ROOT / "configs" / "derain" / f"{name}.yaml").read_text())
-    study = pays.Study(pays.TASKS["derain"], Path("/nowhere"), DATA, ROOT / "benchmarks" / "weights" / "derain",
-                       pays.Scale())
+    study = pays.PaysStudy(pays.TASKS["derain"], Path("/nowhere"), DATA, ROOT / "benchmarks" / "weights" / "derain",
+                       FULL)
     run = study.student(pays.variant(variant_name), 0, shipped["train"]["iters"]).config
     assert shipped["model"]["name"] == run["model"]["name"]
     assert Path(shipped["model"]["init_from_teacher"]["weights"]).name == \
@@ -375,7 +376,7 @@ def test_publish_keeps_every_dot_of_the_destination_name(tmp_path):
 
 def test_ablation_stage_runs_the_full_variant_and_its_four_ablations_against_it(teachers, tmp_path):
     task = pays.TASKS["derain"]
-    study = pays.Study(task, tmp_path / "out", DATA, teachers, pays.Scale())
+    study = pays.PaysStudy(task, tmp_path / "out", DATA, teachers, FULL)
     jobs, summary = pays.ablation(study, "split_aff_img+init", [0, 1], 100)
     rows = pays.ablation_rows("split_aff_img+init")
     assert list(rows) == ["full", "−DRL", "−IRL", "−L_NC", "−L_ET"]

@@ -12,6 +12,7 @@ import torch
 
 from benchmarks.sections import markers
 from benchmarks.study import pays, pays_report
+from benchmarks.study.settings import FULL
 from slkd.models import build_model
 from slkd.models.checkpoint import save_weights
 
@@ -41,7 +42,7 @@ def study(tmp_path):
         "validations": [{"step": 6000, "psnr": 36.19}, {"step": 12000, "psnr": 37.05}],
         "validation": {"step": 12000, "dataset": "rain-val10", "psnr": 37.05},
         "file": "benchmarks/weights/derain/teacher_a.safetensors"}))
-    return pays.Study(pays.TASKS["derain"], tmp_path / "out", DATA, weights, pays.Scale())
+    return pays.PaysStudy(pays.TASKS["derain"], tmp_path / "out", DATA, weights, FULL)
 
 
 def _write(results: Path, stage: str, summary: dict) -> None:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from benchmarks.study.cli import data_root, main
-from benchmarks.study.plan import Plan, build_plan
+from benchmarks.study.plan import ReproductionStudy, build_plan
 from benchmarks.study.report import markdown
 from benchmarks.study.scheduler import Job, holder, lock_path, prepare, run_jobs, train_finished
 from benchmarks.study.settings import FULL, QUICK, STUDIES, Scale, StudyError
@@ -23,19 +23,19 @@ from benchmarks.study.summaries import summarise_denoise, summarise_precision
 from slkd.engine.config import load_config
 
 
-def _plan(tmp_path: Path, studies) -> Plan:
-    plan = Plan(tmp_path / "runs", tmp_path / "data", QUICK, (0, 1), (0, 1))
+def _plan(tmp_path: Path, studies) -> ReproductionStudy:
+    study = ReproductionStudy(tmp_path / "runs", tmp_path / "data", QUICK, (0, 1), (0, 1))
     # scratch-long's step timing is measured once per study folder; a saved one is reused
-    saved = plan.out / "denoise25" / "scratch_long.json"
+    saved = study.out / "denoise25" / "scratch_long.json"
     saved.parent.mkdir(parents=True)
     saved.write_text(json.dumps({"student_iters": QUICK.student, "ratio": 3.5, "iters": 42}))
-    build_plan(studies, plan)
-    return plan
+    build_plan(studies, study)
+    return study
 
 
 def test_every_study_config_is_a_valid_training_config(tmp_path):
-    plan = _plan(tmp_path, list(STUDIES))
-    trains = [j for j in plan.jobs.values() if j.config is not None]
+    study = _plan(tmp_path, list(STUDIES))
+    trains = [j for j in study.jobs.values() if j.config is not None]
     for job in trains:
         prepare(job)  # writes the config
         cfg = load_config(job.config_path)
@@ -68,7 +68,7 @@ def test_every_study_config_is_a_valid_training_config(tmp_path):
     cross = next(j for j in trains if j.name == "denoise25-restormer-to-nafnet/slkd_s0")
     assert cross.config["model"]["name"] == "nafnet-sl-tiny"
     assert cross.config["teachers"]["a"] == {"name": "restormer-tiny",
-                                             "weights": str(plan.out / "denoise25" / "teacher_a")}
+                                             "weights": str(study.out / "denoise25" / "teacher_a")}
     assert cross.deps == ["denoise25/teacher_a", "denoise25/teacher_b"]
     naf_b = next(j for j in trains if j.name == "denoise25-nafnet/teacher_b")
     assert naf_b.config["model"]["name"] == "nafnet-tiny" and naf_b.deps == ["denoise25-nafnet/teacher_a"]
@@ -78,7 +78,7 @@ def test_every_study_config_is_a_valid_training_config(tmp_path):
         assert twin["train"].pop("bf16") is True and "bf16" not in by_name[fp32]["train"]
         assert twin == by_name[fp32]
     # ablations are evaluated on CBSD68 only; main methods on CBSD68 and Kodak24
-    evals = {j.name for j in plan.jobs.values() if j.eval_out is not None}
+    evals = {j.name for j in study.jobs.values() if j.eval_out is not None}
     assert "denoise25/eval/no_nc_s0/Kodak24" not in evals
     assert "denoise25/eval/scratch_bf16_s0/CBSD68" in evals and "denoise25/eval/scratch_bf16_s0/Kodak24" not in evals
     assert {"denoise25/eval/slkd_s1/Kodak24", "derain/eval/slkd_s0/RealRain20",
@@ -89,8 +89,8 @@ def test_deraining_trains_on_rain100l_train_and_tests_on_rain100l_test(tmp_path)
     """Real rain pairs: 74 of the 84 Rain100L training pairs to train on, the other 10 (the same
     split everywhere) to validate on, the complete test split for the tables; never CBSD432,
     which holds 75 of the test backgrounds."""
-    plan = _plan(tmp_path, ["derain", "realworld"])
-    trains = {j.run_dir.name: j for j in plan.jobs.values() if j.config is not None and j.run_dir.parent.name == "derain"}
+    study = _plan(tmp_path, ["derain", "realworld"])
+    trains = {j.run_dir.name: j for j in study.jobs.values() if j.config is not None and j.run_dir.parent.name == "derain"}
     assert set(trains) == {"teacher_a", "teacher_b", "scratch_s0", "slkd_s0", "slkd_balanced_s0"}
     for job in trains.values():
         train = job.config["data"]["train"]
@@ -103,9 +103,9 @@ def test_deraining_trains_on_rain100l_train_and_tests_on_rain100l_test(tmp_path)
     for job in trains.values():  # every config is a valid training config
         prepare(job)
         assert load_config(job.config_path).data.train.holdout.take == "rest"
-    evals = {j.name: j for j in plan.jobs.values() if j.eval_out is not None and j.name.startswith("derain/")}
+    evals = {j.name: j for j in study.jobs.values() if j.eval_out is not None and j.name.startswith("derain/")}
     test = evals["derain/eval/slkd_s0/Rain100L/test"]
-    assert test.argv[test.argv.index("--data") + 1] == str(plan.data / "Rain100L" / "test")
+    assert test.argv[test.argv.index("--data") + 1] == str(study.data / "Rain100L" / "test")
     assert test.argv[test.argv.index("--task") + 1] == "derain"  # Y channel
     assert test.eval_out.name == "slkd_s0__Rain100L-test.json"
     assert "derain/eval/input/Rain100L/test" in evals and "derain/eval/scratch_s0/RealRain20" in evals
@@ -113,7 +113,7 @@ def test_deraining_trains_on_rain100l_train_and_tests_on_rain100l_test(tmp_path)
     roots = {r for j in trains.values() for d in [j.config["data"]["train"], *j.config["data"]["val"]]
              for r in d["roots"]}
     assert roots == {"Rain100L/train"}
-    read = {Path(j.argv[j.argv.index("--data") + 1]).relative_to(plan.data).as_posix() for j in evals.values()}
+    read = {Path(j.argv[j.argv.index("--data") + 1]).relative_to(study.data).as_posix() for j in evals.values()}
     assert read == {"Rain100L/test", "RealRain20"}
 
 
@@ -143,8 +143,8 @@ def test_the_study_command_is_the_package(tmp_path):
 
 
 def test_a_run_folder_with_other_settings_is_refused(tmp_path):
-    plan = _plan(tmp_path, ["denoise"])
-    job = plan.jobs["denoise25/slkd_s0"]
+    study = _plan(tmp_path, ["denoise"])
+    job = study.jobs["denoise25/slkd_s0"]
     assert prepare(job) == "new"
     (job.run_dir).mkdir(parents=True)
     (job.run_dir / "checkpoint.pt").write_bytes(b"x")
@@ -251,7 +251,7 @@ def _eval(path: Path, psnrs: dict[str, float]) -> None:
 
 
 def test_paired_comparison_and_verdicts(tmp_path):
-    plan = Plan(tmp_path, tmp_path, FULL, (0, 1, 2))
+    study = ReproductionStudy(tmp_path, tmp_path, FULL, (0, 1, 2))
     ev = tmp_path / "denoise25" / "eval"
     # SLKD beats "a" on every seed by more than either family's seed spread
     for s, (x, y) in enumerate([(30.0, 29.5), (30.2, 29.6), (30.1, 29.7)]):
@@ -259,30 +259,30 @@ def test_paired_comparison_and_verdicts(tmp_path):
         _eval(ev / f"a_s{s}__CBSD68.json", {"i1": y + 0.3, "i2": y - 0.3})
         _eval(ev / f"b_s{s}__CBSD68.json", {"i1": x + 0.1 + (0.05 if s % 2 else -0.05), "i2": x - 0.1})
     runs = [f"slkd_s{s}" for s in range(3)]
-    c = compare(plan, "denoise25", runs, [f"a_s{s}" for s in range(3)], "CBSD68")
+    c = compare(study, "denoise25", runs, [f"a_s{s}" for s in range(3)], "CBSD68")
     assert c["psnr_diff_per_seed"] == pytest.approx([0.5, 0.6, 0.4])
     assert c["psnr_diff_mean"] == pytest.approx(0.5)
     # per image: i1 gains 0.5-0.2, i2 gains 0.5+0.2 on average over seeds
     assert c["per_image_mean_diff"] == pytest.approx(0.5) and c["images_better"] == 2
     assert c["verdict"] == "better, beyond seed noise"
-    c = compare(plan, "denoise25", runs, [f"b_s{s}" for s in range(3)], "CBSD68")
+    c = compare(study, "denoise25", runs, [f"b_s{s}" for s in range(3)], "CBSD68")
     assert c["verdict"] == "within seed noise"
-    c = compare(plan, "denoise25", [f"a_s{s}" for s in range(3)], runs, "CBSD68")
+    c = compare(study, "denoise25", [f"a_s{s}" for s in range(3)], runs, "CBSD68")
     assert c["verdict"] == "worse, beyond seed noise"
-    assert compare(plan, "denoise25", runs[:1], ["a_s0"], "CBSD68")["verdict"] == "one seed: no claim possible"
-    assert compare(plan, "denoise25", ["zz_s0"], ["a_s0"], "CBSD68") is None
+    assert compare(study, "denoise25", runs[:1], ["a_s0"], "CBSD68")["verdict"] == "one seed: no claim possible"
+    assert compare(study, "denoise25", ["zz_s0"], ["a_s0"], "CBSD68") is None
 
 
 def test_tables_from_a_partial_study(tmp_path):
     """The summary and its Markdown tables work with whatever runs have finished."""
-    plan = Plan(tmp_path, tmp_path, FULL, (0, 1), (0,))
+    study = ReproductionStudy(tmp_path, tmp_path, FULL, (0, 1), (0,))
     ev = tmp_path / "denoise25" / "eval"
     for s, (x, y) in enumerate([(27.0, 27.4), (27.1, 27.3)]):
         _eval(ev / f"slkd_s{s}__CBSD68.json", {"i1": x, "i2": x})
         _eval(ev / f"scratch_s{s}__CBSD68.json", {"i1": y, "i2": y})
     _eval(ev / "no_nc_s0__CBSD68.json", {"i1": 27.2, "i2": 27.2})
     _eval(ev / "teacher_a__CBSD68.json", {"i1": 28.0, "i2": 28.0})
-    summary = summarise_denoise(plan, ablations=True)
+    summary = summarise_denoise(study, ablations=True)
     rows = summary["table"]["CBSD68"]
     assert rows["scratch"]["psnr"]["mean"] == pytest.approx(27.35)
     assert rows["fitnet"] is None and summary["table"]["Kodak24"]["slkd"] is None
@@ -293,7 +293,7 @@ def test_tables_from_a_partial_study(tmp_path):
     assert "| SLKD w/o L_NC | 27.20 (1 seed)" in text and "FitNet" not in text
     # precision: the bf16 twin paired with its float32 run on the ablations' seed
     _eval(ev / "scratch_bf16_s0__CBSD68.json", {"i1": 27.5, "i2": 27.3})
-    prec = summarise_precision(plan)
+    prec = summarise_precision(study)
     assert prec["slkd_balanced_bf16"] == {"data": "CBSD68", "float32": None, "bf16": None, "bf16_minus_float32": None}
     assert prec["scratch_bf16"]["bf16_minus_float32"]["psnr_diff_per_seed"] == pytest.approx([0.0])
     text = markdown({"precision": prec})
@@ -315,27 +315,27 @@ def test_longer_schedule_reuses_another_studys_teachers(tmp_path):
     """``--methods`` picks students and ``--teachers-from`` points them at another study's
     teachers and input evaluations, so a longer schedule is paired with the same teachers."""
     first = tmp_path / "study"
-    plan = Plan(tmp_path / "long", tmp_path / "data", replace_iters(QUICK, 99), (0,),
+    study = ReproductionStudy(tmp_path / "long", tmp_path / "data", replace_iters(QUICK, 99), (0,),
                    methods=("scratch", "slkd_balanced"), teachers_from=first)
-    build_plan(["denoise"], plan)  # no scratch-long: no step timing, no scratch_long.json
-    assert not (plan.out / "denoise25" / "scratch_long.json").exists()
-    trains = {j.name: j for j in plan.jobs.values() if j.config is not None}
+    build_plan(["denoise"], study)  # no scratch-long: no step timing, no scratch_long.json
+    assert not (study.out / "denoise25" / "scratch_long.json").exists()
+    trains = {j.name: j for j in study.jobs.values() if j.config is not None}
     assert set(trains) == {"denoise25/teacher_a", "denoise25/teacher_b", "denoise25/scratch_s0",
                            "denoise25/slkd_balanced_s0"}
     assert trains["denoise25/teacher_a"].run_dir == first / "denoise25" / "teacher_a"
     assert trains["denoise25/teacher_a"].config["train"]["iters"] == QUICK.teacher_a
     student = trains["denoise25/slkd_balanced_s0"]
-    assert student.run_dir == plan.out / "denoise25" / "slkd_balanced_s0"
+    assert student.run_dir == study.out / "denoise25" / "slkd_balanced_s0"
     assert student.config["train"]["iters"] == 99
     assert student.config["teachers"]["b"]["weights"] == str(first / "denoise25" / "teacher_b")
     assert student.deps == ["denoise25/teacher_a", "denoise25/teacher_b"]
-    evals = {j.name: j.eval_out for j in plan.jobs.values() if j.eval_out is not None}
+    evals = {j.name: j.eval_out for j in study.jobs.values() if j.eval_out is not None}
     assert evals["denoise25/eval/teacher_a/CBSD68"].parent == first / "denoise25" / "eval"
-    assert evals["denoise25/eval/scratch_s0/CBSD68"].parent == plan.out / "denoise25" / "eval"
+    assert evals["denoise25/eval/scratch_s0/CBSD68"].parent == study.out / "denoise25" / "eval"
     # the summary reads teacher and input from the shared folder, students from its own
     _eval(first / "denoise25" / "eval" / "teacher_a__CBSD68.json", {"i1": 30.0, "i2": 30.0})
-    _eval(plan.out / "denoise25" / "eval" / "scratch_s0__CBSD68.json", {"i1": 28.0, "i2": 28.0})
-    rows = summarise_denoise(plan, ablations=False)["table"]["CBSD68"]
+    _eval(study.out / "denoise25" / "eval" / "scratch_s0__CBSD68.json", {"i1": 28.0, "i2": 28.0})
+    rows = summarise_denoise(study, ablations=False)["table"]["CBSD68"]
     assert rows["teacher_a"]["psnr"] == 30.0 and rows["scratch"]["psnr"]["mean"] == 28.0
     assert set(rows) == {"input", "teacher_a", "scratch", "slkd_balanced"}
 
@@ -355,3 +355,36 @@ def test_bad_methods_and_teacher_folder_are_plain_errors(tmp_path, capsys):
     code = main(["denoise", "--teachers-from", str(tmp_path / "missing"), "--data", str(tmp_path),
                     "--out", str(tmp_path / "o")])
     assert code == 2 and "--teachers-from: no such study folder" in capsys.readouterr().err
+
+
+def test_both_studies_speak_one_vocabulary():
+    """One Task, one Scale, one Study for the reproduction and the pays study: the reproduction
+    states a task's data, the pays study reads it from the committed teacher's config, and both
+    give the same three things (training data, validation set, eval node)."""
+    from dataclasses import replace
+
+    from benchmarks.study import pays
+    from benchmarks.study.configs import TASKS, Task
+    from benchmarks.study.scheduler import Study
+    from benchmarks.study.settings import FULL
+
+    assert all(type(t) is Task for t in (*TASKS.values(), *pays.TASKS.values()))
+    assert issubclass(ReproductionStudy, Study) and issubclass(pays.PaysStudy, Study)
+    assert FULL == Scale() and pays.QUICK == replace(FULL, patch=16, batch=2, eval_limit=2)
+    stated, read = TASKS["derain"].setting(), pays.TASKS["derain"].setting()
+    assert stated["train"] == read["train"] == {"type": "paired", "roots": ["Rain100L/train"],
+                                                "holdout": {"count": 10, "take": "rest"}}
+    assert stated["val"]["holdout"] == read["val"]["holdout"] == {"count": 10, "take": "held"}
+    assert stated["eval"] == {"task": "reconstruct", "y_channel": True}  # Teacher B's check
+    assert read["eval"] == {"task": "derain"}                           # the students' convention
+    assert pays.TASKS["derain"].sets == ("Rain100L",) and TASKS["derain"].sets == ("Rain100L/test",)
+
+
+def test_a_task_config_with_other_than_one_validation_set_is_refused(tmp_path, monkeypatch):
+    from benchmarks.study import configs
+    from benchmarks.study.configs import Task
+
+    monkeypatch.setattr(configs, "ROOT", tmp_path)
+    (tmp_path / "t.yaml").write_text("data: {train: {type: paired, roots: [x], patch_size: 8}, val: []}\n")
+    with pytest.raises(StudyError, match="t.yaml: expected one validation set, found 0"):
+        Task("k", (("x", "denoise"),), config="t.yaml").setting()

@@ -35,9 +35,11 @@ A longer student schedule against the same teachers, a few methods, one seed:
     python -m benchmarks.study denoise --out runs/study-long --teachers-from runs/study \
         --student-iters 2000 --seeds 0 --methods scratch slkd_balanced fitnet_balanced --jobs 2 --threads 1
 
-The package, one concern per module: :mod:`.settings` (the design: methods, ablations, weights,
-scales), :mod:`.configs` (tasks, their data and schedules), :mod:`.plan` (which jobs, with which
-configs and dependencies), :mod:`.scheduler` (running them), :mod:`.paired` (seed families and
-paired comparisons), :mod:`.summaries` (one summary per study), :mod:`.compression` (the
-compression table), :mod:`.report` (Markdown tables and plots) and :mod:`.cli`.
+The package, one concern per module and one vocabulary for this study and the pays study
+(:mod:`.pays`): :mod:`.settings` (the design: methods, ablations, weights, the ``Scale`` of the
+runs), :mod:`.configs` (the ``Task``: data and tests; schedules), :mod:`.plan` (the
+``ReproductionStudy``: which jobs, with which configs and dependencies), :mod:`.scheduler` (the
+``Study``, its jobs and running them), :mod:`.paired` (seed families and paired
+comparisons), :mod:`.summaries` (one summary per study), :mod:`.compression` (the compression
+table), :mod:`.report` (Markdown tables and plots) and :mod:`.cli`.
 """

@@ -15,7 +15,7 @@ from benchmarks.common import machine
 from benchmarks.study import __doc__ as study_doc
 from benchmarks.study.compression import compression
 from benchmarks.study.configs import STUDY_DATA, TASKS
-from benchmarks.study.plan import Plan, build_plan
+from benchmarks.study.plan import ReproductionStudy, build_plan
 from benchmarks.study.report import plot_denoise, print_summary
 from benchmarks.study.scheduler import json_default, run_jobs, run_study
 from slkd.cli.common import max_threads, number
@@ -92,39 +92,39 @@ def _main(args) -> int:
         teachers_from = Path(args.teachers_from).resolve()
         if not teachers_from.is_dir():
             raise StudyError(f"--teachers-from: no such study folder: {teachers_from}")
-    plan = Plan(out, data, scale, tuple(args.seeds) if args.seeds else scale.seeds,
+    study = ReproductionStudy(out, data, scale, tuple(args.seeds) if args.seeds else scale.seeds,
                 tuple(args.ablation_seeds) if args.ablation_seeds else None,
                 tuple(dict.fromkeys(args.methods)) if args.methods else None, teachers_from)
     report_only = "report" in args.studies
-    build_plan(studies or ["denoise", "ablations", "derain", "deblur", "realworld"], plan)
+    build_plan(studies or ["denoise", "ablations", "derain", "deblur", "realworld"], study)
     if not report_only:
-        jobs = list(plan.jobs.values())
+        jobs = list(study.jobs.values())
         print(f"{len(jobs)} jobs, {args.jobs} at a time × {threads} thread(s); runs in {out}", flush=True)
         state = run_jobs(jobs, args.jobs, threads, {"SLKD_DATA": str(data)})
         failed = [n for n, s in state.items() if s != "done"]
     else:
         failed = []
     env = {"machine": machine(), "command": "python -m benchmarks.study " + " ".join(args.argv),
-           "scale": scale.__dict__, "seeds": list(plan.seeds),
+           "scale": scale.__dict__, "seeds": list(study.seeds),
            "data": str(data), "jobs": args.jobs, "threads": threads}
     written = []
     summaries = {}
     if "denoise" in studies or "ablations" in studies or report_only:
-        summaries["denoise"] = summarise_denoise(plan, "ablations" in studies or report_only)
+        summaries["denoise"] = summarise_denoise(study, "ablations" in studies or report_only)
         plot = plot_denoise(summaries["denoise"], results / ("reproduce_denoise.png"))
         if plot:
             written.append(plot)
     for name in ("derain", "deblur"):
         if name in studies or (report_only and (out / TASKS[name].key).is_dir()):
-            summaries[name] = summarise_task(plan, name)
+            summaries[name] = summarise_task(study, name)
     if "realworld" in studies or (report_only and (out / "derain").is_dir()):
-        summaries["realworld"] = summarise_realworld(plan)
+        summaries["realworld"] = summarise_realworld(study)
     if "precision" in studies or (report_only and (out / TASKS["denoise"].key / "scratch_bf16_s0").is_dir()):
-        summaries["precision"] = summarise_precision(plan)
+        summaries["precision"] = summarise_precision(study)
     if "families" in studies or (report_only and any((out / f"denoise25-{k}").is_dir() for k in FAMILIES)):
-        summaries["families"] = summarise_families(plan)
+        summaries["families"] = summarise_families(study)
     if "compression" in studies:
-        summaries["compression"] = compression(plan)
+        summaries["compression"] = compression(study)
     elif report_only and (results / "reproduce_compression.json").is_file():  # timed once, kept
         summaries["compression"] = json.loads((results / "reproduce_compression.json").read_text())["summary"]
     for name, summary in summaries.items():

@@ -4,12 +4,12 @@ CPU latency of each teacher–student pair, timed interleaved in one run; PSNR f
 from __future__ import annotations
 
 from benchmarks.study.configs import TASKS
-from benchmarks.study.plan import Plan
+from benchmarks.study.plan import ReproductionStudy
 from benchmarks.study.settings import STUDENT, TEACHER
 from benchmarks.study.paired import family, single
 
 
-def compression(plan: Plan) -> dict:
+def compression(study: ReproductionStudy) -> dict:
     """Paper-style compression table; latencies of each pair interleaved in one run."""
     import torch
 
@@ -19,7 +19,7 @@ def compression(plan: Plan) -> dict:
     rows = {}
     for teacher, student in (("restormer", "res-sl"), (TEACHER, STUDENT)):
         models = {n: build_model(n).eval() for n in (teacher, student)}
-        lat = compare_latency(models, (1, 3, 256, 256), runs=plan.scale.latency_runs, warmup=1)
+        lat = compare_latency(models, (1, 3, 256, 256), runs=study.scale.latency_runs, warmup=1)
         for n, m in models.items():
             kw = get_preset(n).kwargs
             with torch.device("meta"):
@@ -35,8 +35,8 @@ def compression(plan: Plan) -> dict:
                            "speedup": t["latency_ms_256"] / s["latency_ms_256"],
                            "macs_ratio": t["macs_256"] / s["macs_256"]}
     key = TASKS["denoise"].key
-    rows[TEACHER]["psnr_CBSD68"] = (single(plan, key, "teacher_a", "CBSD68") or {}).get("psnr")
-    slkd = family(plan, key, [f"slkd_s{s}" for s in plan.seeds], "CBSD68")
+    rows[TEACHER]["psnr_CBSD68"] = (single(study, key, "teacher_a", "CBSD68") or {}).get("psnr")
+    slkd = family(study, key, [f"slkd_s{s}" for s in study.seeds], "CBSD68")
     rows[STUDENT]["psnr_CBSD68"] = slkd["psnr"]["mean"] if slkd else None
     return rows
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from benchmarks.study.settings import Scale
+import yaml
+
+from benchmarks.study.settings import ROOT, Scale, StudyError
 
 
 def cbsd432(degradation: dict) -> dict:
@@ -14,9 +16,11 @@ def cbsd432(degradation: dict) -> dict:
             "degradation": degradation}
 
 
-def train_data(task: "Task", scale: Scale) -> dict:
-    return {"train": {**task.train, "patch_size": scale.patch, "augment": True},
-            "val": [], "batch_size": scale.batch}
+def train_data(train: dict, scale: Scale, val=()) -> dict:
+    """The ``data`` node of a run: ``train`` (``data.train`` without patch size and
+    augmentation) cropped and batched at ``scale``, validated on ``val``."""
+    return {"train": {**train, "patch_size": scale.patch, "augment": True},
+            "val": list(val), "batch_size": scale.batch}
 
 
 def schedule(iters: int, lr: float) -> dict:
@@ -28,11 +32,39 @@ def schedule(iters: int, lr: float) -> dict:
 
 @dataclass(frozen=True)
 class Task:
-    key: str                              # folder under --out
-    train: dict                           # data.train, without patch size and augmentation
+    """One restoration problem of a study, one vocabulary for both studies: the folder its runs
+    live in, what they train and validate on, and the sets they are tested on. The reproduction
+    study states its data here (``train``, ``val``, ``eval``); the pays study names the committed
+    Teacher A's config instead (``config``), so that its students hold out exactly the images
+    the teachers held out. :meth:`setting` gives either."""
+
+    key: str                              # folder under --out (and benchmarks/weights)
     tests: tuple[tuple[str, str], ...]    # (data folder, slkd eval --task)
-    val: dict                             # Teacher B's reconstruction check (a validation set)
-    teacher_b_eval: dict = field(default_factory=lambda: {"task": "reconstruct"})
+    train: dict | None = None             # data.train, without patch size and augmentation
+    val: dict | None = None               # the validation set of the runs that validate
+    #: the ``eval`` node of those runs (the reproduction: Teacher B's reconstruction check)
+    eval: dict = field(default_factory=lambda: {"task": "reconstruct"})
+    config: str | None = None             # a teacher config holding train, val and eval instead
+    test_names: tuple[str, ...] = ()      # names of the test sets in results (default: the folders)
+    #: real degradations without ground truth, scored by BRISQUE/PIQE: (data folder, --task)
+    no_reference: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def sets(self) -> tuple[str, ...]:
+        """The test sets' names, in the order of :attr:`tests`."""
+        return self.test_names or tuple(data for data, _ in self.tests)
+
+    def setting(self) -> dict:
+        """``data.train``, the validation set and ``eval``: as stated, or read from
+        :attr:`config` (which must hold exactly one validation set)."""
+        if self.config is None:
+            return {"train": self.train, "val": self.val, "eval": self.eval}
+        cfg = yaml.safe_load((ROOT / self.config).read_text())
+        train = {k: v for k, v in cfg["data"]["train"].items() if k not in ("patch_size", "augment")}
+        vals = cfg["data"].get("val") or []
+        if len(vals) != 1:
+            raise StudyError(f"{self.config}: expected one validation set, found {len(vals)}")
+        return {"train": train, "val": vals[0], "eval": cfg.get("eval", {})}
 
 
 #: Rain100L: 84 of the 200 standard training pairs; 10 held out (always the same, by name and
@@ -43,14 +75,14 @@ RAIN100L_VAL = {"name": "Rain100L-val10", "type": "paired", "roots": ["Rain100L/
                 "holdout": {"count": 10, "take": "held"}}
 
 TASKS = {
-    "denoise": Task("denoise25", cbsd432({"name": "gaussian_noise", "params": {"sigma": 25}}),
-                    (("CBSD68", "denoise"), ("Kodak24", "denoise")),
-                    {"name": "CBSD68", "type": "degraded", "roots": ["CBSD68"], "limit": 20,
-                     "degradation": {"name": "gaussian_noise", "params": {"sigma": 25}}}),
-    "derain": Task("derain", RAIN100L_TRAIN, (("Rain100L/test", "derain"),), RAIN100L_VAL,
-                   {"task": "reconstruct", "y_channel": True}),
-    "deblur": Task("deblur", cbsd432({"name": "motion_blur"}), (("Levin", "deblur"),),
-                   {"name": "Levin", "type": "paired", "roots": ["Levin"]}),
+    "denoise": Task("denoise25", (("CBSD68", "denoise"), ("Kodak24", "denoise")),
+                    train=cbsd432({"name": "gaussian_noise", "params": {"sigma": 25}}),
+                    val={"name": "CBSD68", "type": "degraded", "roots": ["CBSD68"], "limit": 20,
+                         "degradation": {"name": "gaussian_noise", "params": {"sigma": 25}}}),
+    "derain": Task("derain", (("Rain100L/test", "derain"),), train=RAIN100L_TRAIN, val=RAIN100L_VAL,
+                   eval={"task": "reconstruct", "y_channel": True}),
+    "deblur": Task("deblur", (("Levin", "deblur"),), train=cbsd432({"name": "motion_blur"}),
+                   val={"name": "Levin", "type": "paired", "roots": ["Levin"]}),
 }
 
 #: benchmark folders each study reads (checked before anything runs)

@@ -1,18 +1,17 @@
-"""The study's statistics: evaluations read back, seed families (mean, spread), and paired
-comparisons by seed and by image with the verdict "beyond seed noise" or not."""
+"""Paired comparisons of the studies: evaluations read back, seed families (mean, spread), and
+comparisons paired by seed and by image with the verdict "beyond seed noise" or not."""
 
 from __future__ import annotations
 
-import json
 import statistics
 
-from benchmarks.study.plan import Plan, eval_path
-from benchmarks.study.scheduler import recorded_seconds
+from benchmarks.study.plan import ReproductionStudy, eval_path
+from benchmarks.study.scheduler import read_eval, recorded_seconds
+from slkd.engine.runlog import read_events
 
 
-def load_eval(plan: Plan, task_key: str, run: str, data: str) -> dict | None:
-    path = eval_path(plan, task_key, run, data)
-    return json.loads(path.read_text()) if path.is_file() else None
+def load_eval(study: ReproductionStudy, task_key: str, run: str, data: str) -> dict | None:
+    return read_eval(eval_path(study, task_key, run, data))
 
 
 def spread(values: list[float]) -> dict:
@@ -24,9 +23,9 @@ def image_scores(result: dict, metric: str) -> dict[str, float]:
     return {row["name"]: row[metric] for row in result["images"]}
 
 
-def compare(plan: Plan, task_key: str, runs_a: list[str], runs_b: list[str], data: str) -> dict | None:
+def compare(study: ReproductionStudy, task_key: str, runs_a: list[str], runs_b: list[str], data: str) -> dict | None:
     """SLKD-style run family A against family B, paired by seed (same index) and by image."""
-    pairs = [(load_eval(plan, task_key, a, data), load_eval(plan, task_key, b, data))
+    pairs = [(load_eval(study, task_key, a, data), load_eval(study, task_key, b, data))
              for a, b in zip(runs_a, runs_b)]
     return paired([(x, y) for x, y in pairs if x and y])
 
@@ -63,28 +62,28 @@ def paired(pairs: list[tuple[dict, dict]], metric: str = "psnr") -> dict | None:
             "verdict": verdict}
 
 
-def family(plan: Plan, task_key: str, runs: list[str], data: str) -> dict | None:
-    results = [r for r in (load_eval(plan, task_key, run, data) for run in runs) if r]
+def family(study: ReproductionStudy, task_key: str, runs: list[str], data: str) -> dict | None:
+    results = [r for r in (load_eval(study, task_key, run, data) for run in runs) if r]
     if not results:
         return None
     return {"psnr": spread([r["mean"]["psnr"] for r in results]),
             "ssim": spread([r["mean"]["ssim"] for r in results]), "runs": len(results)}
 
 
-def train_seconds(plan: Plan, task_key: str, run: str) -> float | None:
-    return recorded_seconds(plan.root(run) / task_key / run)
+def train_seconds(study: ReproductionStudy, task_key: str, run: str) -> float | None:
+    return recorded_seconds(study.root(run) / task_key / run)
 
 
-def single(plan: Plan, task_key: str, run: str, data: str) -> dict | None:
-    r = load_eval(plan, task_key, run, data)
+def single(study: ReproductionStudy, task_key: str, run: str, data: str) -> dict | None:
+    r = load_eval(study, task_key, run, data)
     return None if r is None else {"psnr": r["mean"]["psnr"], "ssim": r["mean"]["ssim"], "count": r["count"]}
 
 
-def teacher_b_check(plan: Plan, task_key: str) -> dict | None:
-    log = plan.teacher_root / task_key / "teacher_b" / "metrics.jsonl"
-    if not log.is_file():
+def teacher_b_check(study: ReproductionStudy, task_key: str) -> dict | None:
+    run = study.teacher_root / task_key / "teacher_b"
+    if not (run / "metrics.jsonl").is_file():
         return None
-    vals = [json.loads(line) for line in log.read_text().splitlines() if '"val"' in line]
+    vals = [e for e in read_events(run) if e.get("event") == "val"]
     return {"reconstruction_psnr": vals[-1]["psnr"], "dataset": vals[-1]["dataset"],
             "count": vals[-1]["count"]} if vals else None
 

@@ -45,16 +45,15 @@ import json
 import os
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
-
-import yaml
 
 import benchmarks.families  # noqa: F401  (registers the study's res-sl-tiny-deep)
 import benchmarks.variants  # noqa: F401  (registers the losing SLKD variants the screen still lists)
-from benchmarks.study.configs import schedule
-from benchmarks.study.scheduler import Job, eval_argv, json_default, recorded_seconds, run_jobs, run_study
-from benchmarks.study.settings import ROOT, STUDENT, TEACHER, StudyError
+from benchmarks.study.configs import Task, schedule, train_data
+from benchmarks.study.scheduler import (Job, Study, eval_file, json_default, read_eval, recorded_seconds, run_jobs,
+                                        run_study)
+from benchmarks.study.settings import FULL, ROOT, STUDENT, TEACHER, Scale, StudyError
 from benchmarks.study.paired import paired, spread
 from slkd.cli.common import device_option, max_threads, number, resolve_device
 from slkd.engine.report import read_events
@@ -70,35 +69,16 @@ RESULTS = ROOT / "benchmarks" / "results"
 LR = 2e-3
 
 
-@dataclass(frozen=True)
-class PaysTask:
-    key: str                             # folder under --out and benchmarks/weights
-    config: str                          # Teacher A's config: data, validation split, eval
-    tests: tuple[tuple[str, str], ...]   # (data folder, slkd eval --task)
-    headline: str                        # results file of the final stage
-    sets: tuple[str, ...]                # headline names of the test sets
-    extra: dict = field(default_factory=dict)  # headline's "students" extras (e.g. sigma)
-    #: real degradations without ground truth, scored by BRISQUE/PIQE: (data folder, --task)
-    no_reference: tuple[tuple[str, str], ...] = ()
-
-    def setting(self) -> dict:
-        """``data.train``, the validation set and ``eval`` of the teacher's config."""
-        cfg = yaml.safe_load((ROOT / self.config).read_text())
-        train = {k: v for k, v in cfg["data"]["train"].items() if k not in ("patch_size", "augment")}
-        vals = cfg["data"].get("val") or []
-        if len(vals) != 1:
-            raise StudyError(f"{self.config}: expected one validation set, found {len(vals)}")
-        return {"train": train, "val": vals[0], "eval": cfg.get("eval", {})}
-
-
 TASKS = {
-    "denoise": PaysTask("denoise25", "configs/denoise25/teacher_a_tiny.yaml",
-                        (("CBSD68", "denoise"), ("Kodak24", "denoise")), "headline.json",
-                        ("CBSD68", "Kodak24"), {"sigma": 25}),
-    "derain": PaysTask("derain", "configs/derain/teacher_a_tiny.yaml", (("Rain100L/test", "derain"),),
-                       "headline_derain.json", ("Rain100L",), {"task": "derain"},
-                       no_reference=(("RealRain20", "real"),)),
+    "denoise": Task("denoise25", (("CBSD68", "denoise"), ("Kodak24", "denoise")),
+                    config="configs/denoise25/teacher_a_tiny.yaml"),
+    "derain": Task("derain", (("Rain100L/test", "derain"),), config="configs/derain/teacher_a_tiny.yaml",
+                   test_names=("Rain100L",), no_reference=(("RealRain20", "real"),)),
 }
+#: the final stage's headline file per task (by its key): file name and the extras of its
+#: ``students`` entry (e.g. the noise level)
+HEADLINES = {"denoise25": ("headline.json", {"sigma": 25}), "derain": ("headline_derain.json", {"task": "derain"})}
+
 
 #: the committed teachers: config file and overrides per role (Teacher B also starts from
 #: Teacher A's run); every run also gets TEACHER_COMMON. Long CPU runs resume bit-identically,
@@ -243,25 +223,20 @@ def variant(name: str) -> Variant:
                    "b_scratch" if bscratch else "b")
 
 
-@dataclass(frozen=True)
-class Scale:
-    patch: int = 48
-    batch: int = 8
-    val_points: int = 4          # validations per run (the plateau test reads the last quarter)
-    eval_limit: int | None = None  # images per test set and validation split (None: all)
+#: the stages' ``--quick``: smaller than the reproduction's (its stages run end to end in the
+#: test suite); numbers mean nothing
+QUICK = replace(FULL, patch=16, batch=2, eval_limit=2)
 
 
-QUICK = Scale(patch=16, batch=2, eval_limit=2)
+class PaysStudy(Study):
+    """The runs of one task under ``out/<task key>``, against ``teachers`` (a folder with
+    teacher_a/b); runs are named by variant, seed and budget (:meth:`run_name`)."""
 
-
-class Study:
-    """The runs of one task under ``out``, against ``teachers`` (a folder with teacher_a/b)."""
-
-    def __init__(self, task: PaysTask, out: Path, data: Path, teachers: Path, scale: Scale):
-        self.task, self.out, self.data, self.scale = task, out / task.key, data, scale
+    def __init__(self, task: Task, out: Path, data: Path, teachers: Path, scale: Scale):
+        super().__init__(out / task.key, data, scale)
+        self.task = task
         self.teacher_folder = teachers
         self.setting = task.setting()
-        self.jobs: dict[str, Job] = {}
 
     def teacher(self, role: str) -> Path:
         """Teacher ``role``'s weights, looked up when a run needs them (the plateau stage's
@@ -281,37 +256,30 @@ class Study:
         model: dict = {"name": v.student}
         if v.init:
             model["init_from_teacher"] = {"name": TEACHER, "weights": str(self.teacher("a"))}
+        val = {**self.setting["val"], **({"limit": s.eval_limit} if s.eval_limit else {})}
         config = {
             "name": name, "output_dir": str(self.out), "role": "distill", "seed": seed, "model": model,
             "distill": {"method": v.method, **json.loads(json.dumps(v.distill))},
-            "data": {"train": {**self.setting["train"], "patch_size": s.patch, "augment": True},
-                     "val": [{**self.setting["val"], **({"limit": s.eval_limit} if s.eval_limit else {})}],
-                     "batch_size": s.batch},
+            "data": train_data(self.setting["train"], s, [val]),
             "train": train, "eval": self.setting["eval"],
         }
         if v.method != "scratch":
             config["teachers"] = {"a": {"name": TEACHER, "weights": str(self.teacher("a"))},
                                   "b": {"name": TEACHER, "weights": str(self.teacher(v.teacher_b)),
                                         "options": {"global_residual": False}}}
-        job = Job(name, ["distill", "--plugin", "benchmarks.variants"], [], config, self.out / "configs" / f"{name}.yaml", self.out / name)
-        self.jobs[name] = job
-        return job
+        return self.add(Job(name, ["distill", "--plugin", "benchmarks.variants"], [], config,
+                            self.out / "configs" / f"{name}.yaml", self.out / name))
 
     def evaluate(self, label: str, model: str, weights: Path | None, deps=(), sets=None) -> list[Job]:
-        jobs = []
-        for data, eval_task in self.task.tests if sets is None else sets:
-            out = self.out / "eval" / f"{label}__{data.replace('/', '-')}.json"
-            argv = eval_argv(model, self.data / data, eval_task, weights, self.scale.eval_limit)
-            name = f"eval/{label}/{data}"
-            jobs.append(self.jobs.setdefault(name, Job(name, argv, list(deps), eval_out=out)))
-        return jobs
+        return [self.eval_job(f"eval/{label}/{data}", model, data, eval_task, eval_file(self.out, label, data),
+                              weights, deps)
+                for data, eval_task in (self.task.tests if sets is None else sets)]
 
     def evaluate_run(self, job: Job, model: str, sets=None) -> list[Job]:
         return self.evaluate(job.name, model, job.run_dir / "weights.pth", deps=[job.name], sets=sets)
 
     def load_eval(self, label: str, data: str) -> dict | None:
-        path = self.out / "eval" / f"{label}__{data.replace('/', '-')}.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_eval(eval_file(self.out, label, data))
 
 
 def _teacher_path(folder: Path, role: str) -> Path:
@@ -391,7 +359,7 @@ def publish_teachers(jobs: dict[str, Job], dest: Path) -> dict:
     return out
 
 
-def plateau(study: Study, ladder: list[int]) -> tuple[list[Job], callable]:
+def plateau(study: PaysStudy, ladder: list[int]) -> tuple[list[Job], callable]:
     scratch = variant("scratch")
     jobs = [study.student(scratch, 0, iters) for iters in ladder]
 
@@ -418,7 +386,7 @@ def plateau(study: Study, ladder: list[int]) -> tuple[list[Job], callable]:
     return jobs, summary
 
 
-def _teacher_validation(study: Study) -> dict | None:
+def _teacher_validation(study: PaysStudy) -> dict | None:
     try:
         meta = study.teacher("a").with_suffix(".json")
     except StudyError:  # not published yet: the plateau stage runs while the teachers train
@@ -428,7 +396,7 @@ def _teacher_validation(study: Study) -> dict | None:
     return None
 
 
-def screen(study: Study, names: list[str], iters: int, seed: int = 0) -> tuple[list[Job], callable]:
+def screen(study: PaysStudy, names: list[str], iters: int, seed: int = 0) -> tuple[list[Job], callable]:
     variants = [variant(n) for n in names]
     for v in list(variants):  # every variant is compared with its scratch twin
         if v.scratch_twin not in names:
@@ -459,7 +427,7 @@ def screen(study: Study, names: list[str], iters: int, seed: int = 0) -> tuple[l
     return list(jobs.values()), summary
 
 
-def final(study: Study, slkd_name: str, baselines: list[str], seeds: list[int], iters: int,
+def final(study: PaysStudy, slkd_name: str, baselines: list[str], seeds: list[int], iters: int,
           publish: bool, double: bool = True, longer: list[int] | None = None) -> tuple[list[Job], callable, callable]:
     """The finalists' jobs, the summary and the parity budgets. Every finalist runs at ``iters``
     and at each of the ``longer`` budgets (default: twice ``iters``; ``double=False`` and no
@@ -504,7 +472,7 @@ def budget_suffix(iters: int, budget: int) -> str:
     return "_2x" if budget == 2 * iters else f"_i{budget}"
 
 
-def parity_budgets(study: Study, families: dict[str, "Variant"], seeds, iters: int) -> dict[str, int | None]:
+def parity_budgets(study: PaysStudy, families: dict[str, "Variant"], seeds, iters: int) -> dict[str, int | None]:
     """Compute parity, measured: for each distilled finalist, the scratch iterations that take its
     wall-clock — ``iters`` × (its mean seconds over the seeds) / (scratch's), from the runs' own
     logs (each run's seconds: :func:`~benchmarks.study.scheduler.recorded_seconds`). None while a run has not finished."""
@@ -522,7 +490,7 @@ def parity_budgets(study: Study, families: dict[str, "Variant"], seeds, iters: i
     return out
 
 
-def parity_jobs(study: Study, slkd_name: str, seeds, budgets) -> list[Job]:
+def parity_jobs(study: PaysStudy, slkd_name: str, seeds, budgets) -> list[Job]:
     """Scratch given each distilled finalist's wall-clock: the SLKD variant's scratch twin trained
     each of ``budgets`` (an int, or the dict of :func:`parity_budgets`; None entries are skipped)
     per seed, with its evaluations on the test sets."""
@@ -536,7 +504,7 @@ def parity_jobs(study: Study, slkd_name: str, seeds, budgets) -> list[Job]:
     return jobs
 
 
-def ablation(study: Study, full: str, seeds: list[int], iters: int) -> tuple[list[Job], callable]:
+def ablation(study: PaysStudy, full: str, seeds: list[int], iters: int) -> tuple[list[Job], callable]:
     """The paper's ablation table of ``full``: it and its four ablations for every seed, scored
     on the test sets; each row against the full variant, paired per seed and image."""
     rows = ablation_rows(full)
@@ -564,11 +532,11 @@ def ablation(study: Study, full: str, seeds: list[int], iters: int) -> tuple[lis
     return jobs, summary
 
 
-def _family_runs(study: Study, v: Variant, seeds, iters) -> list[str]:
+def _family_runs(study: PaysStudy, v: Variant, seeds, iters) -> list[str]:
     return [study.run_name(v, s, iters) for s in seeds]
 
 
-def _final_summary(study: Study, families: dict[str, Variant], seeds, iters, parity, publish,
+def _final_summary(study: PaysStudy, families: dict[str, Variant], seeds, iters, parity, publish,
                    longer: list[int] = ()) -> dict:
     out = {"iters": iters, "seeds": list(seeds), "parity_iters": parity, "families": {}, "sets": {}}
     for key, v in families.items():
@@ -618,7 +586,7 @@ def _final_summary(study: Study, families: dict[str, Variant], seeds, iters, par
     return out
 
 
-def _publish_students(study: Study, families: dict[str, Variant], seeds, iters) -> dict:
+def _publish_students(study: PaysStudy, families: dict[str, Variant], seeds, iters) -> dict:
     from benchmarks.publish import PublishError, publish
 
     published: dict[str, list[str]] = {}
@@ -637,7 +605,7 @@ def _publish_students(study: Study, families: dict[str, Variant], seeds, iters) 
     return published
 
 
-def headline(summary: dict, task: PaysTask, student: str) -> dict:
+def headline(summary: dict, task: Task, student: str) -> dict:
     """The headline file: PSNR means over seeds per test set and the published students."""
     best = summary["best_baseline"]
     sets = {}
@@ -657,7 +625,7 @@ def headline(summary: dict, task: PaysTask, student: str) -> dict:
             suffix = budget_suffix(summary["iters"], budget)
             sets[name][f"iters_{budget}"] = {label(k): mean(k + suffix) for k in ("scratch", "slkd", *([best] if best else []))}
     pub = summary.get("published", {})
-    students = {"model": student, **task.extra, "scratch": pub.get("scratch", []), "slkd": pub.get("slkd", [])}
+    students = {"model": student, **HEADLINES[task.key][1], "scratch": pub.get("scratch", []), "slkd": pub.get("slkd", [])}
     if best:
         students[summary["families"][best]["variant"]] = pub.get(best, [])
     return {"sets": sets, "students": students}
@@ -728,8 +696,8 @@ def _main(args) -> int:
         raise StudyError(f"{args.stage} needs --iters N (N >= 4; the plateau stage says which)")
     if any(n < 4 for n in args.ladder):
         raise StudyError("--ladder budgets must be >= 4 iterations")
-    study = Study(task, args.out.resolve(), args.data.resolve(), (args.teachers or WEIGHTS / task.key).resolve(),
-                  QUICK if args.quick else Scale())
+    study = PaysStudy(task, args.out.resolve(), args.data.resolve(), (args.teachers or WEIGHTS / task.key).resolve(),
+                      QUICK if args.quick else FULL)
     parity = None
     if args.stage == "plateau":
         jobs, summary = plateau(study, sorted(set(args.ladder)))
@@ -766,7 +734,7 @@ def _main(args) -> int:
     written = [path]
     if args.stage == "final":
         student = variant(args.slkd).student
-        head = path.parent / task.headline
+        head = path.parent / HEADLINES[task.key][0]
         head.write_text(json.dumps(headline(result, task, student), indent=2, default=json_default) + "\n")
         written.append(head)
     print("wrote " + ", ".join(map(str, written)))
@@ -792,7 +760,7 @@ def _climb(jobs: list[Job], summary, args, env: dict) -> dict[str, str]:
     return state
 
 
-def _teachers(args, task: PaysTask) -> int:
+def _teachers(args, task: Task) -> int:
     runs = args.teacher_runs.resolve()
     if runs.is_relative_to(ROOT):  # as the running teachers were started (the runner's cwd is ROOT)
         runs = runs.relative_to(ROOT)
@@ -810,7 +778,7 @@ def _teachers(args, task: PaysTask) -> int:
         return 0
     # Teacher A and the degraded input on the test sets: the teacher's stated quality (nothing is
     # chosen on them); the final stage reuses these evaluations
-    study = Study(task, args.out.resolve(), args.data.resolve(), dest.resolve(), QUICK if args.quick else Scale())
+    study = PaysStudy(task, args.out.resolve(), args.data.resolve(), dest.resolve(), QUICK if args.quick else FULL)
     evals = study.evaluate("teacher_a", TEACHER, study.teacher("a")) + study.evaluate("input", "input", None)
     state = run_jobs(evals, args.jobs, args.threads, {"SLKD_DATA": str(study.data)}, args.device)
     tests = {}
@@ -825,7 +793,7 @@ def _teachers(args, task: PaysTask) -> int:
     return 0 if all(s == "done" for s in state.values()) else 1
 
 
-def _write_result(args, study: Study, summary: dict, partial: bool | None = None) -> Path:
+def _write_result(args, study: PaysStudy, summary: dict, partial: bool | None = None) -> Path:
     """``pays_<task>_<stage>.json`` (stage, task, the command, the summary) in the results folder."""
     results = args.results or (study.out / "results" if args.quick else RESULTS)
     results.mkdir(parents=True, exist_ok=True)
@@ -838,7 +806,7 @@ def _write_result(args, study: Study, summary: dict, partial: bool | None = None
     return path
 
 
-def _parity_rows(study: Study, families: dict[str, Variant], seeds, iters: int, budgets: dict) -> dict:
+def _parity_rows(study: PaysStudy, families: dict[str, Variant], seeds, iters: int, budgets: dict) -> dict:
     """Per test set and distilled finalist: its PSNR against scratch trained for its wall-clock
     (paired per image and seed)."""
     twin = families["scratch"]

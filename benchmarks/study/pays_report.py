@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from benchmarks import sections
-from benchmarks.study.pays import RESULTS, TASKS, WEIGHTS, PaysTask, budget_suffix
+from benchmarks.study.configs import Task
+from benchmarks.study.pays import RESULTS, TASKS, WEIGHTS, budget_suffix
 from benchmarks.study.report import paired_text
 from slkd.metrics import task_uses_y_channel
 
@@ -24,7 +25,7 @@ HEADINGS = {"denoise": "### 12.1 Denoising σ = 25 (CBSD432 → CBSD68, Kodak24)
             "derain": "### 12.2 Deraining, Rain100L (84 of 200 training pairs → the 100 test pairs)"}
 
 
-def section_key(task: PaysTask) -> str:
+def section_key(task: Task) -> str:
     return f"pays_{task.key}"
 
 
@@ -49,7 +50,7 @@ def _curve(validations: list[dict]) -> str:
     return ", ".join(f"{v['psnr']:.2f} @ {v['step']}" for v in validations) or "–"
 
 
-def convention(task: PaysTask) -> str:
+def convention(task: Task) -> str:
     """How the task's PSNR is measured (the test sets' ``slkd eval --task``)."""
     return "Y channel (BT.601)" if any(task_uses_y_channel(t) for _, t in task.tests) else "RGB channels"
 
@@ -126,7 +127,7 @@ def screen_md(result: dict | None) -> list[str]:
             "|---|---|---|---|--:|--:|--:|", *rows]
 
 
-def final_md(result: dict | None, task: PaysTask) -> list[str]:
+def final_md(result: dict | None, task: Task) -> list[str]:
     if result is None:
         return ["**Final tables**: not run yet (`python -m benchmarks.study.pays final`)."]
     s = result["summary"]
@@ -192,7 +193,7 @@ def parity_md(parity: dict | None, fam: dict) -> list[str]:
     return lines
 
 
-def ablation_md(result: dict | None, task: PaysTask) -> list[str]:
+def ablation_md(result: dict | None, task: Task) -> list[str]:
     if result is None:
         return ["**Ablation**: not run yet (`python -m benchmarks.study.pays ablation`)."]
     s = result["summary"]
@@ -210,7 +211,7 @@ def ablation_md(result: dict | None, task: PaysTask) -> list[str]:
     return lines
 
 
-def markdown(task: PaysTask, results: Path = RESULTS, weights: Path = WEIGHTS) -> str:
+def markdown(task: Task, results: Path = RESULTS, weights: Path = WEIGHTS) -> str:
     stage = {name: _load(results / f"pays_{task.key}_{name}.json")
              for name in ("teachers", "plateau", "screen", "final", "ablation")}
     parts = [teachers_md(weights / task.key, stage["teachers"], convention(task)), plateau_md(stage["plateau"]), screen_md(stage["screen"]),
@@ -220,7 +221,7 @@ def markdown(task: PaysTask, results: Path = RESULTS, weights: Path = WEIGHTS) -
     return "\n\n".join("\n".join(p).rstrip() for p in parts) + "\n"
 
 
-def task_name(task: PaysTask) -> str:
+def task_name(task: Task) -> str:
     return next(name for name, t in TASKS.items() if t is task)
 
 

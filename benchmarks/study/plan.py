@@ -1,5 +1,5 @@
-"""The study's plan: which runs and evaluations each study needs, with their configs and
-dependencies, in the order the scheduler should start them."""
+"""The reproduction study's plan: which runs and evaluations each of its studies needs, with
+their configs and dependencies, in the order the scheduler should start them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.study.configs import TASKS, Task, schedule, train_data
-from benchmarks.study.scheduler import Job, eval_argv
+from benchmarks.study.scheduler import Job, Study, eval_file
 from benchmarks.study.settings import (
     ABLATIONS,
     BALANCED_BASELINES,
@@ -28,53 +28,48 @@ from benchmarks.study.settings import (
 )
 
 
-def eval_path(plan: "Plan", task_key: str, run: str, data: str) -> Path:
-    """Where the evaluation of ``run`` on the benchmark folder ``data`` is kept (a folder path such
-    as ``Rain100L/test`` becomes ``Rain100L-test``)."""
-    return plan.root(run) / task_key / "eval" / f"{run}__{data.replace('/', '-')}.json"
+def eval_path(study: "ReproductionStudy", task_key: str, run: str, data: str) -> Path:
+    """Where the evaluation of ``run`` on the benchmark folder ``data`` is kept."""
+    return eval_file(study.root(run) / task_key, run, data)
 
 
-class Plan:
-    """Builds the job list of the chosen studies at one scale."""
+class ReproductionStudy(Study):
+    """The jobs of the reproduction study's chosen studies at one scale, in one study folder
+    (teachers possibly shared with another: ``teachers_from``)."""
 
     def __init__(self, out: Path, data: Path, scale: Scale, seeds: tuple[int, ...],
                  ablation_seeds: tuple[int, ...] | None = None, methods: tuple[str, ...] | None = None,
                  teachers_from: Path | None = None):
-        self.out, self.data, self.scale, self.seeds = out, data, scale, seeds
+        super().__init__(out, data, scale)
+        self.seeds = seeds
         self.ablation_seeds = ablation_seeds or scale.ablation_seeds
         #: the denoise study's student methods (default: all of them)
         self.methods = methods or DENOISE_METHODS
         #: where teachers, their evaluations and the inputs' evaluations live: another study's
         #: folder lets a longer student schedule reuse that study's teachers as they are
         self.teacher_root = teachers_from or out
-        self.jobs: dict[str, Job] = {}
 
     def root(self, run: str) -> Path:
         """Study folder holding ``run`` (teacher runs and input evaluations may be shared)."""
         return self.teacher_root if run in SHARED_RUNS else self.out
 
-    def _add(self, job: Job) -> Job:
-        self.jobs.setdefault(job.name, job)
-        return self.jobs[job.name]
-
     def train(self, task: Task, run: str, config: dict, deps=()) -> Job:
         folder = self.root(run) / task.key
         config = {"name": run, "output_dir": str(folder), **config}
         command = "distill" if config["role"] == "distill" else "train"
-        return self._add(Job(f"{task.key}/{run}", [command], list(deps), config,
+        return self.add(Job(f"{task.key}/{run}", [command], list(deps), config,
                              folder / "configs" / f"{run}.yaml", folder / run))
 
     def teachers(self, task: Task, iters_a: int, arch: str = TEACHER) -> tuple[Job, Job]:
         s = self.scale
         a = self.train(task, "teacher_a", {"role": "teacher_a", "seed": 0, "model": {"name": arch},
-                                           "data": train_data(task, s), "train": schedule(iters_a, 2e-3)})
-        b_data = train_data(task, s)
-        b_data["val"] = [task.val]
+                                           "data": train_data(task.train, s), "train": schedule(iters_a, 2e-3)})
+        b_data = train_data(task.train, s, [task.val])
         b = self.train(task, "teacher_b", {
             "role": "teacher_b", "seed": 0,
             "model": {"name": arch, "options": {"global_residual": False},
                       "init_from": str(self.teacher_root / task.key / "teacher_a")},
-            "data": b_data, "train": schedule(s.teacher_b, 5e-4), "eval": dict(task.teacher_b_eval)},
+            "data": b_data, "train": schedule(s.teacher_b, 5e-4), "eval": dict(task.eval)},
             deps=[a.name])
         return a, b
 
@@ -85,7 +80,7 @@ class Plan:
         (default: the same task), of architecture ``teacher``; ``bf16`` trains under bf16
         autocast (``train.bf16``)."""
         s = self.scale
-        base = {"seed": seed, "model": {"name": arch}, "data": train_data(task, s),
+        base = {"seed": seed, "model": {"name": arch}, "data": train_data(task.train, s),
                 "train": schedule(iters or s.student, 2e-3)}
         if bf16:
             base["train"]["bf16"] = True
@@ -113,9 +108,8 @@ class Plan:
 
     def evaluate(self, task_key: str, model: str, run: str, data: str, eval_task: str,
                  deps=(), weights: Path | None = None) -> Job:
-        out = eval_path(self, task_key, run, data)
-        argv = eval_argv(model, self.data / data, eval_task, weights, self.scale.eval_limit)
-        return self._add(Job(f"{task_key}/eval/{run}/{data}", argv, list(deps), eval_out=out))
+        return self.eval_job(f"{task_key}/eval/{run}/{data}", model, data, eval_task,
+                             eval_path(self, task_key, run, data), weights, deps)
 
     def evaluate_run(self, task: Task, job: Job, model: str, tests=None) -> None:
         for data, eval_task in tests or task.tests:
@@ -127,18 +121,18 @@ class Plan:
             self.evaluate(task.key, "input", "input", data, eval_task)
 
 
-def scratch_long_iters(plan: Plan) -> int:
+def scratch_long_iters(study: ReproductionStudy) -> int:
     """Iterations of scratch-long: the student iterations × (SLKD step time / scratch step time),
     both timed side by side in this process (interleaved, medians). Measured once per study
     folder and kept in ``scratch_long.json`` so that reruns build the same job."""
-    path = plan.out / TASKS["denoise"].key / "scratch_long.json"
+    path = study.out / TASKS["denoise"].key / "scratch_long.json"
     if path.is_file():
         saved = json.loads(path.read_text())
-        if saved["student_iters"] == plan.scale.student:
+        if saved["student_iters"] == study.scale.student:
             return saved["iters"]
     from benchmarks.speed import step_times
 
-    s = plan.scale
+    s = study.scale
     timing = step_times((TEACHER, STUDENT), s.batch, s.patch, s.step_timing_runs, methods=("scratch", "slkd"))
     ratio = timing["median_s"]["step_slkd"] / timing["median_s"]["step_scratch"]
     iters = max(s.student, round(s.student * ratio))
@@ -149,88 +143,88 @@ def scratch_long_iters(plan: Plan) -> int:
     return iters
 
 
-def add_ablations(plan: Plan, seeds) -> None:
+def add_ablations(study: ReproductionStudy, seeds) -> None:
     den = TASKS["denoise"]
     for seed in seeds:
         for name, overrides in ABLATIONS.items():
-            job = plan.student(den, f"{name}_s{seed}", seed, "slkd", overrides)
-            plan.evaluate_run(den, job, STUDENT, tests=den.tests[:1])
+            job = study.student(den, f"{name}_s{seed}", seed, "slkd", overrides)
+            study.evaluate_run(den, job, STUDENT, tests=den.tests[:1])
 
 
-def task_student(plan: Plan, task: Task, name: str, seed: int, **kw) -> Job:
+def task_student(study: ReproductionStudy, task: Task, name: str, seed: int, **kw) -> Job:
     """Run ``<name>_s<seed>``: a plain method, a revision of SLKD, a balanced baseline, or
     the bf16 twin of one of them (:data:`PRECISION`)."""
     variant = PRECISION.get(name, name)
     method, overrides = VARIANTS.get(variant, (variant, None))
-    return plan.student(task, f"{name}_s{seed}", seed, method, overrides, bf16=name in PRECISION, **kw)
+    return study.student(task, f"{name}_s{seed}", seed, method, overrides, bf16=name in PRECISION, **kw)
 
 
-def build_plan(studies: list[str], plan: Plan) -> None:
+def build_plan(studies: list[str], study: ReproductionStudy) -> None:
     """Jobs in priority order (the runner starts them in this order as dependencies allow):
     the denoising comparison seed by seed, the first ablation seed, the other tasks and
     real-world sets, the other architectures, then the remaining ablation seeds."""
-    s = plan.scale
+    s = study.scale
     den = TASKS["denoise"]
     if {"denoise", "ablations", "realworld", "families", "precision", "compression"} & set(studies):
-        a, _ = plan.teachers(den, s.teacher_a)
-        plan.evaluate_run(den, a, TEACHER)
-        plan.evaluate_inputs(den)
+        a, _ = study.teachers(den, s.teacher_a)
+        study.evaluate_run(den, a, TEACHER)
+        study.evaluate_inputs(den)
     if "denoise" in studies:
-        long_iters = scratch_long_iters(plan) if "scratch_long" in plan.methods else None
-        for seed in plan.seeds:
-            for method in (m for m in METHODS if m in plan.methods):
+        long_iters = scratch_long_iters(study) if "scratch_long" in study.methods else None
+        for seed in study.seeds:
+            for method in (m for m in METHODS if m in study.methods):
                 if method == "scratch_long":
-                    job = plan.student(den, f"scratch_long_s{seed}", seed, "scratch", iters=long_iters)
+                    job = study.student(den, f"scratch_long_s{seed}", seed, "scratch", iters=long_iters)
                 else:
-                    job = plan.student(den, f"{method}_s{seed}", seed, method)
-                plan.evaluate_run(den, job, STUDENT)
+                    job = study.student(den, f"{method}_s{seed}", seed, method)
+                study.evaluate_run(den, job, STUDENT)
             for name in REVISIONS:
-                if name in plan.methods:
-                    plan.evaluate_run(den, task_student(plan, den, name, seed), STUDENT)
+                if name in study.methods:
+                    study.evaluate_run(den, task_student(study, den, name, seed), STUDENT)
     if "ablations" in studies:
-        add_ablations(plan, plan.ablation_seeds[:1])
+        add_ablations(study, study.ablation_seeds[:1])
     if "denoise" in studies:
-        for seed in plan.seeds:
+        for seed in study.seeds:
             for name in BALANCED_BASELINES:
-                if name in plan.methods:
-                    plan.evaluate_run(den, task_student(plan, den, name, seed), STUDENT)
+                if name in study.methods:
+                    study.evaluate_run(den, task_student(study, den, name, seed), STUDENT)
     for key in ("derain", "deblur"):
         if key in studies or (key == "derain" and "realworld" in studies):
             task = TASKS[key]
-            a, _ = plan.teachers(task, s.task_teacher_a)
-            plan.evaluate_run(task, a, TEACHER)
-            plan.evaluate_inputs(task)
+            a, _ = study.teachers(task, s.task_teacher_a)
+            study.evaluate_run(task, a, TEACHER)
+            study.evaluate_inputs(task)
             for seed in s.task_seeds:
                 for method in TASK_METHODS:
-                    plan.evaluate_run(task, task_student(plan, task, method, seed), STUDENT)
+                    study.evaluate_run(task, task_student(study, task, method, seed), STUDENT)
     if "realworld" in studies:
         real_rain = (("RealRain20", "real"),)
         der, seed = TASKS["derain"], s.task_seeds[0]
-        plan.evaluate_inputs(der, real_rain)
-        plan.evaluate_run(der, plan.jobs[f"{der.key}/teacher_a"], TEACHER, real_rain)
+        study.evaluate_inputs(der, real_rain)
+        study.evaluate_run(der, study.jobs[f"{der.key}/teacher_a"], TEACHER, real_rain)
         for method in TASK_METHODS:
-            plan.evaluate_run(der, plan.jobs[f"{der.key}/{method}_s{seed}"], STUDENT, real_rain)
+            study.evaluate_run(der, study.jobs[f"{der.key}/{method}_s{seed}"], STUDENT, real_rain)
         real_noise = (("PolyU100", "denoise"), ("CC15", "denoise"))
-        plan.evaluate_inputs(den, real_noise)
-        plan.evaluate_run(den, plan.jobs[f"{den.key}/teacher_a"], TEACHER, real_noise)
+        study.evaluate_inputs(den, real_noise)
+        study.evaluate_run(den, study.jobs[f"{den.key}/teacher_a"], TEACHER, real_noise)
         for method in TASK_METHODS:
-            job = plan.jobs.get(f"{den.key}/{method}_s{seed}") or task_student(plan, den, method, seed)
-            plan.evaluate_run(den, job, STUDENT, real_noise)
+            job = study.jobs.get(f"{den.key}/{method}_s{seed}") or task_student(study, den, method, seed)
+            study.evaluate_run(den, job, STUDENT, real_noise)
     if "families" in studies:
         for key, (teacher, student) in FAMILIES.items():
             task = replace(den, key=f"{den.key}-{key}")
             source = den  # cross-architecture: the Restormer teachers of `denoise`
             if teacher != TEACHER:
                 source = task
-                own_a, _ = plan.teachers(task, s.task_teacher_a, arch=teacher)
-                plan.evaluate_run(task, own_a, teacher)
+                own_a, _ = study.teachers(task, s.task_teacher_a, arch=teacher)
+                study.evaluate_run(task, own_a, teacher)
             for method in TASK_METHODS:
-                job = task_student(plan, task, method, 0, arch=student, teacher=teacher, teachers_of=source)
-                plan.evaluate_run(task, job, student)
+                job = task_student(study, task, method, 0, arch=student, teacher=teacher, teachers_of=source)
+                study.evaluate_run(task, job, student)
     if "precision" in studies:
-        for seed in plan.ablation_seeds:
+        for seed in study.ablation_seeds:
             for bf16, fp32 in PRECISION.items():
                 for name in (fp32, bf16):  # a run the denoise study already planned is reused
-                    plan.evaluate_run(den, task_student(plan, den, name, seed), STUDENT, tests=den.tests[:1])
+                    study.evaluate_run(den, task_student(study, den, name, seed), STUDENT, tests=den.tests[:1])
     if "ablations" in studies:
-        add_ablations(plan, plan.ablation_seeds[1:])
+        add_ablations(study, study.ablation_seeds[1:])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.study.settings import ROOT, StudyError
+from benchmarks.study.settings import ROOT, Scale, StudyError
 from slkd.engine.runlog import run_state
 
 
@@ -37,6 +37,39 @@ class Job:
     def log(self) -> Path:
         base = self.run_dir.parent if self.run_dir else self.eval_out.parent.parent
         return base / "logs" / (self.name.replace("/", "__") + ".log")
+
+
+class Study:
+    """The jobs of one study folder, one vocabulary for both studies: training runs and
+    evaluations on the benchmark folder ``data`` at ``scale``, each built once and kept by name
+    (asking again for a job gives the one already built), started by :func:`run_jobs`. The
+    reproduction study (:class:`benchmarks.study.plan.ReproductionStudy`) and the pays study
+    (:class:`benchmarks.study.pays.PaysStudy`) add how they name and configure their runs."""
+
+    def __init__(self, out: Path, data: Path, scale: Scale):
+        self.out, self.data, self.scale = out, data, scale
+        self.jobs: dict[str, Job] = {}
+
+    def add(self, job: Job) -> Job:
+        return self.jobs.setdefault(job.name, job)
+
+    def eval_job(self, name: str, model: str, data: str, eval_task: str, out: Path,
+                 weights: Path | None = None, deps=()) -> Job:
+        """``slkd eval`` of ``model`` (with ``weights``) on the benchmark folder ``data``, its
+        JSON kept at ``out`` (:func:`eval_file`)."""
+        argv = eval_argv(model, self.data / data, eval_task, weights, self.scale.eval_limit)
+        return self.add(Job(name, argv, list(deps), eval_out=out))
+
+
+def eval_file(folder: Path, label: str, data: str) -> Path:
+    """Where the evaluation ``label`` on the benchmark folder ``data`` is kept under ``folder``
+    (a folder path such as ``Rain100L/test`` becomes ``Rain100L-test``)."""
+    return folder / "eval" / f"{label}__{data.replace('/', '-')}.json"
+
+
+def read_eval(path: Path) -> dict | None:
+    """An evaluation's JSON, None while it has not been written."""
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 #: what the runner writes into a training run's folder when the run has finished: its seconds

@@ -73,28 +73,31 @@ LABELS = {"slkd_balanced": "SLKD, balanced λ (nc 0.01, et 0.03)", "fitnet_balan
 
 @dataclass(frozen=True)
 class Scale:
-    """Iterations and evaluation sizes of one flavour of the study."""
+    """How large a study's runs are, one vocabulary for both studies: every run's crops, batch
+    and test images, the pays stages' validations per run, and the reproduction study's
+    iterations per role, seeds and timing repetitions. The defaults are the full size of both
+    studies (:data:`FULL`); :data:`QUICK` is the reproduction's ``--quick`` (``make
+    bench-quick``), and the pays stages' ``--quick`` is smaller still (``benchmarks.study.pays.QUICK``:
+    its stages run end to end in the test suite)."""
 
-    teacher_a: int
-    teacher_b: int
-    student: int
-    patch: int
-    batch: int
-    seeds: tuple[int, ...]
-    ablation_seeds: tuple[int, ...]
-    task_teacher_a: int        # derain / deblur Teacher A
-    task_seeds: tuple[int, ...]
-    eval_limit: int | None     # images per test set (None: all)
-    latency_runs: int
-    step_timing_runs: int
+    teacher_a: int = 2400
+    teacher_b: int = 400
+    student: int = 400
+    patch: int = 48
+    batch: int = 8
+    seeds: tuple[int, ...] = (0, 1, 2)
+    ablation_seeds: tuple[int, ...] = (0, 1)
+    task_teacher_a: int = 800         # derain / deblur Teacher A
+    task_seeds: tuple[int, ...] = (0,)
+    eval_limit: int | None = None     # images per test set and validation split (None: all)
+    latency_runs: int = 7
+    step_timing_runs: int = 5
+    val_points: int = 4               # validations per pays run (the plateau test reads the last quarter)
 
 
-FULL = Scale(teacher_a=2400, teacher_b=400, student=400, patch=48, batch=8, seeds=(0, 1, 2),
-             ablation_seeds=(0, 1), task_teacher_a=800, task_seeds=(0,), eval_limit=None, latency_runs=7,
-             step_timing_runs=5)
+FULL = Scale()
 QUICK = Scale(teacher_a=40, teacher_b=10, student=12, patch=32, batch=4, seeds=(0,), ablation_seeds=(0,),
               task_teacher_a=30, task_seeds=(0,), eval_limit=2, latency_runs=2, step_timing_runs=1)
-
 
 
 class StudyError(Exception):
