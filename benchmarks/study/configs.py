@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 
@@ -21,6 +22,18 @@ def train_data(train: dict, scale: Scale, val=()) -> dict:
     augmentation) cropped and batched at ``scale``, validated on ``val``."""
     return {"train": {**train, "patch_size": scale.patch, "augment": True},
             "val": list(val), "batch_size": scale.batch}
+
+
+#: Teacher B's options: SLKD's clean → clean teacher has no global residual (it would learn the
+#: identity through the skip)
+TEACHER_B_OPTIONS = {"global_residual": False}
+
+
+def teachers_node(arch: str, a: Path | str, b: Path | str) -> dict:
+    """The ``teachers`` node of a distillation run: Teacher A and Teacher B of architecture
+    ``arch`` from the weights (files or run folders) ``a`` and ``b``."""
+    return {"a": {"name": arch, "weights": str(a)},
+            "b": {"name": arch, "weights": str(b), "options": dict(TEACHER_B_OPTIONS)}}
 
 
 def schedule(iters: int, lr: float) -> dict:

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import benchmarks.families  # noqa: F401  (registers the study's res-sl-tiny-deep)
 import benchmarks.variants  # noqa: F401  (registers the losing SLKD variants the screen still lists)
-from benchmarks.study.configs import Task, schedule, train_data
+from benchmarks.study.configs import Task, schedule, teachers_node, train_data
 from benchmarks.study.scheduler import (Job, Study, eval_file, json_default, read_eval, recorded_seconds, run_jobs,
                                         run_study)
 from benchmarks.study.settings import FULL, ROOT, STUDENT, TEACHER, Scale, StudyError
@@ -264,9 +264,7 @@ class PaysStudy(Study):
             "train": train, "eval": self.setting["eval"],
         }
         if v.method != "scratch":
-            config["teachers"] = {"a": {"name": TEACHER, "weights": str(self.teacher("a"))},
-                                  "b": {"name": TEACHER, "weights": str(self.teacher(v.teacher_b)),
-                                        "options": {"global_residual": False}}}
+            config["teachers"] = teachers_node(TEACHER, self.teacher("a"), self.teacher(v.teacher_b))
         return self.add(Job(name, ["distill", "--plugin", "benchmarks.variants"], [], config,
                             self.out / "configs" / f"{name}.yaml", self.out / name))
 

@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.study.configs import TASKS, Task, schedule, train_data
+from benchmarks.study.configs import TASKS, TEACHER_B_OPTIONS, Task, schedule, teachers_node, train_data
 from benchmarks.study.scheduler import Job, Study, eval_file
 from benchmarks.study.settings import (
     ABLATIONS,
@@ -67,7 +67,7 @@ class ReproductionStudy(Study):
         b_data = train_data(task.train, s, [task.val])
         b = self.train(task, "teacher_b", {
             "role": "teacher_b", "seed": 0,
-            "model": {"name": arch, "options": {"global_residual": False},
+            "model": {"name": arch, "options": dict(TEACHER_B_OPTIONS),
                       "init_from": str(self.teacher_root / task.key / "teacher_a")},
             "data": b_data, "train": schedule(s.teacher_b, 5e-4), "eval": dict(task.eval)},
             deps=[a.name])
@@ -100,9 +100,7 @@ class ReproductionStudy(Study):
                 node = node.setdefault(p, {})
             node[leaf] = value
         config = {"role": "distill", **base,
-                  "teachers": {"a": {"name": teacher, "weights": str(folder / "teacher_a")},
-                               "b": {"name": teacher, "weights": str(folder / "teacher_b"),
-                                     "options": {"global_residual": False}}},
+                  "teachers": teachers_node(teacher, folder / "teacher_a", folder / "teacher_b"),
                   "distill": distill}
         return self.train(task, run, config, deps=[f"{source.key}/teacher_a", f"{source.key}/teacher_b"])
 
