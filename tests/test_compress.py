@@ -314,6 +314,34 @@ def test_prepare_checks_without_writing_and_plans_the_stages(data, tmp_path):
     assert slkd.stages[0].cfg.train.iters == 4  # Teacher B: 40 % of the student's, as --quick
 
 
+def test_prepare_decides_each_model_once_and_reads_the_teacher_file_once(data, tmp_path, monkeypatch):
+    """What prepare decides (preset, options, weights of every network) is what the report
+    loads; Teacher A's file is read once, its variant and its weights from one read."""
+    from slkd.models import checkpoint
+
+    reads = []
+    real = checkpoint._read_file
+    monkeypatch.setattr(checkpoint, "_read_file", lambda path: reads.append(path) or real(path))
+    job = Job(teacher="restormer-tiny", weights=data / "teacher.pth", task="derain", train=data / "train",
+              val=data / "val", out=tmp_path / "out", method="slkd", compare_scratch=True,
+              plan=PLANS["quick"].with_student_iters(10))
+    prep = prepare(job, log=None)
+    assert reads == [data / "teacher.pth"]
+    out = tmp_path / "out"
+    assert {n: (m.preset, m.options, m.weights, m.trained) for n, m in prep.models.items()} == {
+        "teacher_a": ("restormer-tiny", {}, (data / "teacher.pth").resolve(), False),
+        "teacher_b": ("restormer-tiny", {"global_residual": False}, out / "teacher_b", True),
+        "student_slkd": ("res-sl-tiny", {}, out / "student_slkd", True),
+        "student_scratch": ("res-sl-tiny", {}, out / "student_scratch", True)}
+    distill = next(s for s in prep.stages if s.name == "student_slkd").config
+    assert distill["teachers"]["b"] == {"name": "restormer-tiny", "weights": str((out / "teacher_b").resolve()),
+                                        "options": {"global_residual": False}}
+    with checkpoint.read_once():  # as a job reads: each file once, however often it is loaded
+        for _ in range(3):
+            checkpoint.read_state_dict(data / "teacher.pth")
+    assert len(reads) == 2
+
+
 def test_students_start_from_a_cut_of_the_teacher_where_the_networks_allow_it(data, tmp_path, cli):
     job = Job(teacher="restormer-tiny", weights=data / "teacher.pth", task="derain", train=data / "train",
               val=data / "val", out=tmp_path / "out", method="fitnet", compare_scratch=True,

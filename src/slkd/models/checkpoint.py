@@ -14,9 +14,10 @@ import pickle
 import re
 import warnings
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -191,10 +192,43 @@ def check_finite(state: Mapping[str, torch.Tensor], path: Path | str) -> None:
                 )
 
 
+#: what :func:`read_state_dict` read inside :func:`read_once`: (path, inode, size, mtime) → its result
+_READ: dict[tuple[str, int, int, int], tuple[dict[str, torch.Tensor], str | None]] | None = None
+
+
+@contextmanager
+def read_once() -> Iterator[None]:
+    """Within this context every weights file is read from disk once: :func:`read_state_dict`
+    keeps what it read, keyed by the file's path, inode, size and modification time (a file
+    written again since — slkd replaces files whole — is read again). A job that builds the same teacher in several places (a check
+    before training, each stage, the report) reads its file once. Nested uses share one store;
+    it is dropped when the outermost ends."""
+    global _READ
+    outermost = _READ is None
+    if outermost:
+        _READ = {}
+    try:
+        yield
+    finally:
+        if outermost:
+            _READ = None
+
+
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
-    """Read a weights file safely and return ``(state_dict, container_key)``."""
+    """Read a weights file safely and return ``(state_dict, container_key)`` (the same tensors
+    again for a file read before inside :func:`read_once`: load them, never change them)."""
     path = Path(path)
-    return extract_state_dict(_read_file(path), path)
+    if _READ is None:
+        return extract_state_dict(_read_file(path), path)
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    except OSError:  # missing: _read_file names the problem
+        return extract_state_dict(_read_file(path), path)
+    if key not in _READ:
+        _READ[key] = extract_state_dict(_read_file(path), path)
+    state, source = _READ[key]
+    return dict(state), source
 
 
 def layer_norm_type(state: Mapping[str, Any]) -> str | None:

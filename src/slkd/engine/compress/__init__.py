@@ -36,20 +36,28 @@ from __future__ import annotations
 import os
 import time
 
-from slkd.engine.compress.plan import (DEPLOYS, INITS, PLANS, SETTINGS_FILE, Job, Log, Plan, Prepared,
+from slkd.engine.compress.plan import (DEPLOYS, INITS, PLANS, SETTINGS_FILE, Job, Log, ModelSpec, Plan, Prepared,
                                        StagePlan, log_silent)
 from slkd.engine.compress.prepare import check_out, claim_out, job_reads, prepare
 from slkd.engine.compress.report import finish
 from slkd.engine.compress.stages import train_stages
 from slkd.engine.runner import log_stderr
+from slkd.models.checkpoint import read_once
 
-__all__ = ["DEPLOYS", "INITS", "Job", "PLANS", "Plan", "Prepared", "SETTINGS_FILE", "StagePlan", "check_out",
+__all__ = ["DEPLOYS", "INITS", "Job", "ModelSpec", "PLANS", "Plan", "Prepared", "SETTINGS_FILE", "StagePlan", "check_out",
            "claim_out", "prepare", "run_job"]
 
 
 def run_job(job: Job, *, device: str = "auto", log: Log = log_stderr) -> dict | None:
     """:func:`prepare`, train every stage, then evaluate, profile, export and report. Returns
-    the summary on rank 0 (None on the other ranks of ``torchrun``)."""
+    the summary on rank 0 (None on the other ranks of ``torchrun``). Each weights file is read
+    once in the process (:func:`slkd.models.checkpoint.read_once`): Teacher A's file serves the
+    checks, every stage that builds it and the report."""
+    with read_once():
+        return _run_job(job, device=device, log=log)
+
+
+def _run_job(job: Job, *, device: str, log: Log) -> dict | None:
     t0 = time.perf_counter()
     prep = prepare(job, log, device=device)
     if int(os.environ.get("RANK", "0")) != 0:

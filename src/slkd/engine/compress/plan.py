@@ -133,6 +133,27 @@ class Job:
     deploy: str | None = None
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """One network of a job as :func:`~slkd.engine.compress.prepare.prepare` decided it, carried
+    to the report: its preset, the options it is built with (an official checkpoint's variant,
+    Teacher B without its global residual) and its weights — the given file, or the run folder
+    of the stage that trains it."""
+
+    preset: str
+    options: dict
+    weights: Path
+    #: trained by a stage of the job (``weights`` is that stage's run folder), not given
+    trained: bool = True
+
+    def node(self, *, options: bool | None = None) -> dict:
+        """The model as a config node (``teachers.a``, ``model.init_from_teacher`` …): name,
+        absolute weights and, when there are any (or ``options=True``), the options."""
+        shown = bool(self.options) if options is None else options
+        return {"name": self.preset, "weights": str(self.weights.resolve()),
+                **({"options": dict(self.options)} if shown else {})}
+
+
 @dataclass
 class Stage:
     name: str
@@ -149,13 +170,15 @@ class Prepared:
     job: Job
     out: Path
     student: str
-    teacher_options: dict
-    teacher_weights: Path | None
+    #: every network of the job by stage name (``teacher_a`` included, trained here or given)
+    models: dict[str, ModelSpec]
     stages: list[Stage]
     eval_sets: dict[str, EvalSamples]
     train_described: str
     settings: dict
     sigma: float | None
+    #: the training data are clean images whose degraded inputs are synthesised (else pairs)
+    train_synthetic: bool
     notes: list[str] = field(default_factory=list)
     #: validation sets with training images among them: ``{set: {"count", "of", "names"}}``
     #: (:func:`slkd.data.overlap.check_held_out`); their scores are reported as not held out

@@ -13,14 +13,14 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from slkd.data.folders import PAIRED_LAYOUTS, EvalItem, EvalSamples, scan_eval_sets
+from slkd.data.folders import PAIRED_LAYOUTS, EvalFolder, EvalItem, EvalSamples, scan_eval_sets
 from slkd.data.overlap import check_held_out, held_out_warning
 from slkd.data.selection import collect_images, names_list
 from slkd.data.tasks import benchmark_tasks, task_spec
 from slkd.distill import distill_config, registered_methods
 from slkd.engine.builders import build_dataset
-from slkd.engine.compress.plan import (DEPLOYS, INITS, OUT_FILES, SETTINGS_FILE, Job, Log, Prepared, Stage,
-                                       StagePlan)
+from slkd.engine.compress.plan import (DEPLOYS, INITS, OUT_FILES, SETTINGS_FILE, Job, Log, ModelSpec, Prepared,
+                                       Stage, StagePlan)
 from slkd.engine.config import DatasetConfig, TrainRunConfig, from_dict, parse_yaml, to_dict
 from slkd.engine.distributed import init_distributed, shutdown
 from slkd.engine.evaluation import Convention
@@ -45,6 +45,7 @@ from slkd.models import (
     read_state_dict,
     weights_path,
 )
+from slkd.models.checkpoint import read_once
 from slkd.models.export import sha256_file
 from slkd.models.registry import variant_overrides
 from slkd.models.slicing import slice_plan
@@ -57,11 +58,12 @@ def _load_teacher(job: Job) -> tuple[torch.nn.Module, dict, Path | None]:
         return build_model(job.teacher), {}, None
     where = f"teacher {job.teacher}:{job.weights}"
     try:
-        path = weights_path(job.weights)
-        state, _ = read_state_dict(path)
-        options = variant_overrides(job.teacher, state)
-        del state
-        model = load_pretrained(job.teacher, path, options=options)
+        with read_once():  # the variant is read from the file the model then loads: one read
+            path = weights_path(job.weights)
+            state, _ = read_state_dict(path)
+            options = variant_overrides(job.teacher, state)
+            del state
+            model = load_pretrained(job.teacher, path, options=options)
     except SlkdError as exc:
         raise SlkdError(f"{where}: {exc}") from None
     return model, options, path.resolve()
@@ -122,11 +124,12 @@ def _val_reads(job: Job) -> list[Path]:
     return sorted({Path(os.path.expanduser(str(p))).parent for p in job.val})
 
 
-def _eval_sets(job: Job, sigma: float, notes: list[str]) -> tuple[dict[str, EvalSamples], bool]:
+def _eval_sets(job: Job, sigma: float, notes: list[str]) -> tuple[dict[str, EvalSamples], bool, dict[str, EvalFolder]]:
     """The validation sets as evaluation samples, every image read now (unreadable files,
     pairs of two sizes or of a grey and an RGB image, pairs whose input equals its target and
-    images too small for SSIM are refused before training), and whether any set is made of
-    clean images (noise synthesised). What the folders held that is not scored goes to
+    images too small for SSIM are refused before training), whether any set is made of clean
+    images (noise synthesised), and the folder sets found (none for a list of files; the
+    validation while training reads them too). What the folders held that is not scored goes to
     ``notes``."""
     if isinstance(job.val, (str, os.PathLike)):
         root = Path(os.path.expanduser(str(job.val)))
@@ -146,6 +149,7 @@ def _eval_sets(job: Job, sigma: float, notes: list[str]) -> tuple[dict[str, Eval
         if missing:
             raise SlkdError(f"validation data: file(s) not found: {', '.join(missing[:5])}")
         sets = {"held_out": (tuple(EvalItem(p.stem, None, p) for p in files), "clean-only", None)}
+        folders = {}
     samples: dict[str, EvalSamples] = {}
     synthetic = False
     psnr = create_metric("psnr")
@@ -187,7 +191,7 @@ def _eval_sets(job: Job, sigma: float, notes: list[str]) -> tuple[dict[str, Eval
                             "infinite and there is nothing to restore; remove them from the "
                             "validation data")
         samples[name] = set_samples
-    return samples, synthetic
+    return samples, synthetic, folders
 
 
 def check_out(out: Path, reads: Sequence[Path], extra_entries: frozenset | set = frozenset()) -> None:
@@ -301,12 +305,13 @@ def _train_node(plan: StagePlan, job: Job, val: bool) -> dict:
             "val_every": max(1, n // 4) if val else n, "ckpt_every": min(max(1, n // 4), 1000)}
 
 
-def _val_nodes(job: Job, sigma: float | None) -> list[dict]:
-    """Validation while training: every folder set, ``plan.val_images`` images each."""
+def _val_nodes(job: Job, sigma: float | None, folders: dict[str, EvalFolder]) -> list[dict]:
+    """Validation while training: every folder set (``folders``, as :func:`_eval_sets` found
+    them), ``plan.val_images`` images each."""
     if job.plan.val_images is None or not isinstance(job.val, (str, os.PathLike)):
         return []
     nodes = []
-    for name, folder in scan_eval_sets(Path(os.path.expanduser(str(job.val)))).items():
+    for name, folder in folders.items():
         root = str(folder.root.resolve())
         if folder.paired:
             node = {"name": name, "type": "paired", "roots": [root]}
@@ -319,45 +324,56 @@ def _val_nodes(job: Job, sigma: float | None) -> list[dict]:
     return nodes
 
 
-def _stages(job: Job, student: str, options: dict, weights: Path | None, data: dict,
-            val: list[dict], out: Path, init: str = "random") -> list[Stage]:
-    runs = str(out.resolve())
-    common = {"seed": job.seed, "output_dir": runs}
-    method = distill_config(job.method)
-    roles = method.teacher_roles()
+def _model_specs(job: Job, student: str, options: dict, weights: Path | None, out: Path) -> dict[str, ModelSpec]:
+    """Every network of the job by stage name: Teacher A (given, or trained in ``teacher_a``),
+    Teacher B when the method runs one (Teacher A's preset and options without its global
+    residual), the distilled student and, with ``compare_scratch``, its scratch twin."""
+    specs = {"teacher_a": ModelSpec(job.teacher, options, out / "teacher_a") if weights is None
+             else ModelSpec(job.teacher, options, weights, trained=False)}
+    if "b" in distill_config(job.method).teacher_roles():
+        specs["teacher_b"] = ModelSpec(job.teacher, {**options, "global_residual": False}, out / "teacher_b")
+    specs[f"student_{job.method}"] = ModelSpec(student, {}, out / f"student_{job.method}")
+    if job.compare_scratch:
+        specs["student_scratch"] = ModelSpec(student, {}, out / "student_scratch")
+    return specs
+
+
+def _stages(job: Job, specs: dict[str, ModelSpec], data: dict, val: list[dict], out: Path,
+            init: str = "random") -> list[Stage]:
+    """The stages that train the networks of ``specs`` (:func:`_model_specs`), as run configs;
+    weights are absolute paths: the same teacher named by a relative and an absolute path is one
+    job, and the stored stage configs work from any folder."""
+    common = {"seed": job.seed, "output_dir": str(out.resolve())}
     plan = job.plan
-    # absolute paths: the same teacher named by a relative and an absolute path is one job, and
-    # the stored stage configs work from any folder
-    teacher_a_weights = str(weights.resolve()) if weights is not None else f"{runs}/teacher_a"
-    teacher_b_options = {**options, "global_residual": False}
+    teacher_a, student = specs["teacher_a"], specs[f"student_{job.method}"].preset
 
     def data_node() -> dict:
         return {"train": dict(data), "val": [dict(v) for v in val], "batch_size": plan.batch}
 
     evaluated = {"eval": {"task": job.task}} if job.task != "denoise" else {}
     stages: list[tuple[str, str, dict, Callable]] = []
-    if weights is None:
+    if teacher_a.trained:
         if plan.teacher_a is None:
             raise SlkdError("Teacher A has no weights and the plan does not train one")
-        model = {"name": job.teacher, **({"options": dict(options)} if options else {})}
+        model = {"name": job.teacher, **({"options": dict(teacher_a.options)} if teacher_a.options else {})}
         stages.append(("teacher_a", f"Teacher A: {job.teacher}, degraded → clean",
                        {"name": "teacher_a", "role": "teacher_a", **common, "model": model,
                         "data": data_node(), "train": _train_node(plan.teacher_a, job, bool(val)),
                         **evaluated}, supervised_task))
-    teachers = {"a": {"name": job.teacher, "weights": teacher_a_weights,
-                      **({"options": dict(options)} if options else {})}}
-    if "b" in roles:
+    teachers = {"a": teacher_a.node()}
+    if "teacher_b" in specs:
+        teacher_b = specs["teacher_b"]
         reconstruct = {"task": "reconstruct"}
         if task_uses_y_channel(job.task):  # Teacher B is scored as the task is (derain: Y)
             reconstruct["y_channel"] = True
         stages.append(("teacher_b", f"Teacher B: {job.teacher} without its global residual, clean → "
                        "clean, from Teacher A",
                        {"name": "teacher_b", "role": "teacher_b", **common,
-                        "model": {"name": job.teacher, "options": teacher_b_options,
-                                  "init_from": teacher_a_weights},
+                        "model": {"name": job.teacher, "options": dict(teacher_b.options),
+                                  "init_from": teachers["a"]["weights"]},
                         "data": data_node(), "train": _train_node(plan.teacher_b, job, bool(val)),
                         "eval": reconstruct}, supervised_task))
-        teachers["b"] = {"name": job.teacher, "weights": f"{runs}/teacher_b", "options": teacher_b_options}
+        teachers["b"] = teacher_b.node(options=True)
     # the distilled student and its scratch twin start alike: both cut from Teacher A or both random
     student_model = {"name": student, **({"init_from_teacher": dict(teachers["a"])} if init == "teacher" else {})}
     name = f"student_{job.method}"
@@ -366,7 +382,7 @@ def _stages(job: Job, student: str, options: dict, weights: Path | None, data: d
                     "teachers": teachers, "distill": {"method": job.method},
                     "data": data_node(), "train": _train_node(plan.student, job, bool(val)), **evaluated},
                    distiller_task))
-    if job.compare_scratch:
+    if "student_scratch" in specs:
         stages.append(("student_scratch", f"student {student} from scratch (L1)",
                        {"name": "student_scratch", "role": "scratch", **common, "model": dict(student_model),
                         "data": data_node(), "train": _train_node(plan.student, job, bool(val)), **evaluated},
@@ -495,7 +511,7 @@ def prepare(job: Job, log: Log | None = log_stderr, device: str = "auto") -> Pre
         raise SlkdError("--sigma 0 adds no noise: every noisy training input would equal its clean "
                         "image (nothing to learn, and an infinite PSNR); give --sigma above 0")
     check_out(out, job_reads(job), job.extra_entries)
-    eval_sets, clean_val = _eval_sets(job, given_sigma, notes)
+    eval_sets, clean_val, val_folders = _eval_sets(job, given_sigma, notes)
     if not (clean_train or clean_val) and job.sigma is not None:
         raise SlkdError("--sigma is for clean images (noise added here), but the training and "
                         "validation data are degraded/clean pairs already")
@@ -516,8 +532,9 @@ def prepare(job: Job, log: Log | None = log_stderr, device: str = "auto") -> Pre
     val_overlap = _check_held_out(job, train_set, eval_sets, notes)
     del train_set
 
-    val_nodes = _val_nodes(job, sigma)
-    stages = _stages(job, student, options, weights, data, val_nodes, out, init)
+    val_nodes = _val_nodes(job, sigma, val_folders)
+    models = _model_specs(job, student, options, weights, out)
+    stages = _stages(job, models, data, val_nodes, out, init)
     settings = {
         "teacher": job.teacher,
         "teacher_weights": None if weights is None else str(weights.resolve()),
@@ -532,7 +549,7 @@ def prepare(job: Job, log: Log | None = log_stderr, device: str = "auto") -> Pre
         "plan": json.loads(json.dumps(asdict(job.plan if weights is None else replace(job.plan, teacher_a=None)))),
     }
     _check_earlier(out, settings, stages)
-    return Prepared(job=job, out=out, student=student, teacher_options=options, teacher_weights=weights,
-                    stages=stages, eval_sets=eval_sets, train_described=described, settings=settings,
-                    sigma=sigma, notes=notes, val_overlap=val_overlap)
+    return Prepared(job=job, out=out, student=student, models=models, stages=stages, eval_sets=eval_sets,
+                    train_described=described, settings=settings, sigma=sigma, train_synthetic=clean_train,
+                    notes=notes, val_overlap=val_overlap)
 

@@ -14,7 +14,7 @@ import torch
 
 from slkd.data.image_io import write_image
 from slkd.data.tasks import task_spec
-from slkd.engine.compress.plan import GRID_ROWS, Log, Prepared
+from slkd.engine.compress.plan import GRID_ROWS, Log, ModelSpec, Prepared
 from slkd.engine.evaluation import Convention, evaluate
 from slkd.engine.report import image_grid, markdown_table, plot_curves
 from slkd.engine.runner import log_stderr
@@ -35,21 +35,6 @@ SPREAD_LIMIT = 0.3
 MIN_ROUNDS = 5
 #: the name under which the student is timed a second time when it has no scratch twin
 TWIN = "student (timed twice)"
-
-
-def _model_specs(prep: Prepared) -> dict[str, tuple[str, dict, Path]]:
-    """(preset, options, weights) of every trained or given model, by stage name."""
-    out = prep.out
-    specs: dict[str, tuple[str, dict, Path]] = {}
-    t = prep.job.teacher
-    specs["teacher_a"] = (t, prep.teacher_options, prep.teacher_weights or out / "teacher_a")
-    names = [s.name for s in prep.stages]
-    if "teacher_b" in names:
-        specs["teacher_b"] = (t, {**prep.teacher_options, "global_residual": False}, out / "teacher_b")
-    specs[prep.student_stage] = (prep.student, {}, out / prep.student_stage)
-    if "student_scratch" in names:
-        specs["student_scratch"] = (prep.student, {}, out / "student_scratch")
-    return specs
 
 
 def _evaluate_all(prep: Prepared, models: dict[str, torch.nn.Module], device: torch.device,
@@ -131,7 +116,7 @@ def latency_sentence(latency: dict, teacher: str, student: str) -> str:
             f"with `slkd profile --compare {teacher} {student} --runs 30`.")
 
 
-def _profile(specs: dict[str, tuple[str, dict, Path]], models: dict[str, torch.nn.Module],
+def _profile(specs: dict[str, ModelSpec], models: dict[str, torch.nn.Module],
              runs: int, student: str) -> tuple[dict[str, dict], dict]:
     """Parameters, MACs and CPU latency at 256×256 (each network the fastest way measured on the
     CPU: :func:`slkd.engine.inference.inference_model`), timed interleaved in one process, and the
@@ -139,9 +124,9 @@ def _profile(specs: dict[str, tuple[str, dict, Path]], models: dict[str, torch.n
     twin is the noise check, or, without one, the student timed a second time in every round."""
     rows = {}
     for name, model in models.items():
-        arch, options, _ = specs[name]
+        arch = specs[name].preset
         with torch.device("meta"):
-            shape_only = build_model(arch, **options)
+            shape_only = build_model(arch, **specs[name].options)
         # a deployed (ONNX) student is the student's network: its parameters are the student's
         rows[name] = {"architecture": arch + DEPLOYED.get(name, ("", ""))[1],
                       "params": count_parameters(shape_only),
@@ -168,7 +153,6 @@ def _deploy_int8(prep: Prepared, student: torch.nn.Module, files: dict, log: Log
     """``student.int8.onnx`` beside ``student.onnx`` (:func:`slkd.models.quantize.export_int8`,
     calibrated on crops of the job's training data) and the two ONNX files as models to score and
     time; a refused INT8 graph is named in ``files["int8_note"]`` and only the float file is run."""
-    from slkd.engine.compress.prepare import _paired_layout
     from slkd.models.onnx_model import OnnxModel
     from slkd.models.quantize import CALIB_CROPS, HOLDOUT_CROPS, calibration_set, export_int8
 
@@ -178,7 +162,7 @@ def _deploy_int8(prep: Prepared, student: torch.nn.Module, files: dict, log: Log
         return {}
     job = prep.job
     train = Path(os.path.expanduser(str(job.train)))
-    sigma = None if _paired_layout(train) is not None else (prep.sigma or 25.0)
+    sigma = (prep.sigma or 25.0) if prep.train_synthetic else None
     try:  # crops of the training patch size, as the student saw its data
         calib = calibration_set(train, sigma=sigma, crops=CALIB_CROPS, patch=job.plan.patch,
                                 holdout=HOLDOUT_CROPS, exclude=job.train_exclude or (), seed=job.seed)
@@ -400,15 +384,14 @@ def finish(prep: Prepared, timing: dict[str, float], *, device: str = "auto", lo
     shared = _not_held_out(prep)
     log(f"[{k}/{total}] evaluating on {n_images} validation image(s)" + (f" ({shared})" if shared else "")
         + f" ({Convention.for_task(job.task).describe()}) and profiling at 256×256")
-    specs = _model_specs(prep)
-    models = {}
-    for name, (arch, options, weights) in specs.items():
-        models[name] = load_pretrained(arch, weights, options=options).to(dev).eval()
+    specs = dict(prep.models)
+    models = {name: load_pretrained(spec.preset, spec.weights, options=spec.options).to(dev).eval()
+              for name, spec in specs.items()}
     files = _export(prep, models[prep.student_stage], log)
     if job.deploy == "int8":  # the deployed files are scored and timed beside the PyTorch models
         for name, model in _deploy_int8(prep, models[prep.student_stage], files, log).items():
             models[name] = model
-            specs[name] = (prep.student, {}, Path(model.path))
+            specs[name] = ModelSpec(prep.student, {}, Path(model.path), trained=False)
     models[prep.student_stage].to(dev)  # the export ran it on the CPU
     sets, shown = _evaluate_all(prep, models, dev, log)
     profile, latency = _profile(specs, models, job.plan.latency_runs, prep.student_stage)
@@ -442,7 +425,7 @@ def finish(prep: Prepared, timing: dict[str, float], *, device: str = "auto", lo
                                 else "degraded images",
                                 "train_iters": plans.get(name), "train_seconds": timing.get(name),
                                 "run_dir": str(out / name) if name in plans else None,
-                                "weights": str(specs[name][2])}
+                                "weights": str(specs[name].weights)}
     t, st = profile["teacher_a"], profile[prep.student_stage]
     comparison = {
         "student_minus_input_psnr": means[prep.student_stage]["psnr"] - means["input"]["psnr"],
