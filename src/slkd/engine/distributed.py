@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from slkd.engine.text import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -34,15 +36,13 @@ class DistInfo:
 
 
 def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group when launched by torchrun; pick this rank's device."""
+    """Join the process group when launched by torchrun; pick this rank's device (the GPU of its
+    local rank when ``device`` resolves to CUDA: :func:`slkd.engine.text.resolve_device`)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    if use_cuda and not torch.cuda.is_available():
-        from slkd.errors import SlkdError
-
-        raise SlkdError(f"device {device!r} requested but CUDA is not available")
+    # auto: the GPU when there is one; a CUDA request without CUDA is an error (one resolver)
+    use_cuda = resolve_device(device).type == "cuda"
     if use_cuda:
         torch.cuda.set_device(local)
         dev = torch.device("cuda", local)
