@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import benchmarks.families  # noqa: F401  (--plugin benchmarks.variants also registers res-sl-tiny-deep)
 from slkd.distill import SLKDConfig, SLKDDistiller, register_distiller, register_extractor
 from slkd.distill.base import batch_pair
 from slkd.distill.extractors import NSSFeatures, gaussian_window, mscn
