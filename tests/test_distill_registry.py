@@ -341,3 +341,37 @@ def test_a_plugin_that_fails_to_import_is_a_one_line_error_naming_it(tmp_path, c
     assert main(["distill", "--plugin", "toy_no_such_module", "--help"]) == 2
     assert capsys.readouterr().err == ("slkd: error: --plugin toy_no_such_module: cannot import it "
                                        "(ModuleNotFoundError: No module named 'toy_no_such_module')\n")
+
+
+FAMILY_PLUGIN = '''
+from slkd.models.registry import ModelPreset, register_preset
+from slkd.models.restormer import Restormer
+
+register_preset(ModelPreset("toy-plugin-net", Restormer, dict(dim=8, num_blocks=[1, 1, 1, 1],
+                num_refinement_blocks=1, heads=[1, 1, 1, 1], ffn_expansion_factor=1.0),
+                "a preset a user's module registers"))
+'''
+
+
+@pytest.fixture
+def no_toy_preset_after():
+    from slkd.models import registry
+
+    yield
+    registry._PRESETS.pop("toy-plugin-net", None)  # the rest of the suite sees the shipped presets
+
+
+def test_every_command_takes_the_plugins_of_its_command_line(tmp_path, capsys, no_toy_preset_after):
+    """A preset a user's module registers is a --model of every command that takes one (the
+    studies evaluate their own presets through slkd eval --plugin)."""
+    plugin = tmp_path / "toy_family_plugin.py"
+    plugin.write_text(FAMILY_PLUGIN)
+    assert main(["profile", "--model", "toy-plugin-net", "--size", "16", "16", "--no-latency"]) == 2
+    capsys.readouterr()
+    assert main(["profile", "--plugin", str(plugin), "--model", "toy-plugin-net", "--size", "16", "16",
+                 "--no-latency", "--json"]) == 0
+    assert "toy-plugin-net" in capsys.readouterr().out
+    for command in ("models", "train", "distill", "compress", "eval", "restore", "export", "demo", "profile"):
+        with pytest.raises(SystemExit) as exc:
+            main([command, "--plugin", str(plugin), "--help"])
+        assert exc.value.code == 0 and "--plugin MODULE" in capsys.readouterr().out

@@ -259,7 +259,8 @@ def eval_argv(model: str, data: Path, eval_task: str, weights: Path | None = Non
               limit: int | None = None) -> list[str]:
     """``slkd eval --json`` of ``model`` (with ``weights``) on the benchmark folder ``data``
     (:func:`run_jobs` adds the device)."""
-    argv = ["eval", "--model", model, "--data", str(data), "--task", eval_task, "--json"]
+    argv = ["eval", "--model", model, "--data", str(data), "--task", eval_task, "--json",
+            "--plugin", "benchmarks.variants"]  # the studies' own presets and variants (res-sl-tiny-deep)
     if weights is not None:
         argv += ["--weights", str(weights)]
     if limit:

@@ -39,7 +39,6 @@ import argparse
 from dataclasses import replace
 
 from slkd.cli.common import device_option, note, number, resolve_device
-from slkd.cli.plugins import add_plugin_argument
 from slkd.distill import DEFAULT_METHOD, registered_methods
 from slkd.data.tasks import benchmark_tasks, task_spec
 from slkd.engine.compress import DEPLOYS, INITS, PLANS, Job, run_job
@@ -65,7 +64,6 @@ def add_parser(subparsers) -> None:
                    "against the teacher, see slkd models)")
     p.add_argument("--method", default=DEFAULT_METHOD, choices=registered_methods(),
                    help=f"distillation method (default {DEFAULT_METHOD}, the study's best; slkd for SLKD)")
-    add_plugin_argument(p)
     p.add_argument("--init", default="auto", choices=INITS,
                    help="the student's initial weights (and its scratch twin's): teacher = a cut of "
                    "Teacher A's blocks and channels, random, or auto (default: teacher where the "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from slkd.cli.common import add_run_arguments, run_training
-from slkd.cli.plugins import add_plugin_argument
 from slkd.engine.tasks import distiller_task
 
 
@@ -18,7 +17,6 @@ def add_parser(subparsers) -> None:
         "holds the student only (adapters are dropped). A method of your own: --plugin my_method.py.",
     )
     add_run_arguments(p)
-    add_plugin_argument(p)
     p.set_defaults(func=run)
 
 

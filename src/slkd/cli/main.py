@@ -8,7 +8,7 @@ import sys
 
 from slkd import __version__
 from slkd.cli import compress, demo, distill, evaluate, export, profile, restore, train
-from slkd.cli.plugins import load_plugins, plugin_arguments
+from slkd.cli.plugins import add_plugin_argument, load_plugins, plugin_arguments
 from slkd.engine.allocator import tune_allocator
 from slkd.engine.memory import format_bytes
 from slkd.errors import SlkdError
@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=_models)
     for module in (compress, train, distill, profile, restore, evaluate, export, demo):
         module.add_parser(sub)
+    for command in sub.choices.values():  # main() imported them already; every command accepts them
+        add_plugin_argument(command)
     return parser
 
 

@@ -28,8 +28,9 @@ OPTION = "--plugin"
 
 def add_plugin_argument(parser) -> None:
     parser.add_argument(OPTION, action="append", default=[], metavar="MODULE",
-                        help="import MODULE first (a dotted module name or a .py file) so that the "
-                        "distillation methods it registers can be used; repeatable")
+                        help="import MODULE first (a dotted module name or a .py file) so that what it "
+                        "registers (distillation methods, extractors, tasks, model presets) can be used; "
+                        "repeatable")
 
 
 def plugin_arguments(argv: Sequence[str]) -> list[str]:
