@@ -96,7 +96,7 @@ PLAN = {"gpu": {"batch": 8, "patch": 128, "block": {"paper": 5, "tiny": 10}, "ro
                 "compress_teacher": "restormer", "compress_s": 120.0, "budget": 480.0},
         "dry": {"batch": 2, "patch": 32, "block": {"paper": 2, "tiny": 2}, "rounds": 1,
                 "inference_sizes": (64,), "inference_runs": {64: 3},
-                "compress_teacher": "restormer-tiny", "compress_s": 50.0, "budget": 300.0}}
+                "compress_teacher": "restormer-tiny", "compress_s": 20.0, "budget": 300.0}}
 #: what the verdict reads of phase 1's compilations: these get the CPU first and phase 1 waits for
 #: them up to :data:`PRIORITY_EXTRA` of the budget past its share; the others run at low priority
 PRIORITY = ("paper_fakd_compiled_fp32", "paper_fakd_compiled_bf16", "inference_1024")
