@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slkd.models import restormer
-from slkd.models.registry import ModelPreset, register_preset
+from slkd.models.registry import preset_family
 
 __all__ = ["DRSformer", "MEFC_OPERATIONS"]
 
@@ -322,32 +322,29 @@ def _drsformer(**changes: Any) -> dict[str, Any]:
     return {**_DRSFORMER_DEFAULT, **changes}
 
 
-register_preset(ModelPreset(
-    "drsformer", DRSformer, _drsformer(),
+_preset = preset_family(DRSformer, checkpoint_variant)
+
+_preset(
+    "drsformer", _drsformer(),
     "official DRSformer for deraining (33.66 M params, with the MEFC compensators)",
     student="drs-sl",
-    variants=checkpoint_variant,
-))
-register_preset(ModelPreset(
-    "drsformer-no-mefc", DRSformer, _drsformer(mefc=False),
+)
+_preset(
+    "drsformer-no-mefc", _drsformer(mefc=False),
     "official DRSformer without MEFC (the release's Rain200L / SPA-Data variant)",
-    variants=checkpoint_variant,
-))
-register_preset(ModelPreset(
-    "drs-sl", DRSformer, _drsformer(dim=24, num_blocks=[2, 3, 3, 4]),
+)
+_preset(
+    "drs-sl", _drsformer(dim=24, num_blocks=[2, 3, 3, 4]),
     "DRS-SL student: half the width, half the blocks of drsformer (MEFC kept)",
     teacher="drsformer",
-    variants=checkpoint_variant,
-))
-register_preset(ModelPreset(
-    "drsformer-tiny", DRSformer, _drsformer(dim=16, num_blocks=[2, 2, 2, 2]),
+)
+_preset(
+    "drsformer-tiny", _drsformer(dim=16, num_blocks=[2, 2, 2, 2]),
     "tiny DRSformer teacher (with MEFC) for CPU runs",
     student="drs-sl-tiny",
-    variants=checkpoint_variant,
-))
-register_preset(ModelPreset(
-    "drs-sl-tiny", DRSformer, _drsformer(dim=6, num_blocks=[1, 1, 1, 1]),
+)
+_preset(
+    "drs-sl-tiny", _drsformer(dim=6, num_blocks=[1, 1, 1, 1]),
     "tiny DRS-SL student of drsformer-tiny (dim 6: the MEFC cost scales with width²)",
     teacher="drsformer-tiny",
-    variants=checkpoint_variant,
-))
+)

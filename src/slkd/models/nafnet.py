@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slkd.models.registry import ModelPreset, register_preset
+from slkd.models.registry import preset_family
 from slkd.models.taps import DECODER_LEVELS, ENCODER_LEVELS, levels_by_resolution
 
 __all__ = ["NAFNet", "NAFBlock", "nafblock_parameters"]
@@ -225,41 +225,43 @@ _NAFNET_GOPRO: dict[str, Any] = dict(
     img_channel=3, width=32, enc_blk_nums=[1, 1, 1, 28], middle_blk_num=1, dec_blk_nums=[1, 1, 1, 1],
 )
 
-register_preset(ModelPreset(
-    "nafnet-sidd-32", NAFNet, dict(_NAFNET_SIDD),
+_preset = preset_family(NAFNet)
+
+_preset(
+    "nafnet-sidd-32", dict(_NAFNET_SIDD),
     "official NAFNet width 32 for SIDD denoising (29.16 M params)",
     student="nafnet-sl",
-))
-register_preset(ModelPreset(
-    "nafnet-sidd-64", NAFNet, {**_NAFNET_SIDD, "width": 64},
+)
+_preset(
+    "nafnet-sidd-64", {**_NAFNET_SIDD, "width": 64},
     "official NAFNet width 64 for SIDD denoising (115.98 M params)",
     student="nafnet-sl",
-))
-register_preset(ModelPreset(
-    "nafnet-gopro-32", NAFNet, dict(_NAFNET_GOPRO),
+)
+_preset(
+    "nafnet-gopro-32", dict(_NAFNET_GOPRO),
     "official NAFNet width 32 for GoPro deblurring (17.11 M params; released for NAFNetLocal)",
-))
-register_preset(ModelPreset(
-    "nafnet-gopro-64", NAFNet, {**_NAFNET_GOPRO, "width": 64},
+)
+_preset(
+    "nafnet-gopro-64", {**_NAFNET_GOPRO, "width": 64},
     "official NAFNet width 64 for GoPro deblurring (67.89 M params; released for NAFNetLocal)",
     student="nafnet-sl",
-))
-register_preset(ModelPreset(
-    "nafnet-sl", NAFNet,
+)
+_preset(
+    "nafnet-sl",
     dict(img_channel=3, width=16, enc_blk_nums=[1, 1, 2, 4], middle_blk_num=6, dec_blk_nums=[1, 1, 1, 1]),
     "NAFNet-SL student: half the width, half the blocks of nafnet-sidd-32; also a CNN student "
     "for restormer",
     teacher="nafnet-sidd-32",
-))
-register_preset(ModelPreset(
-    "nafnet-tiny", NAFNet,
+)
+_preset(
+    "nafnet-tiny",
     dict(img_channel=3, width=16, enc_blk_nums=[2, 2, 2, 2], middle_blk_num=2, dec_blk_nums=[2, 2, 2, 2]),
     "tiny NAFNet teacher for CPU runs",
     student="nafnet-sl-tiny",
-))
-register_preset(ModelPreset(
-    "nafnet-sl-tiny", NAFNet,
+)
+_preset(
+    "nafnet-sl-tiny",
     dict(img_channel=3, width=8, enc_blk_nums=[1, 1, 1, 1], middle_blk_num=1, dec_blk_nums=[1, 1, 1, 1]),
     "tiny NAFNet-SL student of nafnet-tiny (also of restormer-tiny, across architectures)",
     teacher="nafnet-tiny",
-))
+)

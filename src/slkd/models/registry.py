@@ -56,6 +56,18 @@ def register_preset(preset: ModelPreset) -> ModelPreset:
     return preset
 
 
+def preset_family(builder: Callable[..., nn.Module], variants: VariantReader | None = None):
+    """The registering function of one family: its builder and checkpoint-variant reader given
+    once, then ``register(name, kwargs, description, teacher=..., student=...)`` per preset."""
+
+    def register(name: str, kwargs: dict[str, Any], description: str, *, teacher: str | None = None,
+                 student: str | None = None) -> ModelPreset:
+        return register_preset(ModelPreset(name, builder, kwargs, description, teacher=teacher, student=student,
+                                           variants=variants))
+
+    return register
+
+
 def list_models() -> list[str]:
     """Names of all presets, in registration order."""
     return list(_PRESETS)

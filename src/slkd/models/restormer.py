@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slkd.models.checkpoint import layer_norm_type
-from slkd.models.registry import ModelPreset, register_preset
+from slkd.models.registry import preset_family
 from slkd.models.taps import DECODER_LEVELS, ENCODER_LEVELS
 
 LAYER_NORM_TYPES = ("WithBias", "BiasFree")
@@ -375,55 +375,49 @@ def restormer_options(**changes: Any) -> dict[str, Any]:
     return {**_RESTORMER_DEFAULT, **changes}
 
 
-register_preset(ModelPreset(
-    "restormer", Restormer, restormer_options(),
+_preset = preset_family(Restormer, checkpoint_variant)
+
+_preset(
+    "restormer", restormer_options(),
     "official Restormer (26.1 M params); deraining / motion deblurring checkpoints (WithBias)",
     student="res-sl",
-    variants=checkpoint_variant,
-))
-register_preset(ModelPreset(
-    "restormer-denoise", Restormer, restormer_options(LayerNorm_type="BiasFree"),
+)
+_preset(
+    "restormer-denoise", restormer_options(LayerNorm_type="BiasFree"),
     "official Restormer for colour Gaussian and real denoising checkpoints (BiasFree)",
     student="res-sl",
-    variants=checkpoint_variant,
-))
-register_preset(ModelPreset(
-    "restormer-denoise-gray", Restormer,
+)
+_preset(
+    "restormer-denoise-gray",
     restormer_options(inp_channels=1, out_channels=1, LayerNorm_type="BiasFree"),
     "official Restormer for grey Gaussian denoising checkpoints (1→1 channel, BiasFree)",
-    variants=checkpoint_variant,
-))
-register_preset(ModelPreset(
-    "restormer-dual-pixel", Restormer, restormer_options(inp_channels=6, dual_pixel_task=True),
+)
+_preset(
+    "restormer-dual-pixel", restormer_options(inp_channels=6, dual_pixel_task=True),
     "official Restormer for dual-pixel defocus deblurring (6→3 channels)",
-    variants=checkpoint_variant,
-))
-register_preset(ModelPreset(
-    "res-sl", Restormer,
+)
+_preset(
+    "res-sl",
     restormer_options(dim=24, num_blocks=[2, 3, 3, 4], num_refinement_blocks=2),
     "Res-SL student: half the width, about half the blocks of restormer",
     teacher="restormer",
-    variants=checkpoint_variant,
-))
-register_preset(ModelPreset(
-    "res-sl-hw", Restormer,
+)
+_preset(
+    "res-sl-hw",
     restormer_options(dim=32, num_blocks=[1, 2, 2, 3], num_refinement_blocks=1, ffn_expansion_factor=2.0),
     "Res-SL shaped for CPU kernels: every channel count a multiple of 16 (feed-forward hidden "
     "widths included), fewer and wider blocks, no more MACs than res-sl; cut from restormer like it",
     teacher="restormer",
-    variants=checkpoint_variant,
-))
-register_preset(ModelPreset(
-    "restormer-tiny", Restormer,
+)
+_preset(
+    "restormer-tiny",
     restormer_options(dim=16, num_blocks=[2, 2, 2, 2], num_refinement_blocks=2),
     "tiny Restormer teacher that trains on a CPU in minutes",
     student="res-sl-tiny",
-    variants=checkpoint_variant,
-))
-register_preset(ModelPreset(
-    "res-sl-tiny", Restormer,
+)
+_preset(
+    "res-sl-tiny",
     restormer_options(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1),
     "tiny Res-SL student of restormer-tiny",
     teacher="restormer-tiny",
-    variants=checkpoint_variant,
-))
+)

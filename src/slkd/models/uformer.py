@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slkd.models.registry import ModelPreset, register_preset
+from slkd.models.registry import preset_family
 from slkd.models.taps import DECODER_LEVELS, ENCODER_LEVELS, levels_by_resolution
 
 __all__ = ["Uformer"]
@@ -493,44 +493,39 @@ def _uformer(**changes: Any) -> dict[str, Any]:
 
 _UFORMER_B_DEPTHS = [1, 2, 8, 8, 2, 8, 8, 2, 1]
 
-register_preset(ModelPreset(
-    "uformer-t", Uformer, _uformer(embed_dim=16),
+_preset = preset_family(Uformer, checkpoint_variant)
+
+_preset(
+    "uformer-t", _uformer(embed_dim=16),
     "Uformer-T of the official release (embed_dim 16, 5.29 M params)",
-    variants=checkpoint_variant,
-))
-register_preset(ModelPreset(
-    "uformer-s", Uformer, _uformer(embed_dim=32),
+)
+_preset(
+    "uformer-s", _uformer(embed_dim=32),
     "Uformer-S of the official release (embed_dim 32, 20.75 M params)",
-    variants=checkpoint_variant,
-))
-register_preset(ModelPreset(
-    "uformer-b", Uformer, _uformer(depths=_UFORMER_B_DEPTHS),
+)
+_preset(
+    "uformer-b", _uformer(depths=_UFORMER_B_DEPTHS),
     "Uformer-B (50.88 M params), as the released GoPro deblurring checkpoint (img_size 256)",
     student="ufor-sl",
-    variants=checkpoint_variant,
-))
-register_preset(ModelPreset(
-    "uformer-b-sidd", Uformer, _uformer(depths=_UFORMER_B_DEPTHS, img_size=128),
+)
+_preset(
+    "uformer-b-sidd", _uformer(depths=_UFORMER_B_DEPTHS, img_size=128),
     "Uformer-B as the released SIDD denoising checkpoint (img_size 128: no shift in the bottleneck)",
     student="ufor-sl",
-    variants=checkpoint_variant,
-))
-register_preset(ModelPreset(
-    "ufor-sl", Uformer, _uformer(embed_dim=16, depths=[1, 1, 4, 4, 1, 4, 4, 1, 1]),
+)
+_preset(
+    "ufor-sl", _uformer(embed_dim=16, depths=[1, 1, 4, 4, 1, 4, 4, 1, 1]),
     "Ufor-SL student: half the width and about half the blocks of uformer-b",
     teacher="uformer-b",
-    variants=checkpoint_variant,
-))
-register_preset(ModelPreset(
-    "uformer-tiny", Uformer, _uformer(embed_dim=8, img_size=32, win_size=4),
+)
+_preset(
+    "uformer-tiny", _uformer(embed_dim=8, img_size=32, win_size=4),
     "tiny Uformer teacher (embed_dim 8, 4×4 windows, img_size 32) for CPU runs",
     student="ufor-sl-tiny",
-    variants=checkpoint_variant,
-))
-register_preset(ModelPreset(
-    "ufor-sl-tiny", Uformer,
+)
+_preset(
+    "ufor-sl-tiny",
     _uformer(embed_dim=4, img_size=32, win_size=4, depths=[1, 1, 1, 1, 1, 1, 1, 1, 1]),
     "tiny Ufor-SL student of uformer-tiny",
     teacher="uformer-tiny",
-    variants=checkpoint_variant,
-))
+)
