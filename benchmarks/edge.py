@@ -24,6 +24,13 @@ Two modes:
     node groups kept in float (and each calibration method for the chosen set), against the
     float graph, on the first ``--images`` test images. PSNR only: nothing is timed.
 
+``python -m benchmarks.edge --int8-latency`` (``benchmarks/results/edge_int8_latency.json``)
+    Where an INT8 graph's time goes: latency at 256² of the float graph and of INT8 graphs with
+    each set of :data:`LATENCY_SETS` kept in float (the default set first), interleaved in one
+    process, for the hardware-shaped and the tiny student (seeded random weights, calibrated on
+    BSDS500 crops); then ONNX Runtime's own profile (per operator type, milliseconds per pass,
+    ``--runs`` passes) of the float graph and of the default INT8 graph.
+
 ``--quick`` runs everything at toy size (tiny networks, 2 images, 32² timings, 3 rounds) so that
 a test can check the benchmark end to end in seconds; its numbers mean nothing.
 """
@@ -77,6 +84,13 @@ METHOD_SETS = (
     ("data_movement", "attention_matmul", "output", "patch_embed"),
 )
 CALIBRATION_METHODS = ("MinMax", "Percentile")
+#: --int8-latency: the default set, then more of the network kept in float
+LATENCY_SETS = (
+    ("data_movement", "patch_embed", "output"),
+    ("data_movement", "patch_embed", "output", "depthwise"),
+    ("data_movement", "patch_embed", "output", "attention_matmul"),
+    ("data_movement", "patch_embed", "output", "depthwise", "attention_matmul"),
+)
 
 
 def _calibration(task: str, args, channels: int = 3):
@@ -276,10 +290,84 @@ def latency_table(args, tmp: Path) -> dict:
     return result
 
 
+def _profile(path: Path, size: int, runs: int, threads: int) -> dict[str, float]:
+    """ONNX Runtime's own profile of ``runs`` passes at ``size``²: milliseconds per pass by
+    operator type (the kernels' time), the first pass (which plans the memory) left out."""
+    import json
+
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.enable_profiling = True
+    options.profile_file_prefix = str(path.with_suffix(""))
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+    for _ in range(runs + 1):
+        session.run(None, {session.get_inputs()[0].name: x})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    kernels = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    by_op: dict[str, float] = {}
+    for e in kernels[len(kernels) // (runs + 1):]:  # every pass runs the same kernels, in order
+        op = e["args"].get("op_name", "?")
+        by_op[op] = by_op.get(op, 0.0) + e["dur"] / 1e3 / runs
+    return dict(sorted(((k, round(v, 2)) for k, v in by_op.items()), key=lambda kv: -kv[1]))
+
+
+def int8_latency(args) -> dict:
+    """The --int8-latency mode (see the module docstring)."""
+    import onnx
+
+    from benchmarks.onnx_latency import OrtModel
+    from slkd.models.export import export_onnx
+    from slkd.models.quantize import quantize_graph
+
+    calib = _calibration("denoise25", args)
+    size = 32 if args.quick else 256
+    models = ["res-sl-tiny"] if args.quick else ["res-sl-hw", "res-sl-tiny"]
+    sets = LATENCY_SETS[:2] if args.quick else LATENCY_SETS
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="slkd-edge-") as tmp:
+        for name in models:
+            torch.manual_seed(0)
+            float_path = Path(tmp) / f"{name}.onnx"
+            export_onnx(build_model(name).eval(), float_path, model_name=name)
+            proto = onnx.load(str(float_path))
+            graphs, paths = {"float": OrtModel(float_path, args.threads)}, {"float": float_path}
+            for keep in sets:
+                quantized, info = quantize_graph(proto, calib.inputs, keep_float=keep)
+                label = "int8 keep " + "+".join(keep)
+                paths[label] = Path(tmp) / f"{name}.int8.{len(paths)}.onnx"
+                onnx.save(quantized, str(paths[label]))
+                graphs[label] = OrtModel(paths[label], args.threads)
+            t = _time(graphs, size, args)
+            for label in graphs:
+                speed = latency_ratio(t["float"], t[label])
+                rows.append({"model": name, "size": size, "graph": label,
+                             "latency": {**_stats(t[label]), "times_ms": [round(v, 2) for v in t[label].times_ms]},
+                             "speed_vs_float": speed.median, "speed_vs_float_iqr": [speed.q1, speed.q3]})
+                print(f"{name} {size}²: {label:<70} {t[label].median_ms:8.1f} ms  "
+                      f"{speed.median:.2f}× float's speed", flush=True)
+            default = "int8 keep " + "+".join(sets[0])
+            runs = 2 if args.quick else args.runs
+            profile = {label: _profile(paths[label], size, runs, args.threads) for label in ("float", default)}
+            rows.append({"model": name, "size": size, "profile_ms_per_pass": profile})
+            for label, ops in profile.items():
+                top = ", ".join(f"{op} {ms:.1f}" for op, ms in list(ops.items())[:6])
+                print(f"  profile {label} ({sum(ops.values()):.1f} ms): {top}", flush=True)
+    return {"benchmark": "edge_int8_latency", "rows": rows,
+            "what": "latency of the float graph against INT8 graphs with more of the network kept in "
+                    "float, and ONNX Runtime's per-operator profile of the float and default INT8 graphs"}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--float-sets", action="store_true", help="measure the node groups kept in float instead "
                    "(PSNR only; writes edge_float_nodes.json)")
+    p.add_argument("--int8-latency", action="store_true", help="measure where an INT8 graph's time goes "
+                   "instead (writes edge_int8_latency.json)")
     p.add_argument("--images", type=number(int, minimum=1), default=20,
                    help="--float-sets: test images per task (default 20)")
     p.add_argument("--sizes", nargs="+", type=number(int, minimum=8), default=[256, 1024], metavar="S",
@@ -297,7 +385,10 @@ def main(argv: list[str] | None = None) -> int:
                    "(edge_float_nodes.json with --float-sets)")
     p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     args = p.parse_args(argv)
-    default = "edge_float_nodes.json" if args.float_sets else "edge.json"
+    if args.float_sets and args.int8_latency:
+        p.error("--float-sets and --int8-latency are separate runs: give one")
+    default = ("edge_float_nodes.json" if args.float_sets else
+               "edge_int8_latency.json" if args.int8_latency else "edge.json")
     out = refuse_existing(args.json or ROOT / "benchmarks" / "results" / default, args.overwrite)
     if any(s % 8 for s in args.sizes):
         p.error("--sizes must be multiples of 8")
@@ -312,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
                         "loadavg_before": [round(v, 2) for v in load_before]}}
     if args.float_sets:
         report = {**float_sets(args), **info}
+    elif args.int8_latency:
+        report = {**int8_latency(args), **info}
     else:
         report = {"benchmark": "edge", **info,
                   "what": "deployed students on this CPU: float vs INT8 ONNX (PSNR of the committed "

@@ -354,3 +354,29 @@ def test_the_edge_benchmark_runs_at_toy_size(tmp_path):
     out2 = tmp_path / "float_nodes.json"
     assert edge.main(["--quick", "--float-sets", "--threads", "1", "--json", str(out2)]) == 0
     assert json.loads(out2.read_text())["rows"]
+
+
+@pytest.mark.data
+@pytest.mark.skipif(not (DATA / "BSDS500").is_dir(), reason="the shared benchmark data is not present")
+def test_the_int8_latency_benchmark_profiles_the_float_and_default_graphs(tmp_path):
+    from benchmarks import edge
+
+    out = tmp_path / "int8.json"
+    assert edge.main(["--quick", "--int8-latency", "--threads", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    timed = [r for r in rows if "graph" in r]
+    assert [r["graph"] for r in timed][0] == "float" and len(timed) == 1 + 2
+    assert all(r["speed_vs_float"] > 0 for r in timed)
+    # speed relative to float: float's time over the graph's, round by round (> 1 = faster)
+    base = timed[0]["latency"]["times_ms"]
+    for r in timed:
+        ratios = sorted(f / g for f, g in zip(base, r["latency"]["times_ms"]))
+        assert r["speed_vs_float"] == pytest.approx(ratios[len(ratios) // 2], rel=0.02)
+    profile = next(r["profile_ms_per_pass"] for r in rows if "profile_ms_per_pass" in r)
+    default = "int8 keep " + "+".join(edge.LATENCY_SETS[0])
+    assert set(profile) == {"float", default}
+    # the INT8 graph runs quantised convolutions and (de)quantisation; the float graph none
+    assert "QLinearConv" in profile[default] and "DequantizeLinear" in profile[default]
+    assert "QLinearConv" not in profile["float"] and "Conv" in profile["float"]
+    with pytest.raises(SystemExit):
+        edge.main(["--float-sets", "--int8-latency", "--json", str(tmp_path / "x.json")])
