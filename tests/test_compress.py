@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -514,7 +515,7 @@ def test_ctrl_c_during_compress_says_to_rerun_the_command(data, tmp_path, cli, m
 def test_a_full_disk_during_compress_names_the_file(data, tmp_path, cli, monkeypatch):
     """The stage's seconds were written in a `finally` block: on a full disk that write failed
     too and its bare "No space left on device" replaced the trainer's message naming the file."""
-    import slkd.engine.compress.stages as stages
+    import slkd.engine.stages as stages
 
     real_save = torch.save
 
@@ -759,3 +760,44 @@ def test_scores_of_training_images_are_never_called_validation_without_saying_so
     report = (out / "report.md").read_text()
     assert "**not all held out**" in report
     assert "### val (3 image(s); 1 of them also training images: copied" in report
+
+
+def test_the_stage_configs_are_the_library_run_configs(data, tmp_path):
+    """slkd compress builds its stages' configs with slkd.engine.runconfigs, as the studies do:
+    Teacher A trained here, Teacher B its options without the global residual and started from
+    it, the distilled student and its scratch twin both cut from Teacher A."""
+    from slkd.engine.runconfigs import (Net, cosine_train_node, data_node, distilled_run, scratch_run, teacher_a_run,
+                                        teacher_b_run)
+
+    out = tmp_path / "out"
+    job = Job(teacher="restormer-tiny", weights=None, task="derain", train=data / "train", val=data / "val",
+              out=out, method="slkd", init="teacher", compare_scratch=True, seed=3,
+              plan=replace(PLANS["quick"], patch=16, batch=2).with_student_iters(10))
+    stages = {s.name: s.config for s in prepare(job, log=None).stages}
+    out = out.resolve()
+    data_train = {"type": "paired", "roots": [str((data / "train").resolve())], "patch_size": 16, "augment": True}
+
+    def common(iters: int, lr: float) -> dict:
+        return {"output_dir": out, "seed": 3, "data": data_node(data_train, [], 2),
+                "train": cosine_train_node(iters, lr, optimizer="adam", weight_decay=1e-4, warmup_iters=1,
+                                           log_every=1, val_every=iters, ckpt_every=max(1, iters // 4))}
+
+    a = Net("restormer-tiny", out / "teacher_a")
+    b = a.teacher_b(out / "teacher_b")
+    derain = {"task": "derain"}
+    expected = {
+        "teacher_a": teacher_a_run("teacher_a", a, eval=derain, **common(12, 2e-3)),
+        "teacher_b": teacher_b_run("teacher_b", a, eval={"task": "reconstruct", "y_channel": True}, **common(4, 1e-4)),
+        "student_slkd": distilled_run("student_slkd", "res-sl-tiny", "slkd", teacher_a=a, teacher_b=b,
+                                      init_from_teacher=a, eval=derain, **common(10, 1e-3)),
+        "student_scratch": scratch_run("student_scratch", "res-sl-tiny", init_from_teacher=a, eval=derain,
+                                       **common(10, 1e-3)),
+    }
+    # the stored YAML files: the same keys in the same order
+    assert {k: yaml.safe_dump(v, sort_keys=False) for k, v in stages.items()} == {
+        k: yaml.safe_dump(v, sort_keys=False) for k, v in expected.items()}
+    assert stages["teacher_b"]["model"] == {"name": "restormer-tiny", "options": {"global_residual": False},
+                                            "init_from": str(out / "teacher_a")}
+    assert stages["student_slkd"]["teachers"]["b"]["options"] == {"global_residual": False}
+    assert stages["student_scratch"]["model"]["init_from_teacher"] == {"name": "restormer-tiny",
+                                                                       "weights": str(out / "teacher_a")}

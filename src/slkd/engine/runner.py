@@ -30,6 +30,10 @@ def log_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def log_silent(message: str) -> None:
+    """No progress (the ranks of ``torchrun`` other than 0)."""
+
+
 def check_data(train_set, val_sets: dict, note: Callable[[str], None] | None) -> dict[str, dict]:
     """Before step 1: name what the data folders held that is not used (the data sets'
     ``warnings``), and apply the held-out rule (:func:`slkd.data.overlap.check_held_out`: a

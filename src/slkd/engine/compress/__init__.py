@@ -36,12 +36,12 @@ from __future__ import annotations
 import os
 import time
 
-from slkd.engine.compress.plan import (DEPLOYS, INITS, PLANS, SETTINGS_FILE, Job, Log, ModelSpec, Plan, Prepared,
-                                       StagePlan, log_silent)
+from slkd.engine.compress.plan import (DEPLOYS, INITS, PLANS, SETTINGS_FILE, TIMES_FILE, WORDS, Job, Log, ModelSpec,
+                                       Plan, Prepared, StagePlan)
 from slkd.engine.compress.prepare import check_out, claim_out, job_reads, prepare
 from slkd.engine.compress.report import finish
-from slkd.engine.compress.stages import train_stages
-from slkd.engine.runner import log_stderr
+from slkd.engine.runner import log_silent, log_stderr
+from slkd.engine.stages import train_stages
 from slkd.models.checkpoint import read_once
 
 __all__ = ["DEPLOYS", "INITS", "Job", "ModelSpec", "PLANS", "Plan", "Prepared", "SETTINGS_FILE", "StagePlan", "check_out",
@@ -72,7 +72,10 @@ def _run_job(job: Job, *, device: str, log: Log) -> dict | None:
     lock = claim_out(prep.out, job_reads(job), job.extra_entries, device=device, settings=prep.settings,
                      stages=prep.stages)
     try:
-        timing = train_stages(prep, device=device, log=log)
+        # every stage skipped when finished, resumed when interrupted; the progress lines count
+        # the evaluation and the report too
+        timing = train_stages(prep.stages, prep.out, total=len(prep.stages) + 2, words=WORDS,
+                              times_file=TIMES_FILE, device=device, log=log)
         if int(os.environ.get("RANK", "0")) != 0:
             return None
         return finish(prep, timing, device=device, log=log, started=t0)

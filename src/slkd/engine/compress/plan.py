@@ -10,7 +10,9 @@ from typing import Callable, Sequence
 
 from slkd.data.folders import EvalSamples
 from slkd.distill import DEFAULT_METHOD
-from slkd.engine.config import TrainRunConfig
+from slkd.engine.runconfigs import Net
+from slkd.engine.stages import Stage
+from slkd.engine.trainer import RunWords
 
 Log = Callable[[str], None]
 
@@ -20,6 +22,8 @@ SETTINGS_FILE = "compress.json"
 #: training seconds of each stage, summed over the processes that trained it, from the stage's
 #: log (:func:`slkd.engine.report.logged_seconds`: a process killed by ``kill -9`` counts too)
 TIMES_FILE = "stage_seconds.json"
+#: how the stages' messages tell the user to continue (compress and demo have no --resume)
+WORDS = RunWords(resume="rerun the same command to continue it", new_run="give a new --out")
 #: what the pipeline writes into the output folder besides the stages' run folders
 OUT_FILES = frozenset({SETTINGS_FILE, TIMES_FILE, "configs", "images", "report.md", "summary.json", "grid.png",
                        "curves.png", "student.safetensors", "student.onnx", "student.int8.onnx"})
@@ -28,10 +32,6 @@ OUT_FILES = frozenset({SETTINGS_FILE, TIMES_FILE, "configs", "images", "report.m
 DEPLOYS = ("int8",)
 #: rows of the comparison grid
 GRID_ROWS = 4
-
-
-def log_silent(message: str) -> None:
-    pass
 
 
 #: the values of ``Job.init`` (``slkd compress --init``)
@@ -146,21 +146,10 @@ class ModelSpec:
     #: trained by a stage of the job (``weights`` is that stage's run folder), not given
     trained: bool = True
 
-    def node(self, *, options: bool | None = None) -> dict:
-        """The model as a config node (``teachers.a``, ``model.init_from_teacher`` …): name,
-        absolute weights and, when there are any (or ``options=True``), the options."""
-        shown = bool(self.options) if options is None else options
-        return {"name": self.preset, "weights": str(self.weights.resolve()),
-                **({"options": dict(self.options)} if shown else {})}
-
-
-@dataclass
-class Stage:
-    name: str
-    what: str
-    config: dict
-    cfg: TrainRunConfig
-    make_task: Callable
+    def net(self) -> Net:
+        """The network as run configs name it (:mod:`slkd.engine.runconfigs`), its weights
+        absolute."""
+        return Net(self.preset, self.weights.resolve(), self.options)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import math
 import os
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -20,7 +20,7 @@ from slkd.data.tasks import benchmark_tasks, task_spec
 from slkd.distill import distill_config, registered_methods
 from slkd.engine.builders import build_dataset
 from slkd.engine.compress.plan import (DEPLOYS, INITS, OUT_FILES, SETTINGS_FILE, Job, Log, ModelSpec, Prepared,
-                                       Stage, StagePlan)
+                                       StagePlan)
 from slkd.engine.config import DatasetConfig, TrainRunConfig, from_dict, parse_yaml, to_dict
 from slkd.engine.distributed import init_distributed, shutdown
 from slkd.engine.evaluation import Convention
@@ -29,6 +29,9 @@ from slkd.engine.runlock import LOCK_FILE, FolderLock, lock_on_rank0
 from slkd.engine.runstate import CONFIG, config_changes
 from slkd.engine.tasks import distiller_task, supervised_task
 from slkd.engine.runner import log_stderr
+from slkd.engine.runconfigs import (Net, cosine_train_node, data_node, distilled_run, scratch_run, teacher_a_run,
+                                    teacher_b_run)
+from slkd.engine.stages import Stage, build_stage
 from slkd.engine.text import resolve_device
 from slkd.errors import SlkdError
 from slkd.fileio import atomic_write_bytes, file_in_the_way
@@ -297,12 +300,10 @@ def claim_out(out: Path, reads: Sequence[Path], extra_entries: frozenset | set =
 
 
 def _train_node(plan: StagePlan, job: Job, val: bool) -> dict:
-    n, lr = plan.iters, plan.lr
-    optimizer = {"type": job.plan.optimizer, "lr": lr, "weight_decay": job.plan.weight_decay}
-    return {"iters": n, "optimizer": optimizer,
-            "scheduler": {"type": "cosine", "warmup_iters": max(1, n // 20), "min_lr": lr / 100},
-            "loss": "l1", "log_every": min(max(1, n // 10), 100),
-            "val_every": max(1, n // 4) if val else n, "ckpt_every": min(max(1, n // 4), 1000)}
+    n = plan.iters
+    return cosine_train_node(n, plan.lr, optimizer=job.plan.optimizer, weight_decay=job.plan.weight_decay,
+                             warmup_iters=max(1, n // 20), log_every=min(max(1, n // 10), 100),
+                             val_every=max(1, n // 4) if val else n, ckpt_every=min(max(1, n // 4), 1000))
 
 
 def _val_nodes(job: Job, sigma: float | None, folders: dict[str, EvalFolder]) -> list[dict]:
@@ -331,7 +332,8 @@ def _model_specs(job: Job, student: str, options: dict, weights: Path | None, ou
     specs = {"teacher_a": ModelSpec(job.teacher, options, out / "teacher_a") if weights is None
              else ModelSpec(job.teacher, options, weights, trained=False)}
     if "b" in distill_config(job.method).teacher_roles():
-        specs["teacher_b"] = ModelSpec(job.teacher, {**options, "global_residual": False}, out / "teacher_b")
+        b = Net(job.teacher, options=options).teacher_b(out / "teacher_b")
+        specs["teacher_b"] = ModelSpec(b.name, dict(b.options), out / "teacher_b")
     specs[f"student_{job.method}"] = ModelSpec(student, {}, out / f"student_{job.method}")
     if job.compare_scratch:
         specs["student_scratch"] = ModelSpec(student, {}, out / "student_scratch")
@@ -340,61 +342,46 @@ def _model_specs(job: Job, student: str, options: dict, weights: Path | None, ou
 
 def _stages(job: Job, specs: dict[str, ModelSpec], data: dict, val: list[dict], out: Path,
             init: str = "random") -> list[Stage]:
-    """The stages that train the networks of ``specs`` (:func:`_model_specs`), as run configs;
-    weights are absolute paths: the same teacher named by a relative and an absolute path is one
-    job, and the stored stage configs work from any folder."""
-    common = {"seed": job.seed, "output_dir": str(out.resolve())}
+    """The stages that train the networks of ``specs`` (:func:`_model_specs`), as run configs
+    (:mod:`slkd.engine.runconfigs`); weights are absolute paths: the same teacher named by a
+    relative and an absolute path is one job, and the stored stage configs work from any folder."""
     plan = job.plan
-    teacher_a, student = specs["teacher_a"], specs[f"student_{job.method}"].preset
+    teacher_a, student = specs["teacher_a"].net(), specs[f"student_{job.method}"].preset
 
-    def data_node() -> dict:
-        return {"train": dict(data), "val": [dict(v) for v in val], "batch_size": plan.batch}
+    def common(stage: StagePlan) -> dict:
+        return {"output_dir": out.resolve(), "seed": job.seed, "data": data_node(data, val, plan.batch),
+                "train": _train_node(stage, job, bool(val))}
 
-    evaluated = {"eval": {"task": job.task}} if job.task != "denoise" else {}
-    stages: list[tuple[str, str, dict, Callable]] = []
-    if teacher_a.trained:
+    evaluated = {"task": job.task} if job.task != "denoise" else None
+    stages = []
+    if specs["teacher_a"].trained:
         if plan.teacher_a is None:
             raise SlkdError("Teacher A has no weights and the plan does not train one")
-        model = {"name": job.teacher, **({"options": dict(teacher_a.options)} if teacher_a.options else {})}
-        stages.append(("teacher_a", f"Teacher A: {job.teacher}, degraded → clean",
-                       {"name": "teacher_a", "role": "teacher_a", **common, "model": model,
-                        "data": data_node(), "train": _train_node(plan.teacher_a, job, bool(val)),
-                        **evaluated}, supervised_task))
-    teachers = {"a": teacher_a.node()}
-    if "teacher_b" in specs:
-        teacher_b = specs["teacher_b"]
+        stages.append(build_stage("teacher_a", f"Teacher A: {job.teacher}, degraded → clean",
+                                  teacher_a_run("teacher_a", teacher_a, eval=evaluated, **common(plan.teacher_a)),
+                                  supervised_task))
+    teacher_b = specs["teacher_b"].net() if "teacher_b" in specs else None
+    if teacher_b is not None:
         reconstruct = {"task": "reconstruct"}
         if task_uses_y_channel(job.task):  # Teacher B is scored as the task is (derain: Y)
             reconstruct["y_channel"] = True
-        stages.append(("teacher_b", f"Teacher B: {job.teacher} without its global residual, clean → "
-                       "clean, from Teacher A",
-                       {"name": "teacher_b", "role": "teacher_b", **common,
-                        "model": {"name": job.teacher, "options": dict(teacher_b.options),
-                                  "init_from": teachers["a"]["weights"]},
-                        "data": data_node(), "train": _train_node(plan.teacher_b, job, bool(val)),
-                        "eval": reconstruct}, supervised_task))
-        teachers["b"] = teacher_b.node(options=True)
+        stages.append(build_stage("teacher_b", f"Teacher B: {job.teacher} without its global residual, clean → "
+                                  "clean, from Teacher A",
+                                  teacher_b_run("teacher_b", teacher_a, eval=reconstruct, **common(plan.teacher_b)),
+                                  supervised_task))
     # the distilled student and its scratch twin start alike: both cut from Teacher A or both random
-    student_model = {"name": student, **({"init_from_teacher": dict(teachers["a"])} if init == "teacher" else {})}
+    cut = teacher_a if init == "teacher" else None
     name = f"student_{job.method}"
-    stages.append((name, f"student {student} distilled with {job.method}",
-                   {"name": name, "role": "distill", **common, "model": dict(student_model),
-                    "teachers": teachers, "distill": {"method": job.method},
-                    "data": data_node(), "train": _train_node(plan.student, job, bool(val)), **evaluated},
-                   distiller_task))
+    stages.append(build_stage(name, f"student {student} distilled with {job.method}",
+                              distilled_run(name, student, job.method, teacher_a=teacher_a, teacher_b=teacher_b,
+                                            init_from_teacher=cut, eval=evaluated, **common(plan.student)),
+                              distiller_task))
     if "student_scratch" in specs:
-        stages.append(("student_scratch", f"student {student} from scratch (L1)",
-                       {"name": "student_scratch", "role": "scratch", **common, "model": dict(student_model),
-                        "data": data_node(), "train": _train_node(plan.student, job, bool(val)), **evaluated},
-                       supervised_task))
-    built = []
-    for stage_name, what, config, make_task in stages:
-        try:
-            cfg = from_dict(TrainRunConfig, config)
-        except SlkdError as exc:
-            raise SlkdError(f"stage {stage_name}: {exc}") from None
-        built.append(Stage(stage_name, what, config, cfg, make_task))
-    return built
+        stages.append(build_stage("student_scratch", f"student {student} from scratch (L1)",
+                                  scratch_run("student_scratch", student, init_from_teacher=cut, eval=evaluated,
+                                              **common(plan.student)),
+                                  supervised_task))
+    return stages
 
 
 def _check_smaller(teacher_name: str, options: dict, teacher: torch.nn.Module, student: str,
