@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import yaml
 
 from benchmarks.study.settings import ROOT, Scale, StudyError
+from slkd.engine.runconfigs import cosine_train_node, data_node
 
 
 def cbsd432(degradation: dict) -> dict:
@@ -20,27 +20,20 @@ def cbsd432(degradation: dict) -> dict:
 def train_data(train: dict, scale: Scale, val=()) -> dict:
     """The ``data`` node of a run: ``train`` (``data.train`` without patch size and
     augmentation) cropped and batched at ``scale``, validated on ``val``."""
-    return {"train": {**train, "patch_size": scale.patch, "augment": True},
-            "val": list(val), "batch_size": scale.batch}
-
-
-#: Teacher B's options: SLKD's clean → clean teacher has no global residual (it would learn the
-#: identity through the skip)
-TEACHER_B_OPTIONS = {"global_residual": False}
-
-
-def teachers_node(arch: str, a: Path | str, b: Path | str) -> dict:
-    """The ``teachers`` node of a distillation run: Teacher A and Teacher B of architecture
-    ``arch`` from the weights (files or run folders) ``a`` and ``b``."""
-    return {"a": {"name": arch, "weights": str(a)},
-            "b": {"name": arch, "weights": str(b), "options": dict(TEACHER_B_OPTIONS)}}
+    return data_node({**train, "patch_size": scale.patch, "augment": True}, val, scale.batch)
 
 
 def schedule(iters: int, lr: float) -> dict:
-    return {"iters": iters, "optimizer": {"type": "adamw", "lr": lr, "weight_decay": 1.0e-4},
-            "scheduler": {"type": "cosine", "warmup_iters": max(1, iters // 24), "min_lr": lr / 100},
-            "loss": "l1", "log_every": max(1, min(100, iters // 4)), "val_every": iters,
-            "ckpt_every": max(1, iters // 6)}
+    """The ``train`` node of every study run: AdamW, a cosine schedule with a short warm-up,
+    validated at the end and checkpointed six times."""
+    return cosine_train_node(iters, lr, optimizer="adamw", weight_decay=1.0e-4, warmup_iters=max(1, iters // 24),
+                             log_every=max(1, min(100, iters // 4)), val_every=iters, ckpt_every=max(1, iters // 6))
+
+
+#: the key order of each study's run configs (:mod:`slkd.engine.runconfigs`), as its stored
+#: config files have it: a rerun writes every run's config again, byte for byte the same
+REPRODUCTION_KEYS = ("name", "output_dir", "role", "seed", "model", "data", "train", "eval", "teachers", "distill")
+PAYS_KEYS = ("name", "output_dir", "role", "seed", "model", "distill", "data", "train", "eval", "teachers")
 
 
 @dataclass(frozen=True)

@@ -50,13 +50,14 @@ from pathlib import Path
 
 import benchmarks.families  # noqa: F401  (registers the study's res-sl-tiny-deep)
 import benchmarks.variants  # noqa: F401  (registers the losing SLKD variants the screen still lists)
-from benchmarks.study.configs import Task, schedule, teachers_node, train_data
+from benchmarks.study.configs import PAYS_KEYS, Task, schedule, train_data
 from benchmarks.study.scheduler import (Job, Study, eval_file, json_default, read_eval, recorded_seconds, run_jobs,
                                         run_study)
 from benchmarks.study.settings import FULL, ROOT, STUDENT, TEACHER, Scale, StudyError
 from benchmarks.study.paired import paired, spread
 from slkd.cli.common import device_option, max_threads, number, resolve_device
 from slkd.engine.report import read_events
+from slkd.engine.runconfigs import Net, distilled_run
 from slkd.errors import SlkdError
 
 #: a budget is at the plateau when its last quarter gains less than this on validation (dB), and
@@ -253,18 +254,15 @@ class PaysStudy(Study):
         s = self.scale
         train = schedule(iters, LR)
         train["val_every"] = max(1, iters // s.val_points)
-        model: dict = {"name": v.student}
-        if v.init:
-            model["init_from_teacher"] = {"name": TEACHER, "weights": str(self.teacher("a"))}
         val = {**self.setting["val"], **({"limit": s.eval_limit} if s.eval_limit else {})}
-        config = {
-            "name": name, "output_dir": str(self.out), "role": "distill", "seed": seed, "model": model,
-            "distill": {"method": v.method, **json.loads(json.dumps(v.distill))},
-            "data": train_data(self.setting["train"], s, [val]),
-            "train": train, "eval": self.setting["eval"],
-        }
-        if v.method != "scratch":
-            config["teachers"] = teachers_node(TEACHER, self.teacher("a"), self.teacher(v.teacher_b))
+        # every run is a distillation run, scratch too (``distill.method: scratch``, no teachers)
+        taught = v.method != "scratch"
+        a = Net(TEACHER, self.teacher("a")) if v.init or taught else None
+        config = distilled_run(name, v.student, v.method, teacher_a=a if taught else None,
+                               teacher_b=a.teacher_b(self.teacher(v.teacher_b)) if taught else None,
+                               overrides=v.distill, init_from_teacher=a if v.init else None,
+                               output_dir=self.out, seed=seed, data=train_data(self.setting["train"], s, [val]),
+                               train=train, eval=self.setting["eval"], order=PAYS_KEYS)
         return self.add(Job(name, ["distill", "--plugin", "benchmarks.variants"], [], config,
                             self.out / "configs" / f"{name}.yaml", self.out / name))
 

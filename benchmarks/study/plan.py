@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.study.configs import TASKS, TEACHER_B_OPTIONS, Task, schedule, teachers_node, train_data
+from benchmarks.study.configs import REPRODUCTION_KEYS, TASKS, Task, schedule, train_data
 from benchmarks.study.scheduler import Job, Study, eval_file
 from benchmarks.study.settings import (
     ABLATIONS,
@@ -26,6 +26,7 @@ from benchmarks.study.settings import (
     VARIANTS,
     Scale,
 )
+from slkd.engine.runconfigs import Net, distilled_run, scratch_run, teacher_a_run, teacher_b_run
 
 
 def eval_path(study: "ReproductionStudy", task_key: str, run: str, data: str) -> Path:
@@ -53,24 +54,28 @@ class ReproductionStudy(Study):
         """Study folder holding ``run`` (teacher runs and input evaluations may be shared)."""
         return self.teacher_root if run in SHARED_RUNS else self.out
 
-    def train(self, task: Task, run: str, config: dict, deps=()) -> Job:
-        folder = self.root(run) / task.key
-        config = {"name": run, "output_dir": str(folder), **config}
+    def train(self, task: Task, config: dict, deps=()) -> Job:
+        """The job of the run ``config`` (in the folder :meth:`where` gives)."""
+        folder = Path(config["output_dir"])
+        run = config["name"]
         command = "distill" if config["role"] == "distill" else "train"
         return self.add(Job(f"{task.key}/{run}", [command], list(deps), config,
                              folder / "configs" / f"{run}.yaml", folder / run))
 
+    def where(self, task: Task, run: str) -> dict:
+        """The output folder of ``task``'s run ``run`` and this study's key order, as arguments
+        of :mod:`slkd.engine.runconfigs`' builders."""
+        return {"output_dir": self.root(run) / task.key, "order": REPRODUCTION_KEYS}
+
     def teachers(self, task: Task, iters_a: int, arch: str = TEACHER) -> tuple[Job, Job]:
         s = self.scale
-        a = self.train(task, "teacher_a", {"role": "teacher_a", "seed": 0, "model": {"name": arch},
-                                           "data": train_data(task.train, s), "train": schedule(iters_a, 2e-3)})
-        b_data = train_data(task.train, s, [task.val])
-        b = self.train(task, "teacher_b", {
-            "role": "teacher_b", "seed": 0,
-            "model": {"name": arch, "options": dict(TEACHER_B_OPTIONS),
-                      "init_from": str(self.teacher_root / task.key / "teacher_a")},
-            "data": b_data, "train": schedule(s.teacher_b, 5e-4), "eval": dict(task.eval)},
-            deps=[a.name])
+        teacher = Net(arch, self.teacher_root / task.key / "teacher_a")
+        a = self.train(task, teacher_a_run("teacher_a", teacher, seed=0, data=train_data(task.train, s),
+                                           train=schedule(iters_a, 2e-3), **self.where(task, "teacher_a")))
+        b = self.train(task, teacher_b_run("teacher_b", teacher, seed=0, data=train_data(task.train, s, [task.val]),
+                                           train=schedule(s.teacher_b, 5e-4), eval=task.eval,
+                                           **self.where(task, "teacher_b")),
+                       deps=[a.name])
         return a, b
 
     def student(self, task: Task, run: str, seed: int, method: str, overrides: dict | None = None,
@@ -80,29 +85,22 @@ class ReproductionStudy(Study):
         (default: the same task), of architecture ``teacher``; ``bf16`` trains under bf16
         autocast (``train.bf16``)."""
         s = self.scale
-        base = {"seed": seed, "model": {"name": arch}, "data": train_data(task.train, s),
-                "train": schedule(iters or s.student, 2e-3)}
+        train = schedule(iters or s.student, 2e-3)
         if bf16:
-            base["train"]["bf16"] = True
+            train["bf16"] = True
+        common = {"seed": seed, "data": train_data(task.train, s), "train": train, **self.where(task, run)}
         if method == "scratch":
-            return self.train(task, run, {"role": "scratch", **base})
+            return self.train(task, scratch_run(run, arch, **common))
         source = teachers_of or task
         folder = self.teacher_root / source.key
-        distill = {"method": method}
         if method == "slkd":
             overrides = {**SLKD_PAPER_WEIGHTS, **(overrides or {})}
         elif method in ("fitnet", "at", "fakd"):
             overrides = {**FEATURE_BASELINE_WEIGHT, **(overrides or {})}
-        for key, value in (overrides or {}).items():
-            node = distill
-            *parents, leaf = key.split(".")
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = value
-        config = {"role": "distill", **base,
-                  "teachers": teachers_node(teacher, folder / "teacher_a", folder / "teacher_b"),
-                  "distill": distill}
-        return self.train(task, run, config, deps=[f"{source.key}/teacher_a", f"{source.key}/teacher_b"])
+        a = Net(teacher, folder / "teacher_a")
+        config = distilled_run(run, arch, method, teacher_a=a, teacher_b=a.teacher_b(folder / "teacher_b"),
+                               overrides=overrides, **common)
+        return self.train(task, config, deps=[f"{source.key}/teacher_a", f"{source.key}/teacher_b"])
 
     def evaluate(self, task_key: str, model: str, run: str, data: str, eval_task: str,
                  deps=(), weights: Path | None = None) -> Job:
