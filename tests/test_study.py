@@ -388,3 +388,64 @@ def test_a_task_config_with_other_than_one_validation_set_is_refused(tmp_path, m
     (tmp_path / "t.yaml").write_text("data: {train: {type: paired, roots: [x], patch_size: 8}, val: []}\n")
     with pytest.raises(StudyError, match="t.yaml: expected one validation set, found 0"):
         Task("k", (("x", "denoise"),), config="t.yaml").setting()
+
+
+def _run_folder(run: Path, kind: str, iters: int) -> None:
+    """A run folder as a stop leaves it: ``unstarted`` (run files, no checkpoint), ``interrupted``
+    (a checkpoint before ``iters``) or ``finished`` (a checkpoint at ``iters`` and the weights)."""
+    run.mkdir(parents=True)
+    events = [{"event": "start", "step": 0, "time": 100.0}]
+    (run / "config.yaml").write_text("name: x\n")
+    if kind in ("interrupted", "finished"):
+        step = iters if kind == "finished" else iters // 2
+        events.append({"event": "checkpoint", "step": step, "time": 112.5})
+        (run / "checkpoint.pt").write_bytes(b"c")
+    if kind == "finished":
+        (run / "weights.pth").write_bytes(b"w")
+    (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+
+
+@pytest.mark.parametrize("kind, decided", [("unstarted", "new"), ("interrupted", "resume"), ("finished", "done")])
+def test_the_study_decides_a_run_as_compress_decides_a_stage(tmp_path, kind, decided):
+    """One rule for a study's runs and slkd compress's stages (slkd.engine.stages.begin_stage):
+    the finished run is reused with its log's seconds, the interrupted one resumed, and the
+    unstarted one's files (no trained weights) cleared so that it starts again."""
+    from slkd.engine.stages import begin_stage
+
+    study = _plan(tmp_path, ["denoise"])
+    job = study.jobs["denoise25/scratch_s0"]
+    iters = job.config["train"]["iters"]
+    library = tmp_path / "library" / "run"
+    _run_folder(job.run_dir, kind, iters)
+    _run_folder(library, kind, iters)
+    assert prepare(job) == begin_stage(library, iters).how == decided
+    left = sorted(p.name for p in job.run_dir.iterdir() if p.name != "study.json" and not p.name.startswith("."))
+    assert left == sorted(p.name for p in library.iterdir() if not p.name.startswith("."))
+    if kind == "unstarted":
+        assert left == []
+    if kind == "finished":
+        assert json.loads((job.run_dir / "study.json").read_text())["seconds"] == 12.5
+        assert train_finished(job.run_dir, iters) == 12.5
+
+
+def test_compress_skips_a_finished_run_as_the_study_does(tmp_path):
+    """The stage runner of slkd compress (slkd.engine.stages.train_stages) on a run folder the
+    study has decided finished: skipped, with the seconds the study recorded."""
+    from slkd.engine.compress.plan import TIMES_FILE, WORDS
+    from slkd.engine.stages import build_stage, train_stages
+    from slkd.engine.tasks import supervised_task
+
+    study = _plan(tmp_path, ["denoise"])
+    job = study.jobs["denoise25/scratch_s0"]
+    iters = job.config["train"]["iters"]
+    _run_folder(job.run_dir, "finished", iters)
+    assert prepare(job) == "done"
+    stage = build_stage(job.run_dir.name, "the scratch student", job.config, supervised_task)
+    lines: list[str] = []
+    seconds = train_stages([stage], job.run_dir.parent, total=1, words=WORDS, times_file=TIMES_FILE, device="cpu",
+                           log=lines.append)
+    assert seconds == {"scratch_s0": 12.5} and train_finished(job.run_dir, iters) == 12.5
+    assert lines[0] == f"[1/1] the scratch student, {iters} iterations (resuming / reusing)"
+    assert lines[1].strip().startswith(f"finished earlier ({iters} iterations in")
+    stored = job.run_dir.parent / "configs" / "scratch_s0.yaml"
+    assert stored == job.config_path and stored.read_text() == yaml.safe_dump(job.config, sort_keys=False)

@@ -37,7 +37,8 @@ A longer student schedule against the same teachers, a few methods, one seed:
 
 The package, one concern per module and one vocabulary for this study and the pays study
 (:mod:`.pays`): :mod:`.settings` (the design: methods, ablations, weights, the ``Scale`` of the
-runs), :mod:`.configs` (the ``Task``: data and tests; schedules), :mod:`.plan` (the
+runs), :mod:`.configs` (the ``Task``: data and tests; schedules; each run's config is built by
+:mod:`slkd.engine.runconfigs`, as ``slkd compress`` builds its stages'), :mod:`.plan` (the
 ``ReproductionStudy``: which jobs, with which configs and dependencies), :mod:`.scheduler` (the
 ``Study``, its jobs and running them), :mod:`.paired` (seed families and paired
 comparisons), :mod:`.summaries` (one summary per study), :mod:`.compression` (the compression

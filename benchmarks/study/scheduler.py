@@ -1,6 +1,8 @@
 """Running the study's jobs: ordinary ``slkd`` commands as subprocesses, in dependency order, a
-few at a time; finished runs are reused, interrupted ones resumed, and a run folder holding other
-settings is refused (nothing is deleted)."""
+few at a time; each training run is decided by the library's stage rule, as ``slkd compress``
+decides its stages (:mod:`slkd.engine.stages`: finished runs are reused, interrupted ones
+resumed, a folder stopped before its first checkpoint started again), and a run folder holding
+other settings is refused (nothing is deleted)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ from pathlib import Path
 import yaml
 
 from benchmarks.study.settings import ROOT, Scale, StudyError
-from slkd.engine.runlog import run_state
+from slkd.engine.stages import DONE as DONE_STAGE
+from slkd.engine.stages import begin_stage, stage_state
+from slkd.errors import SlkdError
 
 
 @dataclass
@@ -80,13 +84,14 @@ DONE = "study.json"
 def train_finished(run_dir: Path, iters: int) -> float | None:
     """Seconds the run took if ``run_dir`` holds a run that reached ``iters``, else None: what
     the runner recorded (:func:`recorded_seconds`), else the library's reading of the run's log
-    (:func:`slkd.engine.runlog.run_state`: finished, and its training seconds summed over the
-    processes that ran it). The one rule for a study run's seconds."""
+    (:func:`slkd.engine.stages.stage_state`, as ``slkd compress`` decides its stages: finished,
+    and its training seconds summed over the processes that ran it). The one rule for a study
+    run's seconds."""
     seconds = recorded_seconds(run_dir)
     if seconds is not None:
         return seconds
-    state = run_state(run_dir, iters)
-    return state.seconds if state.finished else None
+    state = stage_state(run_dir, iters)
+    return state.seconds if state.how == DONE_STAGE else None
 
 
 def recorded_seconds(run_dir: Path) -> float | None:
@@ -124,20 +129,25 @@ def same_config(path: Path, config: dict) -> bool:
 
 
 def prepare(job: Job) -> str:
-    """'done', 'resume' or 'new'; writes the config. Refuses a folder with other settings."""
+    """'done', 'resume' or 'new'; writes the config. Refuses a folder with other settings. A
+    training run is decided as ``slkd compress`` decides its stages
+    (:func:`slkd.engine.stages.begin_stage`: a folder with run files but no checkpoint is
+    cleared, to start again)."""
     if job.config is not None:
         if job.run_dir.exists() and not same_config(job.config_path, job.config):
             raise StudyError(f"{job.run_dir} holds a run with other settings than {job.config_path.name} "
                              "now asks for; use --out DIR for a new study or delete that run folder")
         job.config_path.parent.mkdir(parents=True, exist_ok=True)
         job.config_path.write_text(yaml.safe_dump(job.config, sort_keys=False))
-        seconds = train_finished(job.run_dir, job.config["train"]["iters"])
-        if seconds is not None:
-            done = job.run_dir / DONE
-            if not done.is_file():
-                done.write_text(json.dumps({"seconds": seconds, "source": "metrics.jsonl"}))
+        if recorded_seconds(job.run_dir) is not None:
             return "done"
-        return "resume" if (job.run_dir / "checkpoint.pt").is_file() else "new"
+        try:
+            state = begin_stage(job.run_dir, job.config["train"]["iters"])
+        except SlkdError as exc:  # another process writes the folder
+            raise StudyError(str(exc)) from None
+        if state.how == DONE_STAGE and state.seconds is not None:
+            (job.run_dir / DONE).write_text(json.dumps({"seconds": state.seconds, "source": "metrics.jsonl"}))
+        return state.how
     weights = [Path(a) for a in job.argv if a.endswith(".pth")]
     if job.eval_out.is_file() and all(job.eval_out.stat().st_mtime >= w.stat().st_mtime
                                       for w in weights if w.is_file()):
@@ -223,7 +233,7 @@ def _loop(pending, running, state, parallel, threads, child_env, total, device) 
                 if job.eval_out is not None:
                     job.eval_out.with_suffix(".tmp").replace(job.eval_out)
                 else:  # a resumed run's wall-clock spans its earlier processes too: read from its log
-                    seconds = run_state(job.run_dir, job.config["train"]["iters"]).seconds or seconds
+                    seconds = stage_state(job.run_dir, job.config["train"]["iters"]).seconds or seconds
                     (job.run_dir / DONE).write_text(json.dumps({"seconds": seconds, "threads": threads,
                                                                        "parallel": parallel, "device": device}))
                 state[name] = "done"
