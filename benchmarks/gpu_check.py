@@ -289,6 +289,7 @@ def stage_nccl(work: Path, dry: bool) -> dict:
     """``slkd distill`` under torchrun, 1 process: uninterrupted vs stopped at step 2 + resumed."""
     import yaml
 
+    from slkd.engine.runconfigs import Net, distilled_run
     from slkd.models import build_model, save_weights
 
     root = work / "nccl"
@@ -299,18 +300,16 @@ def stage_nccl(work: Path, dry: bool) -> dict:
     device = "cpu" if dry else "cuda"
     configs = {}
     for name in ("whole", "resumed"):
-        cfg = {"name": name, "role": "distill", "seed": 1, "output_dir": str(root / "runs"),
-               "model": {"name": "res-sl-tiny"},
-               "teachers": {"a": {"name": "restormer-tiny", "weights": str(root / "a.pth")},
-                            "b": {"name": "restormer-tiny", "weights": str(root / "b.pth"),
-                                  "options": {"global_residual": False}}},
-               "distill": {"method": "slkd"},
-               "data": {"root": str(data), "batch_size": 4,
-                        "train": {"type": "degraded", "roots": ["BSDS500"], "recursive": True,
-                                  "patch_size": 32, "degradation": NOISE, "holdout": {"count": 2, "take": "rest"}},
-                        "val": [{"name": "val", "type": "degraded", "roots": ["BSDS500"], "recursive": True,
-                                 "holdout": {"count": 2, "take": "held"}, "degradation": NOISE}]},
-               "train": {"iters": 4, "log_every": 1, "val_every": 4, "ckpt_every": 2}}
+        teacher_a = Net("restormer-tiny", root / "a.pth")
+        cfg = distilled_run(
+            name, "res-sl-tiny", "slkd", teacher_a=teacher_a, teacher_b=teacher_a.teacher_b(root / "b.pth"),
+            output_dir=root / "runs", seed=1,
+            data={"root": str(data), "batch_size": 4,
+                  "train": {"type": "degraded", "roots": ["BSDS500"], "recursive": True,
+                            "patch_size": 32, "degradation": NOISE, "holdout": {"count": 2, "take": "rest"}},
+                  "val": [{"name": "val", "type": "degraded", "roots": ["BSDS500"], "recursive": True,
+                           "holdout": {"count": 2, "take": "held"}, "degradation": NOISE}]},
+            train={"iters": 4, "log_every": 1, "val_every": 4, "ckpt_every": 2})
         configs[name] = root / f"{name}.yaml"
         configs[name].write_text(yaml.safe_dump(cfg))
     run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
@@ -399,23 +398,23 @@ def _compile_counters() -> dict:
 def _run_config(pair_key: str, variant: str, *, pair, plan: dict, data: Path, weights: dict, out: Path,
                 iters: int) -> dict:
     """The run config of one configuration, as ``slkd distill`` / ``slkd train`` read it."""
+    from slkd.engine.runconfigs import Net, cosine_train_node, distilled_run, scratch_run
+
     method, mode, precision = variant.split("_")
     teacher, student = pair
-    cfg = {"name": f"{pair_key}-{variant}", "role": "scratch" if method == "scratch" else "distill", "seed": 0,
-           "output_dir": str(out), "model": {"name": student},
-           "data": {"root": str(data), "batch_size": plan["batch"], "device_data": "auto",
-                    "train": {**DENOISE_SET, "patch_size": plan["patch"]}},
-           # the compress recipe (Adam with weight decay, cosine); one read of the device-side
-           # record at the end, as a long run reads it rarely
-           "train": {"iters": iters, "optimizer": {"type": "adam", "lr": 2e-4, "weight_decay": 1e-4},
-                     "scheduler": {"type": "cosine", "warmup_iters": 1, "min_lr": 2e-6}, "loss": "l1",
-                     "log_every": iters, "val_every": iters, "ckpt_every": iters,
-                     "compile": mode == "compiled", "bf16": precision == "bf16"}}
-    if method != "scratch":
-        cfg["teachers"] = {"a": {"name": teacher, "weights": weights["a"]},
-                           "b": {"name": teacher, "weights": weights["b"], "options": {"global_residual": False}}}
-        cfg["distill"] = {"method": method}
-    return cfg
+    data_node = {"root": str(data), "batch_size": plan["batch"], "device_data": "auto",
+                 "train": {**DENOISE_SET, "patch_size": plan["patch"]}}
+    # the compress recipe (Adam with weight decay, cosine); one read of the device-side record at
+    # the end, as a long run reads it rarely
+    train = {**cosine_train_node(iters, 2e-4, optimizer="adam", weight_decay=1e-4, warmup_iters=1,
+                                 log_every=iters, val_every=iters, ckpt_every=iters),
+             "compile": mode == "compiled", "bf16": precision == "bf16"}
+    common = {"output_dir": out, "seed": 0, "data": data_node, "train": train}
+    if method == "scratch":
+        return scratch_run(f"{pair_key}-{variant}", student, **common)
+    teacher_a = Net(teacher, weights["a"])
+    return distilled_run(f"{pair_key}-{variant}", student, method, teacher_a=teacher_a,
+                         teacher_b=teacher_a.teacher_b(weights["b"]), **common)
 
 
 def measure_variant(pair_key: str, variant: str, *, pair, plan: dict, data: Path, weights: dict, work: Path,
