@@ -337,7 +337,7 @@ def int8_latency(args) -> dict:
             proto = onnx.load(str(float_path))
             graphs, paths = {"float": OrtModel(float_path, args.threads)}, {"float": float_path}
             for keep in sets:
-                quantized, info = quantize_graph(proto, calib.inputs, keep_float=keep)
+                quantized, _ = quantize_graph(proto, calib.inputs, keep_float=keep)
                 label = "int8 keep " + "+".join(keep)
                 paths[label] = Path(tmp) / f"{name}.int8.{len(paths)}.onnx"
                 onnx.save(quantized, str(paths[label]))
